@@ -1,0 +1,12 @@
+//! The Chorus peer: a QUIC endpoint that drives the Chord ring of `chorus-core`,
+//! the WebAssembly sandbox, and the `chorus` command line.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the `chorus` command line (one file per subcommand).
+//! - [`sandbox`]: the wasmtime engine, limits and compiled-module cache.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod sandbox;

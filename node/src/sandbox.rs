@@ -1,0 +1,1 @@
+//! The WebAssembly sandbox (filled in by the sandbox work).

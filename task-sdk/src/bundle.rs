@@ -1,0 +1,1 @@
+//! Signed task bundles (filled in by the sandbox work).

@@ -1,0 +1,1 @@
+//! Helpers for task authors (filled in by the sandbox work).

@@ -1,0 +1,19 @@
+//! The Chorus SDK: what a program needs to talk to the grid or to run inside it.
+//!
+//! # Layout
+//!
+//! - [`identity`] (feature `net`): Ed25519 keys, peer ids, ring positions.
+//! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
+//! - [`guest`] (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(missing_docs)]
+
+#[cfg(feature = "net")]
+pub mod bundle;
+#[cfg(feature = "guest")]
+pub mod guest;
+#[cfg(feature = "net")]
+pub mod identity;
+
+#[cfg(feature = "net")]
+pub use chorus_core::RingPos;
