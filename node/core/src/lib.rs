@@ -7,9 +7,23 @@
 //! # Layout
 //!
 //! - [`id`]: ring positions and interval arithmetic on the 64-bit circle.
+//! - [`ring`]: the Chord state machine ([`RingNode`]) and its messages
+//!   ([`Request`], [`Response`], [`Step`]): join, stabilize, rectify, fix
+//!   fingers, check predecessor, iterative lookups, graceful leave.
+//! - [`sim`]: a deterministic simulator running up to 10^5 [`RingNode`]s in one
+//!   process, with latency, failures, churn and invariant checks against an
+//!   oracle.
+//! - [`rng`]: a tiny seeded PRNG so that a seed replays the same run forever.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod ring;
+pub mod rng;
+pub mod sim;
 
 pub use id::RingPos;
+pub use ring::{
+    Address, Config, Event, LookupDone, LookupError, LookupId, Peer, Request, RequestId, Response,
+    RingNode, Step, Time, Transmit,
+};

@@ -1,0 +1,1396 @@
+//! The Chord ring as a sans-IO state machine.
+//!
+//! [`RingNode`] keeps one node's routing state (predecessor, successor list,
+//! finger table) and runs the maintenance protocol. It does no I/O and reads no
+//! clock. The caller (the node's QUIC driver, or the simulator) follows this
+//! order:
+//!
+//! 1. feed inputs: [`RingNode::handle_request`] for incoming RPCs (answered at
+//!    once from local state), [`RingNode::handle_response`] /
+//!    [`RingNode::handle_failure`] for the outcome of our own requests, and
+//!    [`RingNode::handle_timeout`] when [`RingNode::poll_timeout`] says so;
+//! 2. drain outputs: [`RingNode::poll_transmit`] until `None` (deliver each one
+//!    and report its outcome with its [`RequestId`]), and
+//!    [`RingNode::poll_event`] until `None`.
+//!
+//! The protocol is Chord with Zave's corrections: a successor list of `r`
+//! entries, stabilize that confirms a new successor is alive before adopting it,
+//! rectify (a notifying node replaces the predecessor only if it is closer or the
+//! predecessor is dead), immediate removal of failed peers, and a graceful leave
+//! that hands the leaver's neighbours over. Lookups are iterative: the asker
+//! walks the hops and keeps a few fallback candidates, so a dead candidate costs
+//! one timeout and the lookup goes on with the next one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::id::RingPos;
+use crate::rng::Rng;
+
+/// Milliseconds on a caller-chosen clock (the node uses ms since process start,
+/// the simulator its virtual clock).
+pub type Time = u64;
+
+/// Trait alias for address types: the node uses `std::net::SocketAddr`, the
+/// simulator `u32`.
+pub trait Address:
+    Clone + Eq + Hash + Debug + Serialize + DeserializeOwned + Send + 'static
+{
+}
+impl<T: Clone + Eq + Hash + Debug + Serialize + DeserializeOwned + Send + 'static> Address for T {}
+
+/// A node on the ring: where it sits and where it can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer<A> {
+    /// Its ring position (derived from its public key).
+    pub id: RingPos,
+    /// Where to send it requests.
+    pub addr: A,
+}
+
+/// Tuning of the ring protocol.
+///
+/// The defaults suit a ring of up to about 10^5 volunteer nodes on the public
+/// Internet with RTTs of tens of milliseconds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Length `r` of the successor list. Default 8: the ring survives unless 8
+    /// consecutive nodes fail within one repair period.
+    pub successors: usize,
+    /// Interval between stabilize rounds, in ms. Default 500.
+    pub stabilize_interval: Time,
+    /// Interval between finger repairs (one finger lookup per round), in ms.
+    /// Default 250.
+    pub fix_fingers_interval: Time,
+    /// Interval between predecessor liveness checks, in ms. Default 1000.
+    pub check_predecessor_interval: Time,
+    /// How many fallback candidates a `FindSuccessor` reply carries. Default 4.
+    pub lookup_candidates: usize,
+    /// A lookup that needs more remote hops than this fails with
+    /// [`LookupError::TooManyHops`]. Default 64 (a healthy ring of 10^5 nodes
+    /// needs about 9 on average, 17 at most).
+    pub max_hops: u32,
+    /// Ping the owner a lookup found before reporting it, and fall back to the
+    /// next live node of the last responder's successor list if it is dead.
+    /// Costs one round trip per lookup; catches owners that died since the last
+    /// stabilize. Default false.
+    pub verify_owner: bool,
+    /// Delay before trying the next bootstrap address after a failed join, in
+    /// ms. Default 1000.
+    pub join_retry_interval: Time,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            successors: 8,
+            stabilize_interval: 500,
+            fix_fingers_interval: 250,
+            check_predecessor_interval: 1000,
+            lookup_candidates: 4,
+            max_hops: 64,
+            verify_owner: false,
+            join_retry_interval: 1000,
+        }
+    }
+}
+
+/// Identifies one of our outgoing requests; the driver hands it back with the
+/// outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// Identifies a lookup started with [`RingNode::lookup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LookupId(pub u64);
+
+/// Ring RPC requests (serialized with rmp-serde by the node).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request<A> {
+    /// One iterative lookup step: who owns `key`, or who is closer to it?
+    FindSuccessor {
+        /// The key looked up.
+        key: RingPos,
+    },
+    /// Predecessor and successor list, for stabilize.
+    GetNeighbors,
+    /// "I think I am your predecessor."
+    Notify {
+        /// The notifying node.
+        peer: Peer<A>,
+    },
+    /// Are you alive?
+    Ping,
+    /// Graceful leave: the leaver hands over its neighbours.
+    Leave {
+        /// The leaving node.
+        peer: Peer<A>,
+        /// Its predecessor, for its successor to adopt.
+        predecessor: Option<Peer<A>>,
+        /// Its successor list, for its predecessor to splice in.
+        successors: Vec<Peer<A>>,
+    },
+}
+
+/// Ring RPC responses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response<A> {
+    /// Answer to [`Request::FindSuccessor`].
+    FindSuccessor(Step<A>),
+    /// Answer to [`Request::GetNeighbors`].
+    Neighbors {
+        /// The responder itself.
+        me: Peer<A>,
+        /// Its predecessor, if it knows one.
+        predecessor: Option<Peer<A>>,
+        /// Its successor list, nearest first (just itself when it is alone).
+        successors: Vec<Peer<A>>,
+    },
+    /// Answer to `Notify`, `Ping` and `Leave`.
+    Ack,
+}
+
+/// One step of an iterative lookup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Step<A> {
+    /// The key is in (responder, its successor]: `owner` is that successor.
+    Done {
+        /// The node responsible for the key.
+        owner: Peer<A>,
+    },
+    /// Ask one of these next: the responder's closest preceding nodes of the
+    /// key, best (closest to the key) first.
+    Next {
+        /// The candidates, best first.
+        candidates: Vec<Peer<A>>,
+    },
+}
+
+/// An outgoing request the driver must deliver.
+///
+/// `to_id` is the ring position the core expects to answer (`None` when only an
+/// address is known, e.g. a bootstrap address): the driver pins the TLS identity
+/// when it is `Some`.
+#[derive(Clone, Debug)]
+pub struct Transmit<A> {
+    /// Hand this back with the outcome.
+    pub id: RequestId,
+    /// Where to send it.
+    pub to: A,
+    /// Who must answer, when known.
+    pub to_id: Option<RingPos>,
+    /// What to send.
+    pub request: Request<A>,
+}
+
+/// Something the caller may want to know about.
+#[derive(Clone, Debug)]
+pub enum Event<A> {
+    /// A lookup started with [`RingNode::lookup`] finished.
+    Lookup {
+        /// The lookup's id.
+        id: LookupId,
+        /// Its result.
+        result: Result<LookupDone<A>, LookupError>,
+    },
+    /// The join completed: the successor is set.
+    Joined {
+        /// Our first successor.
+        successor: Peer<A>,
+    },
+    /// Successor or predecessor changed (the node logs and counts these).
+    NeighborsChanged,
+    /// A peer was found dead (RPC failure) and removed from successor list,
+    /// fingers and predecessor.
+    PeerDropped(Peer<A>),
+}
+
+/// A successful lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupDone<A> {
+    /// The key looked up.
+    pub key: RingPos,
+    /// The node responsible for it.
+    pub owner: Peer<A>,
+    /// Remote `FindSuccessor` steps taken (0 when answered locally).
+    pub hops: u32,
+    /// Requests of this lookup that failed (each cost one RPC timeout).
+    pub timeouts: u32,
+}
+
+/// Why a lookup failed. The node's routing state keeps whatever it learned
+/// (dead peers stay removed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Every candidate we knew of, or were told of, failed.
+    #[error("no live candidates left")]
+    NoLiveCandidates,
+    /// The lookup needed more remote hops than `Config::max_hops`.
+    #[error("lookup gave up after {0} hops")]
+    TooManyHops(u32),
+    /// This node left the ring before the lookup finished.
+    #[error("the node left the ring")]
+    Left,
+}
+
+/// One node's Chord state machine. See the [module docs](self) for the calling
+/// order.
+#[derive(Debug)]
+pub struct RingNode<A> {
+    me: Peer<A>,
+    config: Config,
+    rng: Rng,
+    predecessor: Option<Peer<A>>,
+    /// Nearest first; never empty; `[me]` when alone, otherwise never holds `me`.
+    successors: Vec<Peer<A>>,
+    /// Finger entries whose start lies beyond the first successor, keyed by
+    /// finger index and sorted by it. Fingers inside (me, successor] are the
+    /// successor and are not stored, which keeps a node of a 10^5 ring to about
+    /// 20 entries instead of 64.
+    fingers: Vec<(u8, Peer<A>)>,
+    next_finger: u8,
+    pending: BTreeMap<RequestId, Pending<A>>,
+    lookups: BTreeMap<u64, LookupState<A>>,
+    transmits: VecDeque<Transmit<A>>,
+    events: VecDeque<Event<A>>,
+    next_request: u64,
+    next_lookup: u64,
+    timers: Timers,
+    join: JoinState<A>,
+    stabilizing: bool,
+    fixing_finger: bool,
+    checking_predecessor: bool,
+    rectifying: bool,
+    left: bool,
+}
+
+impl<A: Address> RingNode<A> {
+    /// A node alone on its ring (successor = itself, no predecessor).
+    pub fn new(me: Peer<A>, config: Config, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let timers = Timers {
+            stabilize: rng.below(config.stabilize_interval.max(1)),
+            fix_fingers: rng.below(config.fix_fingers_interval.max(1)),
+            check_predecessor: rng.below(config.check_predecessor_interval.max(1)),
+            join_retry: None,
+        };
+        RingNode {
+            successors: vec![me.clone()],
+            me,
+            config,
+            rng,
+            predecessor: None,
+            fingers: Vec::new(),
+            next_finger: 0,
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_request: 1,
+            next_lookup: 1,
+            timers,
+            join: JoinState::Idle,
+            stabilizing: false,
+            fixing_finger: false,
+            checking_predecessor: false,
+            rectifying: false,
+            left: false,
+        }
+    }
+
+    /// A node that already sits in a ring with the given state (used by the
+    /// simulator's oracle builder, and by tests).
+    ///
+    /// `fingers` holds `(finger index, peer)` pairs; indices of 64 or more, and
+    /// fingers whose start lies in (me, first successor], are ignored. `me` is
+    /// removed from `successors`, which is cut to `config.successors`.
+    pub fn with_state(
+        me: Peer<A>,
+        config: Config,
+        seed: u64,
+        predecessor: Option<Peer<A>>,
+        successors: Vec<Peer<A>>,
+        fingers: Vec<(u32, Peer<A>)>,
+    ) -> Self {
+        let mut node = RingNode::new(me, config, seed);
+        node.predecessor = predecessor.filter(|p| p.id != node.me.id);
+        node.set_successors(successors);
+        for (i, p) in fingers {
+            if let Ok(i) = u8::try_from(i)
+                && i < 64
+            {
+                node.set_finger(i, p);
+            }
+        }
+        node.join = JoinState::Joined;
+        node
+    }
+
+    /// Start joining via bootstrap addresses: send `FindSuccessor(me.id)` to
+    /// the first (`to_id` None); [`Event::Joined`] when the successor is set.
+    /// On failure the next address is tried after `join_retry_interval`, round
+    /// robin, until the join succeeds. An empty list leaves the node alone.
+    pub fn join(&mut self, now: Time, bootstrap: Vec<A>) {
+        if self.left || bootstrap.is_empty() {
+            return;
+        }
+        self.join = JoinState::Joining {
+            bootstrap,
+            next: 0,
+            in_flight: false,
+        };
+        self.try_join(now);
+    }
+
+    /// Answer an incoming request from local state only (never blocks, never
+    /// panics).
+    pub fn handle_request(&mut self, now: Time, request: Request<A>) -> Response<A> {
+        let before = self.neighbor_ids();
+        let response = match request {
+            Request::FindSuccessor { key } => Response::FindSuccessor(self.step(key)),
+            Request::GetNeighbors => Response::Neighbors {
+                me: self.me.clone(),
+                predecessor: self.predecessor.clone(),
+                successors: self.successors.clone(),
+            },
+            Request::Notify { peer } => {
+                self.rectify(now, peer);
+                Response::Ack
+            }
+            Request::Ping => Response::Ack,
+            Request::Leave {
+                peer,
+                predecessor,
+                successors,
+            } => {
+                self.peer_left(peer, predecessor, successors);
+                Response::Ack
+            }
+        };
+        self.note_neighbor_change(before);
+        response
+    }
+
+    /// The answer to one of our [`Transmit`]s. Unknown ids are ignored.
+    pub fn handle_response(&mut self, now: Time, id: RequestId, response: Response<A>) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        let before = self.neighbor_ids();
+        match pending.purpose {
+            Purpose::Lookup(lid) => self.lookup_response(now, lid, pending.target, response),
+            Purpose::Stabilize => self.stabilize_response(now, pending.target, response),
+            Purpose::StabilizeConfirm { successor, list } => {
+                self.stabilizing = false;
+                match (pending.target, response) {
+                    (
+                        Some(p),
+                        Response::Neighbors {
+                            me, successors: l, ..
+                        },
+                    ) if me.id == p.id => self.adopt_successor(now, p, l),
+                    _ => self.adopt_successor(now, successor, list),
+                }
+            }
+            Purpose::Notify | Purpose::Leave => {}
+            Purpose::CheckPredecessor => self.checking_predecessor = false,
+            Purpose::Rectify { .. } => self.rectifying = false,
+        }
+        self.note_neighbor_change(before);
+    }
+
+    /// One of our [`Transmit`]s failed (timeout, unreachable, bad answer): the
+    /// target is dead for us. It is dropped at once from successors, fingers and
+    /// predecessor, and lookups go on with their next candidate.
+    pub fn handle_failure(&mut self, now: Time, id: RequestId) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        let before = self.neighbor_ids();
+        if let Some(target) = &pending.target {
+            self.drop_peer(target.clone());
+        }
+        match pending.purpose {
+            Purpose::Lookup(lid) => self.lookup_failure(now, lid, pending.target),
+            Purpose::Stabilize => {
+                self.stabilizing = false;
+                // Try the next successor straight away rather than a round later.
+                if !self.left && self.joined() {
+                    self.stabilize(now);
+                }
+            }
+            Purpose::StabilizeConfirm { successor, list } => {
+                self.stabilizing = false;
+                self.adopt_successor(now, successor, list);
+            }
+            Purpose::Notify | Purpose::Leave => {}
+            Purpose::CheckPredecessor => self.checking_predecessor = false,
+            Purpose::Rectify { candidate } => {
+                self.rectifying = false;
+                self.offer_predecessor(candidate);
+            }
+        }
+        self.note_neighbor_change(before);
+    }
+
+    /// Run whatever periodic work is due (stabilize, fix fingers, check
+    /// predecessor, join retry).
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.left {
+            return;
+        }
+        let before = self.neighbor_ids();
+        if let Some(t) = self.timers.join_retry
+            && now >= t
+        {
+            self.timers.join_retry = None;
+            self.try_join(now);
+        }
+        if self.joined() {
+            if now >= self.timers.stabilize {
+                self.timers.stabilize = now + self.jittered(self.config.stabilize_interval);
+                self.stabilize(now);
+            }
+            if now >= self.timers.fix_fingers {
+                self.timers.fix_fingers = now + self.jittered(self.config.fix_fingers_interval);
+                self.fix_fingers(now);
+            }
+            if now >= self.timers.check_predecessor {
+                self.timers.check_predecessor =
+                    now + self.jittered(self.config.check_predecessor_interval);
+                self.check_predecessor();
+            }
+        }
+        self.note_neighbor_change(before);
+    }
+
+    /// When [`RingNode::handle_timeout`] should next be called (`None` after
+    /// leaving).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if self.left {
+            return None;
+        }
+        let maintenance = if self.joined() {
+            Some(
+                self.timers
+                    .stabilize
+                    .min(self.timers.fix_fingers)
+                    .min(self.timers.check_predecessor),
+            )
+        } else {
+            None
+        };
+        match (maintenance, self.timers.join_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next request to deliver.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<A>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event<A>> {
+        self.events.pop_front()
+    }
+
+    /// Start an iterative lookup; the result comes as [`Event::Lookup`]. If the
+    /// key is in (me, successor] (or in (predecessor, me]) the lookup completes
+    /// without RPCs (hops 0) but still produces the event.
+    pub fn lookup(&mut self, now: Time, key: RingPos) -> LookupId {
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        if self.left {
+            self.events.push_back(Event::Lookup {
+                id,
+                result: Err(LookupError::Left),
+            });
+        } else {
+            self.start_lookup(now, key, LookupKind::User(id));
+        }
+        id
+    }
+
+    /// Graceful leave: `Leave` transmits to predecessor and successor; the node
+    /// then stops maintenance and fails its running lookups with
+    /// [`LookupError::Left`].
+    pub fn leave(&mut self, _now: Time) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let request = Request::Leave {
+            peer: self.me.clone(),
+            predecessor: self.predecessor.clone(),
+            successors: self.successors.clone(),
+        };
+        let succ = self.successor().clone();
+        if succ.id != self.me.id {
+            self.send(
+                Some(succ.clone()),
+                succ.addr.clone(),
+                request.clone(),
+                Purpose::Leave,
+            );
+        }
+        if let Some(p) = self.predecessor.clone()
+            && p.id != self.me.id
+            && p.id != succ.id
+        {
+            self.send(Some(p.clone()), p.addr, request, Purpose::Leave);
+        }
+        for (_, l) in std::mem::take(&mut self.lookups) {
+            if let LookupKind::User(id) = l.kind {
+                self.events.push_back(Event::Lookup {
+                    id,
+                    result: Err(LookupError::Left),
+                });
+            }
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &Peer<A> {
+        &self.me
+    }
+
+    /// The predecessor, if known.
+    pub fn predecessor(&self) -> Option<&Peer<A>> {
+        self.predecessor.as_ref()
+    }
+
+    /// The successor list, nearest first. Never empty: just `[me]` when the
+    /// node is alone.
+    pub fn successors(&self) -> &[Peer<A>] {
+        &self.successors
+    }
+
+    /// The first successor (`me` when alone).
+    pub fn successor(&self) -> &Peer<A> {
+        self.successors.first().unwrap_or(&self.me)
+    }
+
+    /// Distinct finger entries, in finger order (fingers that equal the first
+    /// successor are not stored and not listed).
+    pub fn fingers(&self) -> Vec<Peer<A>> {
+        let mut out: Vec<Peer<A>> = Vec::with_capacity(self.fingers.len());
+        for (_, p) in &self.fingers {
+            if !out.iter().any(|q| q.id == p.id) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    /// The finger entry for index `i` (`None` when unknown or when it is the
+    /// first successor).
+    pub fn finger(&self, i: u32) -> Option<&Peer<A>> {
+        let i = u8::try_from(i).ok()?;
+        self.fingers
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()
+            .map(|k| &self.fingers[k].1)
+    }
+
+    /// Whether the node has joined a ring (or was built with state, or never
+    /// tried to join).
+    pub fn joined(&self) -> bool {
+        !matches!(self.join, JoinState::Joining { .. })
+    }
+
+    /// Whether [`RingNode::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Number of requests sent and not yet answered.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Heap bytes held by this node's routing state (not counting in-flight
+    /// requests and lookups), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.successors.capacity() * std::mem::size_of::<Peer<A>>()
+            + self.fingers.capacity() * std::mem::size_of::<(u8, Peer<A>)>()
+    }
+
+    // ---- lookups ----
+
+    /// The local answer to `FindSuccessor(key)`.
+    fn step(&self, key: RingPos) -> Step<A> {
+        if let Some(owner) = self.local_owner(key) {
+            return Step::Done { owner };
+        }
+        Step::Next {
+            candidates: self.closest_preceding(key, self.config.lookup_candidates.max(1)),
+        }
+    }
+
+    /// The owner of `key` if it is known without asking anyone.
+    fn local_owner(&self, key: RingPos) -> Option<Peer<A>> {
+        let succ = self.successor();
+        if key.in_open_closed(self.me.id, succ.id) {
+            return Some(succ.clone());
+        }
+        if let Some(p) = &self.predecessor
+            && key.in_open_closed(p.id, self.me.id)
+        {
+            return Some(self.me.clone());
+        }
+        None
+    }
+
+    /// Up to `n` known nodes in (me, key), closest to `key` first.
+    fn closest_preceding(&self, key: RingPos, n: usize) -> Vec<Peer<A>> {
+        let mut c: Vec<&Peer<A>> = self
+            .successors
+            .iter()
+            .chain(self.fingers.iter().map(|(_, p)| p))
+            .filter(|p| p.id.in_open(self.me.id, key))
+            .collect();
+        c.sort_by_key(|p| p.id.distance_to(key));
+        c.dedup_by_key(|p| p.id);
+        c.into_iter().take(n).cloned().collect()
+    }
+
+    fn start_lookup(&mut self, now: Time, key: RingPos, kind: LookupKind) {
+        let lid = self.next_lookup;
+        self.next_lookup += 1;
+        let mut state = LookupState {
+            key,
+            kind,
+            queue: Vec::new(),
+            dead: Vec::new(),
+            hops: 0,
+            timeouts: 0,
+            phase: Phase::Routing,
+        };
+        if let Some(owner) = self.local_owner(key) {
+            self.lookups.insert(lid, state);
+            self.found_owner(now, lid, None, owner);
+            return;
+        }
+        state.queue = self.closest_preceding(key, MAX_QUEUE);
+        self.lookups.insert(lid, state);
+        self.lookup_advance(now, lid);
+    }
+
+    /// Send the next routing step of lookup `lid`, or finish it if nobody is left.
+    fn lookup_advance(&mut self, now: Time, lid: u64) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        if l.hops >= self.config.max_hops {
+            let hops = l.hops;
+            self.finish_lookup(now, lid, Err(LookupError::TooManyHops(hops)));
+            return;
+        }
+        while let Some(c) = (!l.queue.is_empty()).then(|| l.queue.remove(0)) {
+            if l.dead.contains(&c.id) || c.id == self.me.id {
+                continue;
+            }
+            l.phase = Phase::Routing;
+            let key = l.key;
+            self.send(
+                Some(c.clone()),
+                c.addr,
+                Request::FindSuccessor { key },
+                Purpose::Lookup(lid),
+            );
+            return;
+        }
+        self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
+    }
+
+    fn lookup_response(
+        &mut self,
+        now: Time,
+        lid: u64,
+        target: Option<Peer<A>>,
+        response: Response<A>,
+    ) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        match (&mut l.phase, response) {
+            (Phase::Routing, Response::FindSuccessor(Step::Done { owner })) => {
+                l.hops += 1;
+                self.found_owner(now, lid, target, owner);
+            }
+            (Phase::Routing, Response::FindSuccessor(Step::Next { candidates })) => {
+                l.hops += 1;
+                let me = self.me.id;
+                let key = l.key;
+                let mut fresh: Vec<Peer<A>> = candidates
+                    .into_iter()
+                    // Only nodes strictly between the responder and the key make
+                    // progress; anything else is stale or hostile.
+                    .filter(|c| match &target {
+                        Some(t) => c.id.in_open(t.id, key),
+                        None => c.id != key,
+                    })
+                    .filter(|c| c.id != me && !l.dead.contains(&c.id))
+                    .take(MAX_QUEUE)
+                    .collect();
+                fresh.sort_by_key(|c| c.id.distance_to(key));
+                fresh.append(&mut l.queue);
+                let mut seen: Vec<RingPos> = Vec::with_capacity(fresh.len());
+                fresh.retain(|c| {
+                    let new = !seen.contains(&c.id);
+                    seen.push(c.id);
+                    new
+                });
+                fresh.truncate(MAX_QUEUE);
+                l.queue = fresh;
+                self.lookup_advance(now, lid);
+            }
+            (Phase::Verify { .. }, Response::Ack) => {
+                let Phase::Verify { owner, .. } = std::mem::replace(&mut l.phase, Phase::Routing)
+                else {
+                    return;
+                };
+                let done = self.done(lid, owner);
+                self.finish_lookup(now, lid, done);
+            }
+            (
+                Phase::AskResponder { responder, owner },
+                Response::Neighbors { me, successors, .. },
+            ) if me.id == responder.id => {
+                // The owner the responder named is dead: the key's owner is now
+                // the first live node of the responder's list at or after the key.
+                let key = l.key;
+                let start = responder.id;
+                let dead_owner = owner.id;
+                let fallback: Vec<Peer<A>> = successors
+                    .into_iter()
+                    .filter(|s| key.in_open_closed(start, s.id) && s.id != start)
+                    .filter(|s| s.id != dead_owner && !l.dead.contains(&s.id))
+                    .take(MAX_QUEUE)
+                    .collect();
+                let responder = responder.clone();
+                self.verify_next(now, lid, responder, fallback);
+            }
+            _ => {
+                // An answer that does not fit the question: treat the peer as
+                // faulty, exactly like a failure.
+                if let Some(t) = &target {
+                    self.drop_peer(t.clone());
+                }
+                self.lookup_failure(now, lid, target);
+            }
+        }
+    }
+
+    fn lookup_failure(&mut self, now: Time, lid: u64, target: Option<Peer<A>>) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        l.timeouts += 1;
+        if let Some(t) = &target {
+            l.dead.push(t.id);
+        }
+        match std::mem::replace(&mut l.phase, Phase::Routing) {
+            Phase::Routing => {
+                if matches!(l.kind, LookupKind::Join) && target.is_none() {
+                    // The bootstrap address itself failed.
+                    self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
+                } else {
+                    self.lookup_advance(now, lid);
+                }
+            }
+            Phase::Verify {
+                responder,
+                owner,
+                fallback,
+            } => match (fallback, responder) {
+                (Some(rest), Some(r)) => self.verify_next(now, lid, r, rest),
+                (None, Some(r)) => {
+                    l.phase = Phase::AskResponder {
+                        responder: r.clone(),
+                        owner,
+                    };
+                    self.send(
+                        Some(r.clone()),
+                        r.addr,
+                        Request::GetNeighbors,
+                        Purpose::Lookup(lid),
+                    );
+                }
+                (_, None) => self.lookup_advance(now, lid),
+            },
+            Phase::AskResponder { .. } => self.lookup_advance(now, lid),
+        }
+    }
+
+    /// Routing reached `owner` (named by `responder`, or known locally).
+    fn found_owner(&mut self, now: Time, lid: u64, responder: Option<Peer<A>>, owner: Peer<A>) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        let verify = self.config.verify_owner
+            && owner.id != self.me.id
+            && matches!(l.kind, LookupKind::User(_));
+        if !verify {
+            let done = self.done(lid, owner);
+            self.finish_lookup(now, lid, done);
+            return;
+        }
+        // Known locally: our own successor list is the fallback.
+        let (responder, fallback) = match responder {
+            Some(r) => (Some(r), None),
+            None => {
+                let key = l.key;
+                let rest: Vec<Peer<A>> = self
+                    .successors
+                    .iter()
+                    .filter(|s| s.id != owner.id && key.in_open_closed(self.me.id, s.id))
+                    .cloned()
+                    .collect();
+                (Some(self.me.clone()), Some(rest))
+            }
+        };
+        l.phase = Phase::Verify {
+            responder,
+            owner: owner.clone(),
+            fallback,
+        };
+        self.send(
+            Some(owner.clone()),
+            owner.addr,
+            Request::Ping,
+            Purpose::Lookup(lid),
+        );
+    }
+
+    /// Ping the first of `fallback` as the owner; fail when none is left.
+    fn verify_next(&mut self, now: Time, lid: u64, responder: Peer<A>, mut fallback: Vec<Peer<A>>) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        fallback.retain(|c| !l.dead.contains(&c.id));
+        if fallback.is_empty() {
+            self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
+            return;
+        }
+        let owner = fallback.remove(0);
+        l.phase = Phase::Verify {
+            responder: Some(responder),
+            owner: owner.clone(),
+            fallback: Some(fallback),
+        };
+        self.send(
+            Some(owner.clone()),
+            owner.addr,
+            Request::Ping,
+            Purpose::Lookup(lid),
+        );
+    }
+
+    fn done(&self, lid: u64, owner: Peer<A>) -> Result<LookupDone<A>, LookupError> {
+        let (key, hops, timeouts) = self
+            .lookups
+            .get(&lid)
+            .map_or((RingPos(0), 0, 0), |l| (l.key, l.hops, l.timeouts));
+        Ok(LookupDone {
+            key,
+            owner,
+            hops,
+            timeouts,
+        })
+    }
+
+    fn finish_lookup(&mut self, now: Time, lid: u64, result: Result<LookupDone<A>, LookupError>) {
+        let Some(l) = self.lookups.remove(&lid) else {
+            return;
+        };
+        match l.kind {
+            LookupKind::User(id) => self.events.push_back(Event::Lookup { id, result }),
+            LookupKind::Join => self.join_done(now, result),
+            LookupKind::Finger(i) => {
+                self.fixing_finger = false;
+                if let Ok(done) = result {
+                    self.finger_found(i, done.owner);
+                }
+            }
+        }
+    }
+
+    // ---- join and leave ----
+
+    fn try_join(&mut self, now: Time) {
+        let JoinState::Joining {
+            bootstrap,
+            next,
+            in_flight,
+        } = &mut self.join
+        else {
+            return;
+        };
+        if *in_flight || bootstrap.is_empty() {
+            return;
+        }
+        let addr = bootstrap[*next % bootstrap.len()].clone();
+        *next = (*next + 1) % bootstrap.len();
+        *in_flight = true;
+        let lid = self.next_lookup;
+        self.next_lookup += 1;
+        let key = self.me.id;
+        self.lookups.insert(
+            lid,
+            LookupState {
+                key,
+                kind: LookupKind::Join,
+                queue: Vec::new(),
+                dead: Vec::new(),
+                hops: 0,
+                timeouts: 0,
+                phase: Phase::Routing,
+            },
+        );
+        let _ = now;
+        self.send(
+            None,
+            addr,
+            Request::FindSuccessor { key },
+            Purpose::Lookup(lid),
+        );
+    }
+
+    fn join_done(&mut self, now: Time, result: Result<LookupDone<A>, LookupError>) {
+        let JoinState::Joining { in_flight, .. } = &mut self.join else {
+            return;
+        };
+        *in_flight = false;
+        match result {
+            Ok(done) if done.owner.id != self.me.id => {
+                self.join = JoinState::Joined;
+                self.predecessor = None;
+                self.set_successors(vec![done.owner.clone()]);
+                self.events.push_back(Event::Joined {
+                    successor: done.owner,
+                });
+                // Fill the successor list and tell the successor about us now.
+                self.timers.stabilize = now + self.jittered(self.config.stabilize_interval);
+                self.stabilize(now);
+            }
+            _ => {
+                // Failed, or the ring says we own our own id (a stale entry of a
+                // previous life of ours): try again later.
+                self.timers.join_retry = Some(now + self.config.join_retry_interval);
+            }
+        }
+    }
+
+    /// A neighbour told us it is leaving.
+    fn peer_left(&mut self, peer: Peer<A>, predecessor: Option<Peer<A>>, successors: Vec<Peer<A>>) {
+        if peer.id == self.me.id {
+            return;
+        }
+        if self.successor().id == peer.id {
+            let mut list: Vec<Peer<A>> =
+                successors.into_iter().filter(|p| p.id != peer.id).collect();
+            list.extend(self.successors.iter().skip(1).cloned());
+            // The leaver's list is nearest first from it, so it is nearest first
+            // from us too; drop anything that would wrap past us.
+            self.set_successors(list);
+        } else {
+            self.successors.retain(|p| p.id != peer.id);
+            if self.successors.is_empty() {
+                self.successors.push(self.me.clone());
+            }
+        }
+        if self.predecessor.as_ref().is_some_and(|p| p.id == peer.id) {
+            self.predecessor = predecessor.filter(|p| p.id != self.me.id && p.id != peer.id);
+        }
+        self.fingers.retain(|(_, p)| p.id != peer.id);
+    }
+
+    // ---- maintenance ----
+
+    fn stabilize(&mut self, _now: Time) {
+        if self.stabilizing || self.left {
+            return;
+        }
+        let succ = self.successor().clone();
+        if succ.id == self.me.id {
+            // Alone: a predecessor means somebody joined behind us; it is also
+            // our successor (the two-node ring).
+            if let Some(p) = self.predecessor.clone() {
+                self.set_successors(vec![p.clone()]);
+                self.notify(p);
+            }
+            return;
+        }
+        self.stabilizing = true;
+        self.send(
+            Some(succ.clone()),
+            succ.addr,
+            Request::GetNeighbors,
+            Purpose::Stabilize,
+        );
+    }
+
+    fn stabilize_response(&mut self, now: Time, target: Option<Peer<A>>, response: Response<A>) {
+        self.stabilizing = false;
+        let Some(succ) = target else { return };
+        let Response::Neighbors {
+            me,
+            predecessor,
+            successors,
+        } = response
+        else {
+            self.drop_peer(succ);
+            self.stabilize(now);
+            return;
+        };
+        if me.id != succ.id {
+            self.drop_peer(succ);
+            return;
+        }
+        if let Some(p) = predecessor
+            && p.id.in_open(self.me.id, succ.id)
+        {
+            // Zave: adopt a new successor only once we know it is alive.
+            self.stabilizing = true;
+            self.send(
+                Some(p.clone()),
+                p.addr,
+                Request::GetNeighbors,
+                Purpose::StabilizeConfirm {
+                    successor: me,
+                    list: successors,
+                },
+            );
+            return;
+        }
+        self.adopt_successor(now, me, successors);
+    }
+
+    /// Make `succ` our first successor, followed by its list, and notify it.
+    fn adopt_successor(&mut self, _now: Time, succ: Peer<A>, list: Vec<Peer<A>>) {
+        if succ.id == self.me.id {
+            return;
+        }
+        let mut all = Vec::with_capacity(list.len() + 1);
+        all.push(succ.clone());
+        all.extend(list);
+        self.set_successors(all);
+        self.notify(succ);
+    }
+
+    fn notify(&mut self, to: Peer<A>) {
+        let request = Request::Notify {
+            peer: self.me.clone(),
+        };
+        self.send(Some(to.clone()), to.addr, request, Purpose::Notify);
+    }
+
+    /// A node says it is our predecessor (Zave's rectify).
+    fn rectify(&mut self, _now: Time, peer: Peer<A>) {
+        if peer.id == self.me.id || self.left {
+            return;
+        }
+        if self.successor().id == self.me.id {
+            // We were alone: the notifier is also our successor.
+            self.set_successors(vec![peer.clone()]);
+        }
+        match self.predecessor.clone() {
+            None => self.predecessor = Some(peer),
+            Some(p) if p.id == peer.id => {}
+            Some(p) if peer.id.in_open(p.id, self.me.id) => self.predecessor = Some(peer),
+            Some(p) => {
+                // Farther than the predecessor we have: take it only if ours is dead.
+                if !self.rectifying {
+                    self.rectifying = true;
+                    self.send(
+                        Some(p.clone()),
+                        p.addr,
+                        Request::Ping,
+                        Purpose::Rectify { candidate: peer },
+                    );
+                }
+            }
+        }
+    }
+
+    fn offer_predecessor(&mut self, candidate: Peer<A>) {
+        if candidate.id == self.me.id {
+            return;
+        }
+        match &self.predecessor {
+            None => self.predecessor = Some(candidate),
+            Some(p) if candidate.id.in_open(p.id, self.me.id) => self.predecessor = Some(candidate),
+            _ => {}
+        }
+    }
+
+    fn check_predecessor(&mut self) {
+        if self.checking_predecessor {
+            return;
+        }
+        if let Some(p) = self.predecessor.clone() {
+            self.checking_predecessor = true;
+            self.send(
+                Some(p.clone()),
+                p.addr,
+                Request::Ping,
+                Purpose::CheckPredecessor,
+            );
+        }
+    }
+
+    fn fix_fingers(&mut self, now: Time) {
+        if self.fixing_finger {
+            return;
+        }
+        let succ = self.successor().id;
+        if succ == self.me.id {
+            self.fingers.clear();
+            return;
+        }
+        for _ in 0..64 {
+            let i = self.next_finger;
+            self.next_finger = (i + 1) % 64;
+            let start = self.me.id.finger_start(u32::from(i));
+            if start.in_open_closed(self.me.id, succ) {
+                self.remove_finger(i);
+                continue;
+            }
+            self.fixing_finger = true;
+            self.start_lookup(now, start, LookupKind::Finger(i));
+            return;
+        }
+    }
+
+    /// Finger `i` is `owner`; so are the following fingers whose start lies
+    /// before it.
+    fn finger_found(&mut self, i: u8, owner: Peer<A>) {
+        if owner.id == self.me.id {
+            self.remove_finger(i);
+            return;
+        }
+        let reach = self.me.id.distance_to(owner.id);
+        let mut j = i;
+        while j < 64 {
+            let start = self.me.id.finger_start(u32::from(j));
+            if j > i && self.me.id.distance_to(start) > reach {
+                break;
+            }
+            self.set_finger(j, owner.clone());
+            j += 1;
+        }
+        if j > i + 1 {
+            self.next_finger = j % 64;
+        }
+    }
+
+    fn set_finger(&mut self, i: u8, p: Peer<A>) {
+        if p.id == self.me.id
+            || self
+                .me
+                .id
+                .finger_start(u32::from(i))
+                .in_open_closed(self.me.id, self.successor().id)
+        {
+            self.remove_finger(i);
+            return;
+        }
+        match self.fingers.binary_search_by_key(&i, |(j, _)| *j) {
+            Ok(k) => self.fingers[k].1 = p,
+            Err(k) => self.fingers.insert(k, (i, p)),
+        }
+    }
+
+    fn remove_finger(&mut self, i: u8) {
+        if let Ok(k) = self.fingers.binary_search_by_key(&i, |(j, _)| *j) {
+            self.fingers.remove(k);
+        }
+    }
+
+    // ---- state helpers ----
+
+    /// Replace the successor list: nearest first, without us, duplicates or
+    /// anything that wraps past us, cut to `r`; `[me]` if nothing is left.
+    fn set_successors(&mut self, list: Vec<Peer<A>>) {
+        let r = self.config.successors.max(1);
+        let mut out: Vec<Peer<A>> = Vec::with_capacity(r.min(list.len()).max(1));
+        let mut last = self.me.id;
+        for p in list {
+            if out.len() == r || p.id == self.me.id {
+                break;
+            }
+            // Keep the list in ring order from us; stop at the first entry that
+            // goes backwards (stale or hostile data).
+            if !out.is_empty() && !p.id.in_open(last, self.me.id) {
+                if out.iter().any(|q| q.id == p.id) {
+                    continue;
+                }
+                break;
+            }
+            last = p.id;
+            out.push(p);
+        }
+        if out.is_empty() {
+            out.push(self.me.clone());
+        }
+        self.successors = out;
+        // Fingers inside (me, successor] are implied by the successor.
+        let succ = self.successor().id;
+        if succ != self.me.id {
+            let me = self.me.id;
+            self.fingers
+                .retain(|(i, _)| !me.finger_start(u32::from(*i)).in_open_closed(me, succ));
+        }
+    }
+
+    /// Remove a dead peer everywhere; emits [`Event::PeerDropped`] if we held it.
+    fn drop_peer(&mut self, peer: Peer<A>) {
+        if peer.id == self.me.id {
+            return;
+        }
+        let mut found = false;
+        let before = self.successors.len();
+        self.successors.retain(|p| p.id != peer.id);
+        found |= self.successors.len() != before;
+        if self.successors.is_empty() {
+            self.successors.push(self.me.clone());
+        }
+        let before = self.fingers.len();
+        self.fingers.retain(|(_, p)| p.id != peer.id);
+        found |= self.fingers.len() != before;
+        if self.predecessor.as_ref().is_some_and(|p| p.id == peer.id) {
+            self.predecessor = None;
+            found = true;
+        }
+        if found {
+            self.events.push_back(Event::PeerDropped(peer));
+        }
+    }
+
+    fn send(&mut self, target: Option<Peer<A>>, to: A, request: Request<A>, purpose: Purpose<A>) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let to_id = target.as_ref().map(|p| p.id);
+        self.pending.insert(id, Pending { target, purpose });
+        self.transmits.push_back(Transmit {
+            id,
+            to,
+            to_id,
+            request,
+        });
+    }
+
+    fn jittered(&mut self, interval: Time) -> Time {
+        let interval = interval.max(1);
+        interval + self.rng.below(interval / 10 + 1)
+    }
+
+    fn neighbor_ids(&self) -> (Option<RingPos>, RingPos) {
+        (self.predecessor.as_ref().map(|p| p.id), self.successor().id)
+    }
+
+    fn note_neighbor_change(&mut self, before: (Option<RingPos>, RingPos)) {
+        if self.neighbor_ids() != before {
+            self.events.push_back(Event::NeighborsChanged);
+        }
+    }
+}
+
+/// Longest fallback queue a lookup keeps.
+const MAX_QUEUE: usize = 16;
+
+#[derive(Debug)]
+struct Timers {
+    stabilize: Time,
+    fix_fingers: Time,
+    check_predecessor: Time,
+    join_retry: Option<Time>,
+}
+
+#[derive(Debug)]
+enum JoinState<A> {
+    /// Never asked to join: alone, maintaining itself.
+    Idle,
+    Joining {
+        bootstrap: Vec<A>,
+        next: usize,
+        in_flight: bool,
+    },
+    Joined,
+}
+
+#[derive(Debug)]
+struct Pending<A> {
+    /// The peer expected to answer (`None` for a bare bootstrap address).
+    target: Option<Peer<A>>,
+    purpose: Purpose<A>,
+}
+
+#[derive(Debug)]
+enum Purpose<A> {
+    /// A step of a lookup (`FindSuccessor`, or `Ping`/`GetNeighbors` while
+    /// verifying the owner).
+    Lookup(u64),
+    /// `GetNeighbors` to the first successor.
+    Stabilize,
+    /// `GetNeighbors` to the successor's predecessor, which we adopt if it
+    /// answers; otherwise we keep `successor` and its `list`.
+    StabilizeConfirm {
+        successor: Peer<A>,
+        list: Vec<Peer<A>>,
+    },
+    Notify,
+    CheckPredecessor,
+    /// `Ping` to the predecessor; if it is dead, `candidate` replaces it.
+    Rectify {
+        candidate: Peer<A>,
+    },
+    Leave,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LookupKind {
+    User(LookupId),
+    Join,
+    Finger(u8),
+}
+
+#[derive(Debug)]
+struct LookupState<A> {
+    key: RingPos,
+    kind: LookupKind,
+    /// Fallback candidates, closest to the key first.
+    queue: Vec<Peer<A>>,
+    /// Peers that failed during this lookup.
+    dead: Vec<RingPos>,
+    hops: u32,
+    timeouts: u32,
+    phase: Phase<A>,
+}
+
+#[derive(Debug)]
+enum Phase<A> {
+    /// A `FindSuccessor` is out (or about to be).
+    Routing,
+    /// Pinging `owner`; if it is dead, try `fallback` (or ask `responder` for
+    /// its successor list when `fallback` is `None`).
+    Verify {
+        responder: Option<Peer<A>>,
+        owner: Peer<A>,
+        fallback: Option<Vec<Peer<A>>>,
+    },
+    /// `GetNeighbors` to the responder whose named owner was dead.
+    AskResponder { responder: Peer<A>, owner: Peer<A> },
+}
