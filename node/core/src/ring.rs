@@ -82,6 +82,11 @@ pub struct Config {
     /// Delay before trying the next bootstrap address after a failed join, in
     /// ms. Default 1000.
     pub join_retry_interval: Time,
+    /// Answer `FindSuccessor` with `Done` when the key falls anywhere in our
+    /// successor list, not only in (me, successor]. Saves about one hop per
+    /// lookup, but a node that joined less than `successors` stabilize rounds
+    /// ago may be missed by nodes a few places before it. Default false.
+    pub answer_from_successor_list: bool,
 }
 
 impl Default for Config {
@@ -95,6 +100,7 @@ impl Default for Config {
             max_hops: 64,
             verify_owner: false,
             join_retry_interval: 1000,
+            answer_from_successor_list: false,
         }
     }
 }
@@ -157,7 +163,9 @@ pub enum Response<A> {
 /// One step of an iterative lookup.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Step<A> {
-    /// The key is in (responder, its successor]: `owner` is that successor.
+    /// The key is in (responder, its successor] (or, with
+    /// `Config::answer_from_successor_list`, further along its successor list):
+    /// `owner` is the first successor at or after the key.
     Done {
         /// The node responsible for the key.
         owner: Peer<A>,
@@ -640,9 +648,19 @@ impl<A: Address> RingNode<A> {
 
     /// The owner of `key` if it is known without asking anyone.
     fn local_owner(&self, key: RingPos) -> Option<Peer<A>> {
-        let succ = self.successor();
-        if key.in_open_closed(self.me.id, succ.id) {
-            return Some(succ.clone());
+        // (me, successor] is ours to answer; when alone that is the whole
+        // circle and the successor is us.
+        let mut prev = self.me.id;
+        let depth = if self.config.answer_from_successor_list {
+            self.successors.len()
+        } else {
+            1
+        };
+        for s in self.successors.iter().take(depth) {
+            if key.in_open_closed(prev, s.id) {
+                return Some(s.clone());
+            }
+            prev = s.id;
         }
         if let Some(p) = &self.predecessor
             && key.in_open_closed(p.id, self.me.id)
@@ -673,6 +691,8 @@ impl<A: Address> RingNode<A> {
             kind,
             queue: Vec::new(),
             dead: Vec::new(),
+            last: None,
+            widened_self: false,
             hops: 0,
             timeouts: 0,
             phase: Phase::Routing,
@@ -697,12 +717,41 @@ impl<A: Address> RingNode<A> {
             self.finish_lookup(now, lid, Err(LookupError::TooManyHops(hops)));
             return;
         }
-        while let Some(c) = (!l.queue.is_empty()).then(|| l.queue.remove(0)) {
-            if l.dead.contains(&c.id) || c.id == self.me.id {
-                continue;
+        let key = l.key;
+        let mut next = None;
+        while !l.queue.is_empty() {
+            let c = l.queue.remove(0);
+            if !l.dead.contains(&c.id) && c.id != self.me.id {
+                next = Some(c);
+                break;
             }
+        }
+        if let Some(r) = l.last.clone()
+            && !l.dead.contains(&r.id)
+            && next
+                .as_ref()
+                .is_none_or(|c| c.id.distance_to(key) > r.id.distance_to(key))
+        {
+            // Every candidate the last responder gave us is dead, and whatever
+            // is left lies behind it: its successor list gets us past the gap.
+            if let Some(c) = next {
+                l.queue.insert(0, c);
+            }
+            l.last = None;
+            l.hops += 1;
+            l.phase = Phase::Widen {
+                responder: r.clone(),
+            };
+            self.send(
+                Some(r.clone()),
+                r.addr,
+                Request::GetNeighbors,
+                Purpose::Lookup(lid),
+            );
+            return;
+        }
+        if let Some(c) = next {
             l.phase = Phase::Routing;
-            let key = l.key;
             self.send(
                 Some(c.clone()),
                 c.addr,
@@ -710,6 +759,21 @@ impl<A: Address> RingNode<A> {
                 Purpose::Lookup(lid),
             );
             return;
+        }
+        if !l.widened_self {
+            // Out of candidates: our own successor list is the last resort.
+            l.widened_self = true;
+            let (rest, before) =
+                split_list(self.me.id, key, self.successors.iter().cloned(), &l.dead);
+            if !rest.is_empty() {
+                self.verify_next(now, lid, rest, before);
+                return;
+            }
+            if !before.is_empty() {
+                l.queue = before;
+                self.lookup_advance(now, lid);
+                return;
+            }
         }
         self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
     }
@@ -731,6 +795,7 @@ impl<A: Address> RingNode<A> {
             }
             (Phase::Routing, Response::FindSuccessor(Step::Next { candidates })) => {
                 l.hops += 1;
+                l.last = target.clone();
                 let me = self.me.id;
                 let key = l.key;
                 let mut fresh: Vec<Peer<A>> = candidates
@@ -756,6 +821,21 @@ impl<A: Address> RingNode<A> {
                 l.queue = fresh;
                 self.lookup_advance(now, lid);
             }
+            (Phase::Widen { responder }, Response::Neighbors { me, successors, .. })
+                if me.id == responder.id =>
+            {
+                let (rest, mut before) = split_list(responder.id, l.key, successors, &l.dead);
+                if rest.is_empty() {
+                    before.append(&mut l.queue);
+                    before.truncate(MAX_QUEUE);
+                    l.queue = before;
+                    self.lookup_advance(now, lid);
+                } else {
+                    // Its list reaches past the key, behind dead entries it does
+                    // not know about yet: the owner is the first live one there.
+                    self.verify_next(now, lid, rest, before);
+                }
+            }
             (Phase::Verify { .. }, Response::Ack) => {
                 let Phase::Verify { owner, .. } = std::mem::replace(&mut l.phase, Phase::Routing)
                 else {
@@ -765,22 +845,17 @@ impl<A: Address> RingNode<A> {
                 self.finish_lookup(now, lid, done);
             }
             (
-                Phase::AskResponder { responder, owner },
+                Phase::AskResponder { responder, closer },
                 Response::Neighbors { me, successors, .. },
             ) if me.id == responder.id => {
-                // The owner the responder named is dead: the key's owner is now
-                // the first live node of the responder's list at or after the key.
-                let key = l.key;
-                let start = responder.id;
-                let dead_owner = owner.id;
-                let fallback: Vec<Peer<A>> = successors
-                    .into_iter()
-                    .filter(|s| key.in_open_closed(start, s.id) && s.id != start)
-                    .filter(|s| s.id != dead_owner && !l.dead.contains(&s.id))
-                    .take(MAX_QUEUE)
-                    .collect();
-                let responder = responder.clone();
-                self.verify_next(now, lid, responder, fallback);
+                // The owner we were given is dead: the key's owner is the first
+                // live node of this list at or after the key. If the list ends
+                // before that, its last node before the key knows further.
+                let (rest, mut before) = split_list(responder.id, l.key, successors, &l.dead);
+                // Nodes before the key, closest to it first, then the older ones.
+                before.append(closer);
+                before.truncate(MAX_QUEUE);
+                self.verify_next(now, lid, rest, before);
             }
             _ => {
                 // An answer that does not fit the question: treat the peer as
@@ -810,31 +885,18 @@ impl<A: Address> RingNode<A> {
                     self.lookup_advance(now, lid);
                 }
             }
-            Phase::Verify {
-                responder,
-                owner,
-                fallback,
-            } => match (fallback, responder) {
-                (Some(rest), Some(r)) => self.verify_next(now, lid, r, rest),
-                (None, Some(r)) => {
-                    l.phase = Phase::AskResponder {
-                        responder: r.clone(),
-                        owner,
-                    };
-                    self.send(
-                        Some(r.clone()),
-                        r.addr,
-                        Request::GetNeighbors,
-                        Purpose::Lookup(lid),
-                    );
-                }
-                (_, None) => self.lookup_advance(now, lid),
+            Phase::Verify { then, .. } => match then {
+                Then::Ask(r) => self.ask_neighbors(lid, r, Vec::new()),
+                Then::Fallback { rest, closer } => self.verify_next(now, lid, rest, closer),
             },
-            Phase::AskResponder { .. } => self.lookup_advance(now, lid),
+            Phase::AskResponder { closer, .. } if !closer.is_empty() => {
+                self.verify_next(now, lid, Vec::new(), closer)
+            }
+            Phase::AskResponder { .. } | Phase::Widen { .. } => self.lookup_advance(now, lid),
         }
     }
 
-    /// Routing reached `owner` (named by `responder`, or known locally).
+    /// Routing reached `owner`, named by `responder` (`None`: known locally).
     fn found_owner(&mut self, now: Time, lid: u64, responder: Option<Peer<A>>, owner: Peer<A>) {
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
@@ -847,24 +909,31 @@ impl<A: Address> RingNode<A> {
             self.finish_lookup(now, lid, done);
             return;
         }
-        // Known locally: our own successor list is the fallback.
-        let (responder, fallback) = match responder {
-            Some(r) => (Some(r), None),
+        let then = match responder {
+            Some(r) => Then::Ask(r),
             None => {
+                // Known locally: our own successor list is the fallback.
                 let key = l.key;
-                let rest: Vec<Peer<A>> = self
+                let me = self.me.id;
+                let rest = self
                     .successors
                     .iter()
-                    .filter(|s| s.id != owner.id && key.in_open_closed(self.me.id, s.id))
+                    .filter(|s| s.id != owner.id && key.in_open_closed(me, s.id))
                     .cloned()
                     .collect();
-                (Some(self.me.clone()), Some(rest))
+                let closer = self
+                    .successors
+                    .iter()
+                    .rev()
+                    .filter(|s| s.id.in_open(me, key))
+                    .cloned()
+                    .collect();
+                Then::Fallback { rest, closer }
             }
         };
         l.phase = Phase::Verify {
-            responder,
             owner: owner.clone(),
-            fallback,
+            then,
         };
         self.send(
             Some(owner.clone()),
@@ -874,26 +943,63 @@ impl<A: Address> RingNode<A> {
         );
     }
 
-    /// Ping the first of `fallback` as the owner; fail when none is left.
-    fn verify_next(&mut self, now: Time, lid: u64, responder: Peer<A>, mut fallback: Vec<Peer<A>>) {
+    /// Ping the first live node of `rest` as the owner; when none is left, ask
+    /// the first live node of `closer` (nodes before the key, closest first)
+    /// for its successor list; fail when there is no such node either.
+    fn verify_next(
+        &mut self,
+        now: Time,
+        lid: u64,
+        mut rest: Vec<Peer<A>>,
+        mut closer: Vec<Peer<A>>,
+    ) {
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
-        fallback.retain(|c| !l.dead.contains(&c.id));
-        if fallback.is_empty() {
-            self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
+        rest.retain(|c| !l.dead.contains(&c.id));
+        closer.retain(|c| !l.dead.contains(&c.id));
+        if rest.is_empty() {
+            if closer.is_empty() {
+                self.finish_lookup(now, lid, Err(LookupError::NoLiveCandidates));
+            } else {
+                let c = closer.remove(0);
+                self.ask_neighbors(lid, c, closer);
+            }
             return;
         }
-        let owner = fallback.remove(0);
+        let owner = rest.remove(0);
+        if owner.id == self.me.id {
+            // We are the first live node at or after the key.
+            let done = self.done(lid, owner);
+            self.finish_lookup(now, lid, done);
+            return;
+        }
         l.phase = Phase::Verify {
-            responder: Some(responder),
             owner: owner.clone(),
-            fallback: Some(fallback),
+            then: Then::Fallback { rest, closer },
         };
         self.send(
             Some(owner.clone()),
             owner.addr,
             Request::Ping,
+            Purpose::Lookup(lid),
+        );
+    }
+
+    /// Ask `r` for its successor list, to find the owner past a dead one;
+    /// `closer` are the nodes to ask after it.
+    fn ask_neighbors(&mut self, lid: u64, r: Peer<A>, closer: Vec<Peer<A>>) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        l.phase = Phase::AskResponder {
+            responder: r.clone(),
+            closer,
+        };
+        self.send(
+            Some(r.clone()),
+            r.addr,
+            Request::GetNeighbors,
             Purpose::Lookup(lid),
         );
     }
@@ -954,6 +1060,8 @@ impl<A: Address> RingNode<A> {
                 kind: LookupKind::Join,
                 queue: Vec::new(),
                 dead: Vec::new(),
+                last: None,
+                widened_self: false,
                 hops: 0,
                 timeouts: 0,
                 phase: Phase::Routing,
@@ -1311,6 +1419,32 @@ impl<A: Address> RingNode<A> {
 /// Longest fallback queue a lookup keeps.
 const MAX_QUEUE: usize = 16;
 
+/// Splits `start`'s successor list around `key`: the live entries at or after
+/// the key (in ring order: the first is the owner), and those before it
+/// (closest to the key first). Both are cut to `MAX_QUEUE`.
+fn split_list<A>(
+    start: RingPos,
+    key: RingPos,
+    list: impl IntoIterator<Item = Peer<A>>,
+    dead: &[RingPos],
+) -> (Vec<Peer<A>>, Vec<Peer<A>>) {
+    let mut rest = Vec::new();
+    let mut before = Vec::new();
+    for s in list {
+        if s.id == start || dead.contains(&s.id) {
+            continue;
+        }
+        if s.id.in_open(start, key) {
+            before.push(s);
+        } else if key.in_open_closed(start, s.id) && rest.len() < MAX_QUEUE {
+            rest.push(s);
+        }
+    }
+    before.reverse();
+    before.truncate(MAX_QUEUE);
+    (rest, before)
+}
+
 #[derive(Debug)]
 struct Timers {
     stabilize: Time,
@@ -1375,6 +1509,10 @@ struct LookupState<A> {
     queue: Vec<Peer<A>>,
     /// Peers that failed during this lookup.
     dead: Vec<RingPos>,
+    /// The last node that answered `Next`, until its successor list was asked.
+    last: Option<Peer<A>>,
+    /// Whether our own successor list was tried after the queue ran dry.
+    widened_self: bool,
     hops: u32,
     timeouts: u32,
     phase: Phase<A>,
@@ -1384,13 +1522,26 @@ struct LookupState<A> {
 enum Phase<A> {
     /// A `FindSuccessor` is out (or about to be).
     Routing,
-    /// Pinging `owner`; if it is dead, try `fallback` (or ask `responder` for
-    /// its successor list when `fallback` is `None`).
-    Verify {
-        responder: Option<Peer<A>>,
-        owner: Peer<A>,
-        fallback: Option<Vec<Peer<A>>>,
+    /// `GetNeighbors` to `responder`, all of whose candidates were dead.
+    Widen { responder: Peer<A> },
+    /// Pinging `owner`; if it is dead, do `then`.
+    Verify { owner: Peer<A>, then: Then<A> },
+    /// `GetNeighbors` to `responder`, whose list should hold the key's owner.
+    AskResponder {
+        responder: Peer<A>,
+        closer: Vec<Peer<A>>,
     },
-    /// `GetNeighbors` to the responder whose named owner was dead.
-    AskResponder { responder: Peer<A>, owner: Peer<A> },
+}
+
+/// What to do when the owner a lookup found does not answer its ping.
+#[derive(Debug)]
+enum Then<A> {
+    /// Ask the node that named it for its successor list.
+    Ask(Peer<A>),
+    /// Try these in turn, then ask `closer` (nodes before the key, closest
+    /// first) for their successor lists.
+    Fallback {
+        rest: Vec<Peer<A>>,
+        closer: Vec<Peer<A>>,
+    },
 }

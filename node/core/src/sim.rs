@@ -1,1 +1,879 @@
-//! sim
+//! A deterministic many-node simulator for the Chord ring.
+//!
+//! Up to 10^5 [`RingNode<u32>`](RingNode) state machines live in one process;
+//! the address of a node is its index. Messages travel through a priority queue
+//! ordered by delivery time (then by send order), with a seeded uniform latency.
+//! A request to a dead node comes back to the sender as a failure after the RPC
+//! timeout. Every random choice comes from one seeded [`Rng`], so a seed replays
+//! a run exactly: tests print it on failure.
+//!
+//! The oracle is the sorted list of live, joined nodes: the true owner of a key
+//! is the first of them at or after the key. [`Sim::check_ring`] holds the ring
+//! to that picture (strong, after repair), [`Sim::check_weak`] to Zave's
+//! invariants that must hold even in the middle of churn.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use serde::Serialize;
+
+use crate::id::RingPos;
+use crate::ring::{Config, Event, LookupId, Peer, Request, RequestId, Response, RingNode, Time};
+use crate::rng::Rng;
+
+/// Settings of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The ring protocol configuration every node uses.
+    pub ring: Config,
+    /// The seed of the whole run.
+    pub seed: u64,
+    /// Smallest one-way latency, in ms. Default 10.
+    pub min_latency: Time,
+    /// Largest one-way latency, in ms. Default 50.
+    pub max_latency: Time,
+    /// After how long a request to a dead node fails at the sender, in ms.
+    /// Default 500.
+    pub rpc_timeout: Time,
+    /// Whether nodes run their periodic maintenance (stabilize, fix fingers,
+    /// check predecessor). Default true; false reproduces the Chord paper's
+    /// "stabilization stopped" setting.
+    pub maintenance: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            ring: Config::default(),
+            seed: 1,
+            min_latency: 10,
+            max_latency: 50,
+            rpc_timeout: 500,
+            maintenance: true,
+        }
+    }
+}
+
+/// Lookup statistics, and the summary `chorus sim --json` prints.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Live nodes when the lookups ran.
+    pub nodes: usize,
+    /// Nodes failed at once before the lookups.
+    pub failed_nodes: usize,
+    /// Lookups run.
+    pub lookups: u64,
+    /// Mean remote hops per successful lookup.
+    pub avg_hops: f64,
+    /// 99th percentile of hops.
+    pub p99_hops: u32,
+    /// Largest hop count seen.
+    pub max_hops: u32,
+    /// ½·log2(nodes), the Chord paper's expected path length.
+    pub half_log2_n: f64,
+    /// Lookups that returned an owner other than the oracle's.
+    pub wrong_owner: u64,
+    /// Lookups that ended in an error.
+    pub failed_lookups: u64,
+    /// Mean RPC timeouts per lookup.
+    pub timeouts: f64,
+    /// Stabilize intervals run after the failure until the ring was whole
+    /// again (0 without failure or repair).
+    pub stabilize_rounds: u64,
+    /// Whether the ring passed [`Sim::check_ring`] before the lookups.
+    pub ring_ok: bool,
+    /// Messages delivered during the whole run.
+    pub messages: u64,
+    /// Virtual time at the end, in ms.
+    pub virtual_ms: Time,
+    /// Wall-clock seconds (filled in by the caller).
+    pub seconds: f64,
+    /// Peak resident memory in MiB (filled in by the caller).
+    pub peak_rss_mb: f64,
+    /// Heap bytes of routing state per node (successor list and fingers).
+    pub routing_bytes_per_node: f64,
+    /// The seed that replays this run.
+    pub seed: u64,
+}
+
+/// A broken ring invariant, with the node it was found at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// A node's first successor is not the next live node.
+    #[error("node {node} ({id}): successor {got:?}, expected {want}")]
+    Successor {
+        /// The node's address.
+        node: u32,
+        /// Its ring position.
+        id: RingPos,
+        /// Its first successor.
+        got: Option<RingPos>,
+        /// The next live node.
+        want: RingPos,
+    },
+    /// A node's predecessor is not the previous live node.
+    #[error("node {node} ({id}): predecessor {got:?}, expected {want}")]
+    Predecessor {
+        /// The node's address.
+        node: u32,
+        /// Its ring position.
+        id: RingPos,
+        /// Its predecessor.
+        got: Option<RingPos>,
+        /// The previous live node.
+        want: RingPos,
+    },
+    /// Following successors from the first node does not visit every live node.
+    #[error("following successors visits {visited} of {live} live nodes")]
+    Unreachable {
+        /// Nodes visited before coming back or hitting a dead end.
+        visited: usize,
+        /// Live nodes.
+        live: usize,
+    },
+    /// A live node has no live entry in its successor list.
+    #[error("node {node} ({id}) has no live successor")]
+    NoLiveSuccessor {
+        /// The node's address.
+        node: u32,
+        /// Its ring position.
+        id: RingPos,
+    },
+    /// The best-successor graph has more than one cycle.
+    #[error("{0} disjoint rings")]
+    ManyRings(usize),
+    /// The ring goes around the circle more than once.
+    #[error("the ring wraps the circle {0} times")]
+    Unordered(u64),
+    /// The ring holds no live node at all.
+    #[error("no live nodes")]
+    Empty,
+}
+
+/// The simulator. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: Time,
+    nodes: Vec<Slot>,
+    queue: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    /// Live, joined nodes, sorted by ring position.
+    live: Vec<(RingPos, u32)>,
+    lookups: BTreeMap<(u32, LookupId), RingPos>,
+    stats: Stats,
+    messages: u64,
+}
+
+impl Sim {
+    /// An empty simulation.
+    pub fn new(cfg: SimConfig) -> Self {
+        let rng = Rng::new(cfg.seed);
+        Sim {
+            cfg,
+            rng,
+            now: 0,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            live: Vec::new(),
+            lookups: BTreeMap::new(),
+            stats: Stats::default(),
+            messages: 0,
+        }
+    }
+
+    /// A perfect ring of `n` nodes built directly from the oracle (every
+    /// predecessor, successor list and finger exact), without running the join
+    /// protocol: how the simulator reaches 10^5 nodes in seconds.
+    pub fn oracle_ring(cfg: SimConfig, n: usize) -> Self {
+        let mut sim = Sim::new(cfg);
+        let ids = sim.fresh_ids(n);
+        let mut sorted: Vec<(RingPos, u32)> = ids
+            .iter()
+            .enumerate()
+            .map(|(a, id)| (*id, a as u32))
+            .collect();
+        sorted.sort_unstable();
+        let r = sim.cfg.ring.successors.max(1);
+        let peer = |k: usize| Peer {
+            id: sorted[k % n].0,
+            addr: sorted[k % n].1,
+        };
+        let mut slots: Vec<Option<Slot>> = (0..n).map(|_| None).collect();
+        for k in 0..n {
+            let me = peer(k);
+            let succs: Vec<Peer<u32>> = (1..=r.min(n - 1)).map(|d| peer(k + d)).collect();
+            let pred = (n > 1).then(|| peer(k + n - 1));
+            let succ_id = succs.first().map_or(me.id, |s| s.id);
+            let mut fingers = Vec::new();
+            for i in 0..64u32 {
+                let start = me.id.finger_start(i);
+                if start.in_open_closed(me.id, succ_id) {
+                    continue;
+                }
+                let j = sorted.partition_point(|(id, _)| *id < start);
+                fingers.push((i, peer(j)));
+            }
+            let seed = sim.rng.next_u64();
+            let addr = me.addr;
+            let node = RingNode::with_state(me, sim.cfg.ring.clone(), seed, pred, succs, fingers);
+            slots[addr as usize] = Some(Slot {
+                node,
+                alive: true,
+                timer: None,
+            });
+        }
+        sim.nodes = slots.into_iter().flatten().collect();
+        sim.live = sorted;
+        for a in 0..sim.nodes.len() as u32 {
+            sim.flush(a);
+        }
+        sim
+    }
+
+    /// A ring of `n` nodes grown through the real join protocol: one node
+    /// alone, then waves of joins (each wave a tenth of the ring, one wave per
+    /// `wave` ms of virtual time), each via a random member. Returns once all
+    /// have joined; call [`Sim::converge`] afterwards to let stabilize finish.
+    pub fn joined_ring(cfg: SimConfig, n: usize, wave: Time) -> Self {
+        let mut sim = Sim::new(cfg);
+        if n == 0 {
+            return sim;
+        }
+        sim.spawn(None);
+        while sim.nodes.len() < n {
+            let k = (sim.live.len() / 10).clamp(1, n - sim.nodes.len());
+            for _ in 0..k {
+                sim.spawn_joining();
+            }
+            let t = sim.now + wave;
+            sim.run_until(t);
+        }
+        let deadline = sim.now + 600_000;
+        while sim.live.len() < n && sim.now < deadline {
+            let t = sim.now + wave;
+            sim.run_until(t);
+        }
+        sim
+    }
+
+    /// Add a node that joins through a random live member (or starts alone if
+    /// there is none). Returns its address.
+    pub fn spawn_joining(&mut self) -> u32 {
+        let boot = (!self.live.is_empty()).then(|| {
+            let k = self.rng.below(self.live.len() as u64) as usize;
+            self.live[k].1
+        });
+        self.spawn(boot)
+    }
+
+    /// Run until virtual time `t`, delivering everything due by then.
+    pub fn run_until(&mut self, t: Time) {
+        while let Some(Reverse(e)) = self.queue.peek() {
+            if e.at > t {
+                break;
+            }
+            let Some(Reverse(e)) = self.queue.pop() else {
+                break;
+            };
+            self.now = self.now.max(e.at);
+            self.dispatch(e.kind);
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// Run stabilize intervals until [`Sim::check_ring`] passes, at most
+    /// `max_rounds`; returns the rounds run, or the last violation.
+    pub fn converge(&mut self, max_rounds: u64) -> Result<u64, Violation> {
+        let step = self.cfg.ring.stabilize_interval.max(1);
+        let mut last = self.check_ring();
+        for round in 0..max_rounds {
+            if last.is_ok() {
+                return Ok(round);
+            }
+            let t = self.now + step;
+            self.run_until(t);
+            last = self.check_ring();
+        }
+        last.map(|()| max_rounds)
+    }
+
+    /// Crash `count` random live nodes at once (no leave messages). Returns
+    /// their addresses.
+    pub fn fail_random(&mut self, count: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count.min(self.live.len()) {
+            let k = self.rng.below(self.live.len() as u64) as usize;
+            let (_, a) = self.live.remove(k);
+            self.nodes[a as usize].alive = false;
+            out.push(a);
+        }
+        // Lookups started at a crashed node die with it; they are not counted.
+        let before = self.lookups.len();
+        self.lookups
+            .retain(|(a, _), _| self.nodes[*a as usize].alive);
+        self.stats.pending = self
+            .stats
+            .pending
+            .saturating_sub((before - self.lookups.len()) as u64);
+        out
+    }
+
+    /// Make one random live node leave gracefully. Returns its address.
+    pub fn leave_random(&mut self) -> Option<u32> {
+        if self.live.len() < 2 {
+            return None;
+        }
+        let k = self.rng.below(self.live.len() as u64) as usize;
+        let (_, a) = self.live.remove(k);
+        let now = self.now;
+        self.nodes[a as usize].node.leave(now);
+        self.flush(a);
+        // Its Leave messages are out; from now on it answers nothing.
+        self.nodes[a as usize].alive = false;
+        Some(a)
+    }
+
+    /// Start a lookup of `key` at node `from`.
+    pub fn start_lookup(&mut self, from: u32, key: RingPos) {
+        let now = self.now;
+        let Some(slot) = self.nodes.get_mut(from as usize) else {
+            return;
+        };
+        let id = slot.node.lookup(now, key);
+        self.lookups.insert((from, id), key);
+        self.stats.pending += 1;
+        self.flush(from);
+    }
+
+    /// Run `count` lookups of random keys from random live nodes, started one
+    /// millisecond apart, and wait for them all. Results add to the report.
+    pub fn run_lookups(&mut self, count: u64) {
+        for _ in 0..count {
+            if self.live.is_empty() {
+                break;
+            }
+            let k = self.rng.below(self.live.len() as u64) as usize;
+            let from = self.live[k].1;
+            let key = RingPos(self.rng.next_u64());
+            self.start_lookup(from, key);
+            let t = self.now + 1;
+            self.run_until(t);
+        }
+        // Every lookup ends within max_hops round trips or timeouts.
+        let bound = self.now
+            + (u64::from(self.cfg.ring.max_hops) + 4)
+                * 2
+                * self.cfg.rpc_timeout.max(self.cfg.max_latency * 2);
+        while self.stats.pending > 0 && self.now < bound {
+            let t = self.now + 100;
+            self.run_until(t);
+        }
+    }
+
+    /// Strong invariants: each live node's first successor is the next live
+    /// node and its predecessor the previous one, and following successors from
+    /// any node visits every live node.
+    pub fn check_ring(&self) -> Result<(), Violation> {
+        let n = self.live.len();
+        if n == 0 {
+            return Err(Violation::Empty);
+        }
+        for (k, (id, a)) in self.live.iter().enumerate() {
+            let node = &self.nodes[*a as usize].node;
+            let want_succ = self.live[(k + 1) % n].0;
+            let got = node.successors().first().map(|p| p.id);
+            if got != Some(want_succ) {
+                return Err(Violation::Successor {
+                    node: *a,
+                    id: *id,
+                    got,
+                    want: want_succ,
+                });
+            }
+            let want_pred = self.live[(k + n - 1) % n].0;
+            let got = node.predecessor().map(|p| p.id);
+            let ok = got == Some(want_pred) || (n == 1 && got.is_none());
+            if !ok {
+                return Err(Violation::Predecessor {
+                    node: *a,
+                    id: *id,
+                    got,
+                    want: want_pred,
+                });
+            }
+        }
+        // Reachability, walking the nodes' own pointers.
+        let start = self.live[0].1;
+        let mut at = start;
+        let mut visited = 0;
+        loop {
+            visited += 1;
+            let slot = &self.nodes[at as usize];
+            let Some(next) = slot.node.successors().first() else {
+                break;
+            };
+            at = next.addr;
+            if at == start || visited > n || !self.nodes[at as usize].alive {
+                break;
+            }
+        }
+        if visited != n || at != start {
+            return Err(Violation::Unreachable { visited, live: n });
+        }
+        Ok(())
+    }
+
+    /// Zave's invariants, which must hold even during churn: every live joined
+    /// node has a live successor in its list; following the first live
+    /// successor from every node leads into one single ring; that ring goes
+    /// around the circle exactly once (it is ordered).
+    pub fn check_weak(&self) -> Result<(), Violation> {
+        if self.live.is_empty() {
+            return Err(Violation::Empty);
+        }
+        // best[a] = first live entry of a's successor list.
+        let mut best: Vec<u32> = vec![u32::MAX; self.nodes.len()];
+        for (id, a) in &self.live {
+            let node = &self.nodes[*a as usize].node;
+            let b = node
+                .successors()
+                .iter()
+                .find(|p| self.is_member(p.addr))
+                .map(|p| p.addr);
+            match b {
+                Some(b) => best[*a as usize] = b,
+                None => return Err(Violation::NoLiveSuccessor { node: *a, id: *id }),
+            }
+        }
+        // Colour the functional graph: 0 unseen, 1 on the current path, 2 done.
+        let mut colour = vec![0u8; self.nodes.len()];
+        let mut cycles = 0usize;
+        let mut wraps = 0u64;
+        let mut path = Vec::new();
+        for (_, a) in &self.live {
+            let mut at = *a;
+            path.clear();
+            while colour[at as usize] == 0 {
+                colour[at as usize] = 1;
+                path.push(at);
+                at = best[at as usize];
+            }
+            if colour[at as usize] == 1 {
+                // A new cycle, starting at `at`.
+                cycles += 1;
+                let mut total: u128 = 0;
+                let mut x = at;
+                loop {
+                    let y = best[x as usize];
+                    let d = self.nodes[x as usize]
+                        .node
+                        .me()
+                        .id
+                        .distance_to(self.nodes[y as usize].node.me().id);
+                    total += if d == 0 { 1u128 << 64 } else { u128::from(d) };
+                    x = y;
+                    if x == at {
+                        break;
+                    }
+                }
+                wraps = (total >> 64) as u64;
+            }
+            for p in &path {
+                colour[*p as usize] = 2;
+            }
+        }
+        if cycles != 1 {
+            return Err(Violation::ManyRings(cycles));
+        }
+        if wraps != 1 {
+            return Err(Violation::Unordered(wraps));
+        }
+        Ok(())
+    }
+
+    /// The summary of the lookups run so far.
+    pub fn report(&self) -> Report {
+        let s = &self.stats;
+        let mut hops = s.hops.clone();
+        hops.sort_unstable();
+        let ok = hops.len() as f64;
+        let n = self.live.len();
+        let bytes: usize = self
+            .live
+            .iter()
+            .map(|(_, a)| self.nodes[*a as usize].node.heap_bytes())
+            .sum();
+        Report {
+            nodes: n,
+            failed_nodes: self.nodes.len() - n,
+            lookups: s.lookups,
+            avg_hops: if ok > 0.0 {
+                hops.iter().map(|h| f64::from(*h)).sum::<f64>() / ok
+            } else {
+                0.0
+            },
+            p99_hops: percentile(&hops, 0.99),
+            max_hops: hops.last().copied().unwrap_or(0),
+            half_log2_n: if n > 0 { (n as f64).log2() / 2.0 } else { 0.0 },
+            wrong_owner: s.wrong_owner,
+            failed_lookups: s.failed,
+            timeouts: if s.lookups > 0 {
+                s.timeouts as f64 / s.lookups as f64
+            } else {
+                0.0
+            },
+            stabilize_rounds: 0,
+            ring_ok: self.check_ring().is_ok(),
+            messages: self.messages,
+            virtual_ms: self.now,
+            seconds: 0.0,
+            peak_rss_mb: 0.0,
+            routing_bytes_per_node: if n > 0 {
+                (bytes + n * std::mem::size_of::<Slot>()) as f64 / n as f64
+            } else {
+                0.0
+            },
+            seed: self.cfg.seed,
+        }
+    }
+
+    /// The first few wrong or failed lookups since the last reset, described.
+    pub fn problems(&self) -> &[String] {
+        &self.stats.problems
+    }
+
+    /// Forget the lookup statistics gathered so far.
+    pub fn reset_stats(&mut self) {
+        let pending = self.stats.pending;
+        self.stats = Stats {
+            pending,
+            ..Stats::default()
+        };
+    }
+
+    /// Switch periodic maintenance on or off for every node from now on.
+    pub fn set_maintenance(&mut self, on: bool) {
+        self.cfg.maintenance = on;
+        if on {
+            for a in 0..self.nodes.len() as u32 {
+                self.flush(a);
+            }
+        }
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Live, joined nodes, sorted by ring position.
+    pub fn live(&self) -> &[(RingPos, u32)] {
+        &self.live
+    }
+
+    /// The node at address `a`.
+    pub fn node(&self, a: u32) -> Option<&RingNode<u32>> {
+        self.nodes.get(a as usize).map(|s| &s.node)
+    }
+
+    /// The true owner of `key` among the live, joined nodes.
+    pub fn owner(&self, key: RingPos) -> Option<u32> {
+        if self.live.is_empty() {
+            return None;
+        }
+        let k = self.live.partition_point(|(id, _)| *id < key);
+        Some(self.live[k % self.live.len()].1)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    // ---- internals ----
+
+    fn is_member(&self, a: u32) -> bool {
+        self.nodes
+            .get(a as usize)
+            .is_some_and(|s| s.alive && s.node.joined())
+    }
+
+    /// `n` distinct random ring positions.
+    fn fresh_ids(&mut self, n: usize) -> Vec<RingPos> {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let id = RingPos(self.rng.next_u64());
+            if seen.insert(id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    fn spawn(&mut self, bootstrap: Option<u32>) -> u32 {
+        let a = self.nodes.len() as u32;
+        let id = loop {
+            let id = RingPos(self.rng.next_u64());
+            if !self.nodes.iter().any(|s| s.node.me().id == id) {
+                break id;
+            }
+        };
+        let seed = self.rng.next_u64();
+        let mut node = RingNode::new(Peer { id, addr: a }, self.cfg.ring.clone(), seed);
+        let now = self.now;
+        if let Some(b) = bootstrap {
+            node.join(now, vec![b]);
+        }
+        let joined = node.joined();
+        self.nodes.push(Slot {
+            node,
+            alive: true,
+            timer: None,
+        });
+        if joined {
+            self.mark_joined(a);
+        }
+        self.flush(a);
+        a
+    }
+
+    fn mark_joined(&mut self, a: u32) {
+        let id = self.nodes[a as usize].node.me().id;
+        let k = self.live.partition_point(|(x, _)| *x < id);
+        self.live.insert(k, (id, a));
+    }
+
+    fn latency(&mut self) -> Time {
+        self.rng.range(self.cfg.min_latency, self.cfg.max_latency)
+    }
+
+    fn push(&mut self, at: Time, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            kind,
+        }));
+    }
+
+    fn dispatch(&mut self, kind: Kind) {
+        let now = self.now;
+        match kind {
+            Kind::Deliver {
+                from,
+                to,
+                id,
+                request,
+                sent,
+            } => {
+                let alive = self.nodes.get(to as usize).is_some_and(|s| s.alive);
+                if !alive {
+                    let at = (sent + self.cfg.rpc_timeout).max(now);
+                    self.push(at, Kind::Fail { to: from, id });
+                    return;
+                }
+                self.messages += 1;
+                let response = self.nodes[to as usize].node.handle_request(now, request);
+                self.flush(to);
+                let at = now + self.latency();
+                self.push(
+                    at,
+                    Kind::Reply {
+                        to: from,
+                        id,
+                        response,
+                    },
+                );
+            }
+            Kind::Reply { to, id, response } => {
+                if !self.nodes[to as usize].alive {
+                    return;
+                }
+                self.messages += 1;
+                self.nodes[to as usize]
+                    .node
+                    .handle_response(now, id, response);
+                self.flush(to);
+            }
+            Kind::Fail { to, id } => {
+                if !self.nodes[to as usize].alive {
+                    return;
+                }
+                self.nodes[to as usize].node.handle_failure(now, id);
+                self.flush(to);
+            }
+            Kind::Timer { node, at } => {
+                let slot = &mut self.nodes[node as usize];
+                if !slot.alive || slot.timer != Some(at) || !self.cfg.maintenance {
+                    return;
+                }
+                slot.timer = None;
+                slot.node.handle_timeout(now);
+                self.flush(node);
+            }
+        }
+    }
+
+    /// Collect a node's transmits and events, and re-arm its timer.
+    fn flush(&mut self, a: u32) {
+        let now = self.now;
+        while let Some(t) = self.nodes[a as usize].node.poll_transmit() {
+            let at = now + self.latency();
+            self.push(
+                at,
+                Kind::Deliver {
+                    from: a,
+                    to: t.to,
+                    id: t.id,
+                    request: t.request,
+                    sent: now,
+                },
+            );
+        }
+        while let Some(e) = self.nodes[a as usize].node.poll_event() {
+            match e {
+                Event::Lookup { id, result } => {
+                    let Some(key) = self.lookups.remove(&(a, id)) else {
+                        continue;
+                    };
+                    self.stats.pending = self.stats.pending.saturating_sub(1);
+                    self.stats.lookups += 1;
+                    match result {
+                        Ok(done) => {
+                            self.stats.timeouts += u64::from(done.timeouts);
+                            self.stats.hops.push(done.hops);
+                            let want = self.owner(key);
+                            if want != Some(done.owner.addr) {
+                                self.stats.wrong_owner += 1;
+                                self.stats.note(format!(
+                                    "t={} lookup of {key} from node {a}: owner {} ({}), expected {:?}",
+                                    self.now, done.owner.addr, done.owner.id, want
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            self.stats.failed += 1;
+                            self.stats
+                                .note(format!("t={} lookup of {key} from node {a}: {e}", self.now));
+                        }
+                    }
+                }
+                Event::Joined { .. } => {
+                    if self.nodes[a as usize].alive {
+                        self.mark_joined(a);
+                    }
+                }
+                Event::NeighborsChanged | Event::PeerDropped(_) => {}
+            }
+        }
+        if !self.cfg.maintenance {
+            return;
+        }
+        let slot = &mut self.nodes[a as usize];
+        if !slot.alive {
+            return;
+        }
+        if let Some(t) = slot.node.poll_timeout()
+            && slot.timer != Some(t)
+        {
+            slot.timer = Some(t);
+            let at = t.max(now);
+            // The entry remembers `t`, the timer it stands for.
+            self.seq += 1;
+            self.queue.push(Reverse(Entry {
+                at,
+                seq: self.seq,
+                kind: Kind::Timer { node: a, at: t },
+            }));
+        }
+    }
+}
+
+/// The `p` quantile of sorted `v` (0 when empty).
+fn percentile(v: &[u32], p: f64) -> u32 {
+    if v.is_empty() {
+        return 0;
+    }
+    let k = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[k]
+}
+
+#[derive(Debug)]
+struct Slot {
+    node: RingNode<u32>,
+    alive: bool,
+    /// The timer entry currently queued for this node.
+    timer: Option<Time>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    lookups: u64,
+    pending: u64,
+    hops: Vec<u32>,
+    timeouts: u64,
+    wrong_owner: u64,
+    failed: u64,
+    /// The first few bad lookups, for diagnosis.
+    problems: Vec<String>,
+}
+
+impl Stats {
+    fn note(&mut self, problem: String) {
+        if self.problems.len() < 10 {
+            self.problems.push(problem);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Time,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Deliver {
+        from: u32,
+        to: u32,
+        id: RequestId,
+        request: Request<u32>,
+        sent: Time,
+    },
+    Reply {
+        to: u32,
+        id: RequestId,
+        response: Response<u32>,
+    },
+    Fail {
+        to: u32,
+        id: RequestId,
+    },
+    Timer {
+        node: u32,
+        at: Time,
+    },
+}

@@ -1,1 +1,0 @@
-//! The WebAssembly sandbox (filled in by the sandbox work).
