@@ -348,17 +348,19 @@ impl Sim {
         self.flush(from);
     }
 
-    /// Run `count` lookups of random keys from random live nodes, started one
-    /// millisecond apart, and wait for them all. Results add to the report.
+    /// Run `count` lookups of random keys from random live nodes, spread over
+    /// one virtual second, and wait for them all. Results add to the report.
     pub fn run_lookups(&mut self, count: u64) {
-        for _ in 0..count {
-            if self.live.is_empty() {
-                break;
+        let per_ms = count.div_ceil(1000).max(1);
+        let mut started = 0;
+        while started < count && !self.live.is_empty() {
+            for _ in 0..per_ms.min(count - started) {
+                let k = self.rng.below(self.live.len() as u64) as usize;
+                let from = self.live[k].1;
+                let key = RingPos(self.rng.next_u64());
+                self.start_lookup(from, key);
+                started += 1;
             }
-            let k = self.rng.below(self.live.len() as u64) as usize;
-            let from = self.live[k].1;
-            let key = RingPos(self.rng.next_u64());
-            self.start_lookup(from, key);
             let t = self.now + 1;
             self.run_until(t);
         }
