@@ -269,6 +269,9 @@ pub struct RingNode<A> {
     next_lookup: u64,
     timers: Timers,
     join: JoinState<A>,
+    /// The bootstrap addresses of the last join, to join again if this node
+    /// ever loses every peer it knew.
+    bootstrap: Vec<A>,
     stabilizing: bool,
     fixing_finger: bool,
     checking_predecessor: bool,
@@ -302,6 +305,7 @@ impl<A: Address> RingNode<A> {
             next_lookup: 1,
             timers,
             join: JoinState::Idle,
+            bootstrap: Vec::new(),
             stabilizing: false,
             fixing_finger: false,
             checking_predecessor: false,
@@ -346,6 +350,7 @@ impl<A: Address> RingNode<A> {
         if self.left || bootstrap.is_empty() {
             return;
         }
+        self.bootstrap = bootstrap.clone();
         self.join = JoinState::Joining {
             bootstrap,
             next: 0,
@@ -442,6 +447,7 @@ impl<A: Address> RingNode<A> {
                 self.offer_predecessor(candidate);
             }
         }
+        self.rejoin_if_isolated(now);
         self.note_neighbor_change(before);
     }
 
@@ -901,9 +907,14 @@ impl<A: Address> RingNode<A> {
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
-        let verify = self.config.verify_owner
-            && owner.id != self.me.id
-            && matches!(l.kind, LookupKind::User(_));
+        // A joining node always confirms its successor is alive (Zave: adopt
+        // a successor only once it answered); user lookups when configured.
+        let verify = owner.id != self.me.id
+            && match l.kind {
+                LookupKind::User(_) => self.config.verify_owner,
+                LookupKind::Join => true,
+                LookupKind::Finger(_) => false,
+            };
         if !verify {
             let done = self.done(lid, owner);
             self.finish_lookup(now, lid, done);
@@ -1123,6 +1134,21 @@ impl<A: Address> RingNode<A> {
             self.predecessor = predecessor.filter(|p| p.id != self.me.id && p.id != peer.id);
         }
         self.fingers.retain(|(_, p)| p.id != peer.id);
+    }
+
+    /// A joined node that lost every peer it knew (successors, fingers,
+    /// predecessor) is an island: join again through the bootstrap addresses.
+    fn rejoin_if_isolated(&mut self, now: Time) {
+        let isolated = matches!(self.join, JoinState::Joined)
+            && !self.left
+            && self.successor().id == self.me.id
+            && self.predecessor.is_none()
+            && self.fingers.is_empty()
+            && !self.bootstrap.is_empty();
+        if isolated {
+            let bootstrap = self.bootstrap.clone();
+            self.join(now, bootstrap);
+        }
     }
 
     // ---- maintenance ----
@@ -1372,15 +1398,23 @@ impl<A: Address> RingNode<A> {
         let before = self.successors.len();
         self.successors.retain(|p| p.id != peer.id);
         found |= self.successors.len() != before;
-        if self.successors.is_empty() {
-            self.successors.push(self.me.clone());
-        }
         let before = self.fingers.len();
         self.fingers.retain(|(_, p)| p.id != peer.id);
         found |= self.fingers.len() != before;
         if self.predecessor.as_ref().is_some_and(|p| p.id == peer.id) {
             self.predecessor = None;
             found = true;
+        }
+        if self.successors.is_empty() {
+            // The whole list is gone: the nearest finger is the best successor
+            // we know of; stabilize walks back from there.
+            match self.fingers.first() {
+                Some((_, f)) => {
+                    let f = f.clone();
+                    self.successors.push(f);
+                }
+                None => self.successors.push(self.me.clone()),
+            }
         }
         if found {
             self.events.push_back(Event::PeerDropped(peer));

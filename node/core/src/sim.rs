@@ -139,9 +139,9 @@ pub enum Violation {
         /// Its ring position.
         id: RingPos,
     },
-    /// The best-successor graph has more than one cycle.
-    #[error("{0} disjoint rings")]
-    ManyRings(usize),
+    /// The best-successor graph has more than one cycle (their sizes).
+    #[error("disjoint rings, of sizes {0:?}")]
+    ManyRings(Vec<usize>),
     /// The ring goes around the circle more than once.
     #[error("the ring wraps the circle {0} times")]
     Unordered(u64),
@@ -336,6 +336,21 @@ impl Sim {
         Some(a)
     }
 
+    /// One round of churn: `joins` new nodes join through random members,
+    /// `crashes` random members crash and `leaves` leave gracefully, all at the
+    /// current instant; then the simulation runs for `duration` ms.
+    pub fn churn(&mut self, joins: usize, crashes: usize, leaves: usize, duration: Time) {
+        for _ in 0..joins {
+            self.spawn_joining();
+        }
+        self.fail_random(crashes);
+        for _ in 0..leaves {
+            self.leave_random();
+        }
+        let t = self.now + duration;
+        self.run_until(t);
+    }
+
     /// Start a lookup of `key` at node `from`.
     pub fn start_lookup(&mut self, from: u32, key: RingPos) {
         let now = self.now;
@@ -438,7 +453,7 @@ impl Sim {
         }
         // best[a] = first live entry of a's successor list.
         let mut best: Vec<u32> = vec![u32::MAX; self.nodes.len()];
-        for (id, a) in &self.live {
+        for (id, a) in self.live.iter().filter(|(_, a)| self.is_member(*a)) {
             let node = &self.nodes[*a as usize].node;
             let b = node
                 .successors()
@@ -453,9 +468,10 @@ impl Sim {
         // Colour the functional graph: 0 unseen, 1 on the current path, 2 done.
         let mut colour = vec![0u8; self.nodes.len()];
         let mut cycles = 0usize;
+        let mut cycle_sizes = Vec::new();
         let mut wraps = 0u64;
         let mut path = Vec::new();
-        for (_, a) in &self.live {
+        for (_, a) in self.live.iter().filter(|(_, a)| self.is_member(*a)) {
             let mut at = *a;
             path.clear();
             while colour[at as usize] == 0 {
@@ -466,6 +482,7 @@ impl Sim {
             if colour[at as usize] == 1 {
                 // A new cycle, starting at `at`.
                 cycles += 1;
+                let mut size = 0;
                 let mut total: u128 = 0;
                 let mut x = at;
                 loop {
@@ -476,19 +493,21 @@ impl Sim {
                         .id
                         .distance_to(self.nodes[y as usize].node.me().id);
                     total += if d == 0 { 1u128 << 64 } else { u128::from(d) };
+                    size += 1;
                     x = y;
                     if x == at {
                         break;
                     }
                 }
                 wraps = (total >> 64) as u64;
+                cycle_sizes.push(size);
             }
             for p in &path {
                 colour[*p as usize] = 2;
             }
         }
         if cycles != 1 {
-            return Err(Violation::ManyRings(cycles));
+            return Err(Violation::ManyRings(cycle_sizes));
         }
         if wraps != 1 {
             return Err(Violation::Unordered(wraps));
@@ -646,7 +665,9 @@ impl Sim {
     fn mark_joined(&mut self, a: u32) {
         let id = self.nodes[a as usize].node.me().id;
         let k = self.live.partition_point(|(x, _)| *x < id);
-        self.live.insert(k, (id, a));
+        if self.live.get(k) != Some(&(id, a)) {
+            self.live.insert(k, (id, a));
+        }
     }
 
     fn latency(&mut self) -> Time {
