@@ -56,7 +56,10 @@ fn a_quarter_fails_at_once_and_the_ring_heals() {
     sim.converge(200)
         .unwrap_or_else(|v| panic!("seed {seed}: no convergence: {v}"));
     sim.fail_random(500);
-    assert!(sim.check_ring().is_err(), "seed {seed}: failure went unnoticed");
+    assert!(
+        sim.check_ring().is_err(),
+        "seed {seed}: failure went unnoticed"
+    );
     let rounds = sim
         .converge(400)
         .unwrap_or_else(|v| panic!("seed {seed}: ring did not heal: {v}"));
