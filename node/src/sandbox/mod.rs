@@ -554,7 +554,12 @@ impl Flavor {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"chorus sandbox cache v1\0");
         ctx.update(&empty);
-        ctx.update(format!("{c:?}").as_bytes());
+        // wasmtime prints some settings from a hash map, in varying order:
+        // sort the comma-separated pieces so the fingerprint is stable.
+        let debug = format!("{c:?}");
+        let mut pieces: Vec<&str> = debug.split(',').map(str::trim).collect();
+        pieces.sort_unstable();
+        ctx.update(pieces.join(",").as_bytes());
         ctx.update(format!("{instr:?} stack={stack_bytes}").as_bytes());
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(ctx.finish().as_ref());
@@ -635,15 +640,15 @@ impl Flavor {
 
     /// A module from this node's own disk cache, if present and loadable.
     fn load(&self, path: &Path) -> Option<Module> {
-        if !path.exists() {
-            return None;
-        }
+        // Read into memory rather than `deserialize_file`: a mapped file that
+        // someone truncates later would kill the process with SIGBUS.
+        let bytes = fs::read(path).ok()?;
         // SAFETY: the file is in this node's data dir, was written by
         // `store_serialized` from a module this node compiled itself, and is
         // named by a hash of the engine fingerprint and the module: nothing from
         // the network is ever deserialized. wasmtime checks the version and
-        // compatibility header and refuses a mismatch.
-        match unsafe { Module::deserialize_file(&self.engine, path) } {
+        // compatibility header and refuses a mismatch or a truncated file.
+        match unsafe { Module::deserialize(&self.engine, &bytes) } {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "dropping unusable cached module");

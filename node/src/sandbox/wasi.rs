@@ -33,7 +33,8 @@ const ERRNO_INVAL: i32 = 28;
 /// A task's `random_get` reads this stream (seeded with the task's seed); its
 /// algorithm is fixed here so that the bytes never change under a dependency
 /// upgrade. Bytes are the little-endian bytes of successive 64-bit outputs; a
-/// fill that ends inside a word drops the rest of that word.
+/// fill that ends inside a word drops the rest of that word. A task's
+/// `random_get` reads stream 0 of its seed: `DeterministicRng::new(seed, 0)`.
 #[derive(Clone, Debug)]
 pub struct DeterministicRng {
     s: [u64; 4],
