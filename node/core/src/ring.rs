@@ -388,6 +388,24 @@ impl<A: Address> RingNode<A> {
         response
     }
 
+    /// Like [`RingNode::handle_request`], for a request whose sender the
+    /// transport authenticated as ring position `from`: a `Notify` or `Leave`
+    /// that speaks for anybody else is answered but ignored, so a peer cannot
+    /// make us adopt or drop a third node.
+    pub fn handle_request_from(
+        &mut self,
+        now: Time,
+        from: RingPos,
+        request: Request<A>,
+    ) -> Response<A> {
+        match &request {
+            Request::Notify { peer } | Request::Leave { peer, .. } if peer.id != from => {
+                Response::Ack
+            }
+            _ => self.handle_request(now, request),
+        }
+    }
+
     /// The answer to one of our [`Transmit`]s. Unknown ids are ignored.
     pub fn handle_response(&mut self, now: Time, id: RequestId, response: Response<A>) {
         let Some(pending) = self.pending.remove(&id) else {
@@ -466,16 +484,18 @@ impl<A: Address> RingNode<A> {
         }
         if self.joined() {
             if now >= self.timers.stabilize {
-                self.timers.stabilize = now + self.jittered(self.config.stabilize_interval);
+                self.timers.stabilize =
+                    now.saturating_add(self.jittered(self.config.stabilize_interval));
                 self.stabilize(now);
             }
             if now >= self.timers.fix_fingers {
-                self.timers.fix_fingers = now + self.jittered(self.config.fix_fingers_interval);
+                self.timers.fix_fingers =
+                    now.saturating_add(self.jittered(self.config.fix_fingers_interval));
                 self.fix_fingers(now);
             }
             if now >= self.timers.check_predecessor {
                 self.timers.check_predecessor =
-                    now + self.jittered(self.config.check_predecessor_interval);
+                    now.saturating_add(self.jittered(self.config.check_predecessor_interval));
                 self.check_predecessor();
             }
         }
@@ -1109,13 +1129,14 @@ impl<A: Address> RingNode<A> {
                     successor: done.owner,
                 });
                 // Fill the successor list and tell the successor about us now.
-                self.timers.stabilize = now + self.jittered(self.config.stabilize_interval);
+                self.timers.stabilize =
+                    now.saturating_add(self.jittered(self.config.stabilize_interval));
                 self.stabilize(now);
             }
             _ => {
                 // Failed, or the ring says we own our own id (a stale entry of a
                 // previous life of ours): try again later.
-                self.timers.join_retry = Some(now + self.config.join_retry_interval);
+                self.timers.join_retry = Some(now.saturating_add(self.config.join_retry_interval));
             }
         }
     }
@@ -1449,7 +1470,7 @@ impl<A: Address> RingNode<A> {
 
     fn jittered(&mut self, interval: Time) -> Time {
         let interval = interval.max(1);
-        interval + self.rng.below(interval / 10 + 1)
+        interval.saturating_add(self.rng.below(interval / 10 + 1))
     }
 
     fn neighbor_ids(&self) -> (Option<RingPos>, RingPos) {
@@ -1995,6 +2016,24 @@ mod tests {
     }
 
     #[test]
+    fn authenticated_requests_cannot_speak_for_others() {
+        let mut n = node(100, Some(50), &[200, 300], &[]);
+        n.handle_request_from(0, RingPos(77), Request::Notify { peer: peer(80) });
+        assert_eq!(n.predecessor().map(|p| p.id.0), Some(50));
+        let leave = Request::Leave {
+            peer: peer(200),
+            predecessor: None,
+            successors: vec![],
+        };
+        n.handle_request_from(0, RingPos(77), leave.clone());
+        assert_eq!(ids(n.successors()), vec![200, 300]);
+        n.handle_request_from(0, RingPos(200), leave);
+        assert_eq!(ids(n.successors()), vec![300]);
+        n.handle_request_from(0, RingPos(80), Request::Notify { peer: peer(80) });
+        assert_eq!(n.predecessor().map(|p| p.id.0), Some(80));
+    }
+
+    #[test]
     fn check_predecessor_drops_a_dead_one() {
         let mut n = node(100, Some(50), &[200], &[]);
         n.handle_timeout(10_000);
@@ -2179,5 +2218,87 @@ mod tests {
         assert_eq!(ids(n.successors()), vec![300]);
         assert!(n.predecessor().is_none());
         assert!(n.fingers().is_empty());
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        let mut rng = Rng::new(0xF00D);
+        let mut n = node(1 << 63, Some(1 << 62), &[(1 << 63) + 5], &[(40, 1 << 20)]);
+        let mut outstanding: Vec<RequestId> = Vec::new();
+        let mut rand_peer = |rng: &mut Rng| {
+            let id = match rng.below(4) {
+                0 => 1 << 63,
+                1 => rng.next_u64() & 0xFFFF,
+                _ => rng.next_u64(),
+            };
+            Peer {
+                id: RingPos(id),
+                addr: id as u32,
+            }
+        };
+        for step in 0..20_000u64 {
+            let now = step * 7;
+            let peers = |rng: &mut Rng, f: &mut dyn FnMut(&mut Rng) -> Peer<u32>| {
+                (0..rng.below(6)).map(|_| f(rng)).collect::<Vec<_>>()
+            };
+            match rng.below(8) {
+                0 => {
+                    let key = RingPos(rng.next_u64());
+                    n.handle_request(now, Request::FindSuccessor { key });
+                }
+                1 => {
+                    let peer = rand_peer(&mut rng);
+                    n.handle_request(now, Request::Notify { peer });
+                }
+                2 => {
+                    let peer = rand_peer(&mut rng);
+                    let predecessor = Some(rand_peer(&mut rng));
+                    let successors = peers(&mut rng, &mut rand_peer);
+                    n.handle_request(
+                        now,
+                        Request::Leave {
+                            peer,
+                            predecessor,
+                            successors,
+                        },
+                    );
+                }
+                3 => {
+                    n.lookup(now, RingPos(rng.next_u64()));
+                }
+                4 => n.handle_timeout(now),
+                _ => {
+                    if outstanding.is_empty() {
+                        continue;
+                    }
+                    let k = rng.below(outstanding.len() as u64) as usize;
+                    let id = outstanding.swap_remove(k);
+                    let response = match rng.below(5) {
+                        0 => Response::Ack,
+                        1 => Response::FindSuccessor(Step::Done {
+                            owner: rand_peer(&mut rng),
+                        }),
+                        2 => Response::FindSuccessor(Step::Next {
+                            candidates: peers(&mut rng, &mut rand_peer),
+                        }),
+                        3 => Response::Neighbors {
+                            me: rand_peer(&mut rng),
+                            predecessor: Some(rand_peer(&mut rng)),
+                            successors: peers(&mut rng, &mut rand_peer),
+                        },
+                        _ => {
+                            n.handle_failure(now, id);
+                            continue;
+                        }
+                    };
+                    n.handle_response(now, id, response);
+                }
+            }
+            outstanding.extend(std::iter::from_fn(|| n.poll_transmit()).map(|t| t.id));
+            let _ = events(&mut n);
+            assert!(!n.successors().is_empty());
+            assert!(n.successors().len() <= n.config().successors);
+            assert!(n.pending_requests() <= outstanding.len());
+        }
     }
 }
