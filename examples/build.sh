@@ -40,7 +40,10 @@ else
 fi
 
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-remap=(
+# wasm SIMD (simd128) is deterministic under the node's NaN canonicalization;
+# relaxed SIMD stays off.
+flags_common=(
+  -C target-feature=+simd128
   "--remap-path-prefix=$here=/chorus/examples"
   "--remap-path-prefix=$repo/task-sdk=/chorus/task-sdk"
   "--remap-path-prefix=$cargo_home=/cargo"
@@ -52,13 +55,13 @@ if command -v rustup >/dev/null 2>&1 &&
   route="rustup"
   rustc_bin="$(rustup which rustc)"
   cargo_cmd=(cargo build)
-  flags=("${remap[@]}" "--remap-path-prefix=$("$rustc_bin" --print sysroot)=/rustc")
+  flags=("${flags_common[@]}" "--remap-path-prefix=$("$rustc_bin" --print sysroot)=/rustc")
   env_vars=()
 elif [[ -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library && -d /usr/lib/wasm32-wasi ]]; then
   route="debian"
   rustc_bin=/usr/bin/rustc
   cargo_cmd=(/usr/bin/cargo build -Zbuild-std=std,panic_abort)
-  flags=("${remap[@]}" "--remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc/src"
+  flags=("${flags_common[@]}" "--remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc/src"
     -C link-self-contained=no -L /usr/lib/wasm32-wasi
     -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o)
   env_vars=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld)
@@ -88,7 +91,7 @@ if ! command -v clang >/dev/null 2>&1; then
   exit 1
 fi
 echo "build.sh: C guest with $(clang --version | head -n1)" >&2
-clang --target=wasm32-wasi -O2 -ffile-prefix-map="$here=/chorus/examples" \
+clang --target=wasm32-wasi -O2 -msimd128 -ffile-prefix-map="$here=/chorus/examples" \
   -Wl,--strip-all -o "$out_dir/collatz.wasm" "$here/collatz-c/collatz.c"
 
 # --- record or compare -----------------------------------------------------------

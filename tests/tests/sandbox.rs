@@ -556,6 +556,13 @@ fn compiled_modules_are_cached_on_disk_by_engine_config() {
         .expect("run");
     assert_eq!(r.outcome, Outcome::Ok);
 
+    // The key is stable: every engine with this config finds the file.
+    for _ in 0..5 {
+        let again = Engine::new(config.clone()).expect("engine");
+        again.module(&m, &limits()).expect("module");
+        assert_eq!(again.cache_stats().loaded_from_disk, 1);
+    }
+
     // Another configuration (here: no NaN canonicalization) must not reuse it.
     let mut other = config.clone();
     other.instrumentation.nan_canonicalization = false;

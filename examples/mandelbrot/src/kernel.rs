@@ -39,25 +39,55 @@ pub fn render(tile: &Tile) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(pixels as usize * 3);
     for py in 0..tile.height {
         let ci = tile.y0 - f64::from(py) * tile.step;
-        for px in 0..tile.width {
-            let cr = tile.x0 + f64::from(px) * tile.step;
-            out.extend_from_slice(&color(escape_time(cr, ci, tile.max_iter), tile.max_iter));
+        for px in (0..tile.width).step_by(LANES) {
+            // LANES neighbouring pixels at once (the last group may run past the
+            // row's end: those lanes are computed and dropped).
+            let cr: [f64; LANES] =
+                std::array::from_fn(|l| tile.x0 + f64::from(px + l as u32) * tile.step);
+            let n = escape_times(cr, ci, tile.max_iter);
+            let used = LANES.min((tile.width - px) as usize);
+            for &n in &n[..used] {
+                out.extend_from_slice(&color(n, tile.max_iter));
+            }
         }
     }
     Ok(out)
 }
 
-/// Iterations of z ← z² + c from 0 until |z| > 2, at most `max_iter`.
+/// Pixels iterated together: independent dependency chains that a CPU runs
+/// in parallel. Each float operation sits on a chain of dependent ones; under
+/// NaN canonicalization each also gets a compare and a select on that chain,
+/// so interleaving chains hides much of that latency.
+pub const LANES: usize = 8;
+
+/// For each lane: iterations of z <- z^2 + c from 0 while |z| <= 2, at most
+/// `max_iter` (the escape time).
+///
+/// All lanes iterate until every lane has escaped. A lane that has escaped
+/// never counts again: |z| only grows once past 2, up to infinity and then NaN,
+/// and every comparison with NaN is false. So each lane's count is exactly the
+/// one-pixel-at-a-time escape time.
 #[inline]
-pub fn escape_time(cr: f64, ci: f64, max_iter: u32) -> u32 {
-    let (mut x, mut y, mut x2, mut y2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut n = 0;
-    while n < max_iter && x2 + y2 <= 4.0 {
-        y = (x + x) * y + ci;
-        x = x2 - y2 + cr;
-        x2 = x * x;
-        y2 = y * y;
-        n += 1;
+pub fn escape_times(cr: [f64; LANES], ci: f64, max_iter: u32) -> [u32; LANES] {
+    let mut x = [0.0f64; LANES];
+    let mut y = [0.0f64; LANES];
+    let mut x2 = [0.0f64; LANES];
+    let mut y2 = [0.0f64; LANES];
+    let mut n = [0u32; LANES];
+    for _ in 0..max_iter {
+        let mut any = false;
+        for l in 0..LANES {
+            let inside = x2[l] + y2[l] <= 4.0;
+            any |= inside;
+            n[l] += u32::from(inside);
+            y[l] = (x[l] + x[l]) * y[l] + ci;
+            x[l] = x2[l] - y2[l] + cr[l];
+            x2[l] = x[l] * x[l];
+            y2[l] = y[l] * y[l];
+        }
+        if !any {
+            break;
+        }
     }
     n
 }

@@ -61,11 +61,23 @@ pub fn count_primes(range: &Range) -> Result<PrimeCount, String> {
             if m % 2 == 0 {
                 m += p;
             }
-            let mut i = ((m - start) / 2) as usize;
+            let first = ((m - start) / 2) as usize;
             let step = p as usize;
-            while i < len {
-                seg[i] = 0;
-                i += step;
+            if first >= len {
+                continue;
+            }
+            // Unrolled by four without bounds checks (the chunks are exact): a
+            // quarter of the loop back-edges, which is where a sandbox pays for
+            // fuel metering and interruption checks.
+            let mut chunks = seg[first..].chunks_exact_mut(4 * step);
+            for c in &mut chunks {
+                c[0] = 0;
+                c[step] = 0;
+                c[2 * step] = 0;
+                c[3 * step] = 0;
+            }
+            for b in chunks.into_remainder().iter_mut().step_by(step) {
+                *b = 0;
             }
         }
         let found = seg.iter().filter(|&&b| b != 0).count() as u64;

@@ -554,12 +554,19 @@ impl Flavor {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"chorus sandbox cache v1\0");
         ctx.update(&empty);
-        // wasmtime prints some settings from a hash map, in varying order:
-        // sort the comma-separated pieces so the fingerprint is stable.
-        let debug = format!("{c:?}");
-        let mut pieces: Vec<&str> = debug.split(',').map(str::trim).collect();
+        // wasmtime prints some settings from hash maps, in varying order: cut
+        // the text at every separator and sort the pieces so that the
+        // fingerprint is a function of the settings alone.
+        let debug = format!("{c:?}").replace(['{', '}', '[', ']', '(', ')'], ",");
+        let mut pieces: Vec<&str> = debug
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         pieces.sort_unstable();
         ctx.update(pieces.join(",").as_bytes());
+        // And what we set, explicitly.
+        ctx.update(format!("{:?} {:?}", config.pooling, config.ceiling).as_bytes());
         ctx.update(format!("{instr:?} stack={stack_bytes}").as_bytes());
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(ctx.finish().as_ref());
