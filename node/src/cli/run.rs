@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chorus_sdk::bundle::Bundle;
 
-use crate::sandbox::{Engine, EngineConfig, Limits, Outcome, TaskSpec};
+use crate::sandbox::{Engine, EngineConfig, Limits, Outcome, TaskReport, TaskSpec};
 
 /// Arguments of `chorus run`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +44,29 @@ pub struct RunArgs {
 
 /// Runs `chorus run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let report = execute(args)?;
+    std::io::stderr().write_all(&report.stderr).ok();
+    if json {
+        println!("{}", report_json(&report));
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&report.stdout)
+            .context("cannot write the output")?;
+        out.flush().context("cannot write the output")?;
+        if !report.outcome.is_ok() {
+            eprintln!(
+                "error: task failed: {} (fuel used {})",
+                report.outcome, report.fuel_used
+            );
+        }
+    }
+    Ok(ExitCode::from(exit_code(&report.outcome)))
+}
+
+/// Loads the module (verifying it first if it is a bundle), applies the
+/// limit overrides and runs the task.
+fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let file = std::fs::read(&args.bundle)
         .with_context(|| format!("cannot read {}", args.bundle.display()))?;
     let (module, mut limits) = if file.starts_with(b"\0asm") {
@@ -69,7 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .context("--memory-mb is too large")?;
     }
     if let Some(s) = args.timeout_s {
-        if !(s.is_finite() && s > 0.0) {
+        if !(s.is_finite() && s > 0.0 && s < 1e9) {
             bail!("--timeout-s must be a positive number of seconds");
         }
         limits.wall_ms = (s * 1000.0).ceil() as u64;
@@ -101,40 +124,118 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         limits,
     };
-    let report = engine.run_module_blocking(&module, spec)?;
+    Ok(engine.run_module_blocking(&module, spec)?)
+}
 
-    std::io::stderr().write_all(&report.stderr).ok();
+/// The `--json` form of a report.
+fn report_json(report: &TaskReport) -> serde_json::Value {
     let ok = report.outcome.is_ok();
-    if args.json {
-        let json = serde_json::json!({
-            "status": if ok { "ok" } else { "error" },
-            "error": if ok { None } else { Some(report.outcome.to_string()) },
-            "verdict": report.outcome.is_verdict(),
-            "outcome_digest": report.digest().map(|d| d.to_string()),
-            "output_sha256": hex::encode(ring::digest::digest(&ring::digest::SHA256, &report.stdout)),
-            "fuel_used": report.fuel_used,
-            "wall_ms": report.wall.as_secs_f64() * 1000.0,
-            "stdout_bytes": report.stdout.len(),
-            "stderr_bytes": report.stderr.len(),
-        });
-        println!("{json}");
-    } else {
-        let mut out = std::io::stdout().lock();
-        out.write_all(&report.stdout)
-            .context("cannot write the output")?;
-        out.flush().context("cannot write the output")?;
-        if !ok {
-            eprintln!(
-                "error: task failed: {} (fuel used {})",
-                report.outcome, report.fuel_used
-            );
+    serde_json::json!({
+        "status": if ok { "ok" } else { "error" },
+        "error": if ok { None } else { Some(report.outcome.to_string()) },
+        "verdict": report.outcome.is_verdict(),
+        "outcome_digest": report.digest().map(|d| d.to_string()),
+        "output_sha256": hex::encode(ring::digest::digest(&ring::digest::SHA256, &report.stdout)),
+        "fuel_used": report.fuel_used,
+        "wall_ms": report.wall.as_secs_f64() * 1000.0,
+        "stdout_bytes": report.stdout.len(),
+        "stderr_bytes": report.stderr.len(),
+    })
+}
+
+/// The process exit code for an outcome: 0 on success, the task's own code
+/// for `Exit` (1 when it does not fit in 1..=255), 1 for every other failure.
+fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Ok => 0,
+        Outcome::Exit(code) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_sdk::bundle::Manifest;
+    use chorus_sdk::identity::Identity;
+
+    use super::*;
+
+    const COLLATZ: &[u8] = include_bytes!("../../../examples/wasm/collatz.wasm");
+
+    fn args(path: &std::path::Path) -> RunArgs {
+        RunArgs {
+            bundle: path.to_path_buf(),
+            input: Some(PathBuf::from("/dev/null")),
+            args: vec!["1".into(), "1000".into()],
+            fuel: None,
+            memory_mb: None,
+            timeout_s: None,
+            seed: 0,
+            data_dir: None,
+            json: true,
         }
     }
-    Ok(match report.outcome {
-        Outcome::Ok => ExitCode::SUCCESS,
-        Outcome::Exit(code) => {
-            ExitCode::from(u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
-        }
-        _ => ExitCode::FAILURE,
-    })
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("chorus-run-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn runs_a_module_and_reports_json() {
+        let path = temp("collatz.wasm");
+        std::fs::write(&path, COLLATZ).unwrap();
+        let report = execute(args(&path)).unwrap();
+        assert_eq!(report.outcome, Outcome::Ok);
+        assert_eq!(report.stdout, b"1 1000 871 178\n");
+        let json = report_json(&report);
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["stdout_bytes"], 15);
+        assert!(json["fuel_used"].as_u64().unwrap() > 0);
+        assert!(json["error"].is_null());
+
+        let mut starved = args(&path);
+        starved.fuel = Some(1000);
+        let report = execute(starved).unwrap();
+        assert_eq!(report.outcome, Outcome::FuelExhausted);
+        assert_eq!(exit_code(&report.outcome), 1);
+        let json = report_json(&report);
+        assert_eq!(json["status"], "error");
+        assert!(json["error"].as_str().unwrap().starts_with("FuelExhausted"));
+
+        let mut bad = args(&path);
+        bad.args = vec!["x".into()];
+        assert_eq!(exit_code(&execute(bad).unwrap().outcome), 2);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn runs_a_signed_bundle_and_refuses_a_tampered_one() {
+        let who = Identity::generate().unwrap();
+        let bundle = Bundle::sign(
+            Manifest::new("collatz", "1", [0; 32]),
+            COLLATZ.to_vec(),
+            &who,
+        )
+        .unwrap();
+        let mut bytes = bundle.encode().unwrap();
+        let path = temp("collatz.bundle");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(execute(args(&path)).unwrap().outcome, Outcome::Ok);
+
+        let n = bytes.len();
+        bytes[n / 2] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = execute(args(&path)).unwrap_err();
+        assert!(format!("{err:#}").contains("neither a wasm module nor a valid bundle"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&Outcome::Ok), 0);
+        assert_eq!(exit_code(&Outcome::Exit(3)), 3);
+        assert_eq!(exit_code(&Outcome::Exit(300)), 1);
+        assert_eq!(exit_code(&Outcome::Exit(-1)), 1);
+        assert_eq!(exit_code(&Outcome::Timeout), 1);
+    }
 }

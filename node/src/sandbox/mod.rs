@@ -793,6 +793,11 @@ fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>, output_overflow: b
             },
         };
     }
+    if e.chain()
+        .any(|cause| cause.downcast_ref::<wiggle::GuestError>().is_some())
+    {
+        return Outcome::Trap(TrapCode::BadWasiArgument);
+    }
     Outcome::HostError(format!("{e:#}"))
 }
 

@@ -61,6 +61,9 @@ pub enum TrapCode {
     BadConversionToInteger,
     /// Null reference.
     NullReference,
+    /// A WASI call got an out-of-bounds or misaligned pointer or a malformed
+    /// argument; the WASI specification says such a call traps.
+    BadWasiArgument,
     /// The wasm stack limit was hit. The depth at which that happens depends on
     /// the machine and the build, so this one is not a verdict.
     StackOverflow,
@@ -145,6 +148,7 @@ impl TrapCode {
             TrapCode::BadConversionToInteger => 9,
             TrapCode::NullReference => 10,
             TrapCode::StackOverflow => 11,
+            TrapCode::BadWasiArgument => 12,
         }
     }
 
@@ -182,6 +186,9 @@ impl fmt::Display for TrapCode {
             TrapCode::BadConversionToInteger => "invalid conversion to integer",
             TrapCode::NullReference => "null reference",
             TrapCode::StackOverflow => "wasm stack exhausted",
+            TrapCode::BadWasiArgument => {
+                "a WASI call got an out-of-bounds, misaligned or malformed argument"
+            }
         })
     }
 }

@@ -258,10 +258,11 @@ pub(crate) fn context(
     b.build_p1()
 }
 
-/// Adds WASI preview 1 to `linker`, then replaces the two imports whose
-/// behaviour we must own: `random_get` (our stream, charged in fuel) and
-/// `poll_oneoff` (virtual time: every subscription is ready at once, so a task
-/// cannot park a slot in a host-side sleep that epoch interruption cannot reach).
+/// Adds WASI preview 1 to `linker`, then replaces the imports whose behaviour
+/// we must own: `random_get` (our stream, charged in fuel), `poll_oneoff`
+/// (virtual time: every subscription is ready at once, so a task cannot park a
+/// slot in a host-side sleep that epoch interruption cannot reach) and
+/// `proc_exit` (every exit code is the task's, none is a host error).
 pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut TaskState| &mut s.wasi)?;
     linker.allow_shadowing(true);
@@ -300,6 +301,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
          nevents_out: i32|
          -> wasmtime::Result<i32> {
             Ok(poll_oneoff(&mut caller, subs, events, nsubs, nevents_out))
+        },
+    )?;
+    linker.func_wrap(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        |code: i32| -> wasmtime::Result<()> {
+            // Any code, as the task gave it (wasmtime-wasi refuses codes >= 126
+            // with an untyped error, which would read as a host failure).
+            Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(code)))
         },
     )?;
     linker.allow_shadowing(false);
