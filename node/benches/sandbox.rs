@@ -145,6 +145,11 @@ fn main() {
         started.elapsed().as_secs_f64() * 1e6 / n as f64
     );
 
+    println!(
+        "- speed (`Engine::fuel_per_second`, the capacity record's measure): {:.2e} fuel/s",
+        engine.fuel_per_second(300_000_000).expect("calibration") as f64
+    );
+
     println!("\n## First compile of each example (full deterministic config)\n");
     let dir = std::env::temp_dir().join(format!("chorus-bench-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

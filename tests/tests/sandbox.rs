@@ -632,6 +632,16 @@ fn a_module_runs_only_with_the_stack_it_was_compiled_for() {
     assert_eq!(r.outcome, Outcome::Ok);
 }
 
+#[test]
+fn fuel_per_second_is_measured() {
+    let speed = engine().fuel_per_second(20_000_000).expect("calibration");
+    // Anything from a slow emulator to a very fast core.
+    assert!(
+        (10_000_000..100_000_000_000).contains(&speed),
+        "{speed} fuel/s"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Async: slots, and the runtime stays responsive while tasks spin.
 

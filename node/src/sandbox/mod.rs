@@ -449,6 +449,52 @@ impl Engine {
             Err(e) => e.into_outcome().map(TaskReport::without_run),
         }
     }
+
+    /// Measures this node's speed in fuel per second: runs a built-in
+    /// integer-mixing loop under the deterministic configuration until it has
+    /// burnt `fuel` units, on the calling thread. For the capacity record
+    /// ("measured speed"); 10^8 fuel takes about 0.1 s.
+    pub fn fuel_per_second(&self, fuel: u64) -> Result<u64, SandboxError> {
+        if !self.inner.config.instrumentation.fuel {
+            return Err(SandboxError::Config(
+                "fuel metering is off in this engine".into(),
+            ));
+        }
+        // An xorshift loop: a few integer operations per iteration, no memory.
+        let calibration = wat::parse_str(
+            r#"(module
+                 (memory (export "memory") 1)
+                 (func (export "_start") (local $x i64)
+                   (local.set $x (i64.const 88172645463325252))
+                   (loop $l
+                     (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+                     (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+                     (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+                     (br $l))))"#,
+        )
+        .map_err(|e| SandboxError::Engine(format!("calibration module: {e}")))?;
+        let limits = Limits {
+            fuel: fuel.min(self.inner.config.ceiling.fuel),
+            wall_ms: self.inner.config.ceiling.wall_ms,
+            ..Limits::default()
+        };
+        let module = self.module(&calibration, &limits)?;
+        let report = self.run_blocking(
+            &module,
+            TaskSpec {
+                limits,
+                ..TaskSpec::default()
+            },
+        )?;
+        if report.outcome != Outcome::FuelExhausted {
+            return Err(SandboxError::Worker(format!(
+                "calibration ended with {} instead of running out of fuel",
+                report.outcome
+            )));
+        }
+        let secs = report.wall.as_secs_f64().max(1e-9);
+        Ok((report.fuel_used as f64 / secs) as u64)
+    }
 }
 
 // ---------------------------------------------------------------------------
