@@ -355,6 +355,7 @@ impl<A: Address> RingNode<A> {
             bootstrap,
             next: 0,
             in_flight: false,
+            attempts_left: None,
         };
         self.try_join(now);
     }
@@ -672,6 +673,13 @@ impl<A: Address> RingNode<A> {
 
     /// The local answer to `FindSuccessor(key)`.
     fn step(&self, key: RingPos) -> Step<A> {
+        if self.successor().id == self.me.id && !matches!(self.join, JoinState::Idle) {
+            // Not in a ring right now (joining, or cut off and joining again):
+            // claiming every key would pull the asker onto our island.
+            return Step::Next {
+                candidates: Vec::new(),
+            };
+        }
         if let Some(owner) = self.local_owner(key) {
             return Step::Done { owner };
         }
@@ -1079,6 +1087,7 @@ impl<A: Address> RingNode<A> {
             bootstrap,
             next,
             in_flight,
+            ..
         } = &mut self.join
         else {
             return;
@@ -1116,10 +1125,25 @@ impl<A: Address> RingNode<A> {
     }
 
     fn join_done(&mut self, now: Time, result: Result<LookupDone<A>, LookupError>) {
-        let JoinState::Joining { in_flight, .. } = &mut self.join else {
+        let JoinState::Joining {
+            in_flight,
+            attempts_left,
+            ..
+        } = &mut self.join
+        else {
             return;
         };
         *in_flight = false;
+        let give_up = result.is_err() && *attempts_left == Some(1);
+        if let Some(n) = attempts_left {
+            *n = n.saturating_sub(1);
+        }
+        if give_up {
+            // Every bootstrap address failed twice: carry on alone, ready to be
+            // joined by others (the last survivor of a ring ends up here).
+            self.join = JoinState::Idle;
+            return;
+        }
         match result {
             Ok(done) if done.owner.id != self.me.id => {
                 self.join = JoinState::Joined;
@@ -1178,7 +1202,14 @@ impl<A: Address> RingNode<A> {
             && !self.bootstrap.is_empty();
         if isolated {
             let bootstrap = self.bootstrap.clone();
-            self.join(now, bootstrap);
+            let attempts = 2 * bootstrap.len();
+            self.join = JoinState::Joining {
+                bootstrap,
+                next: 0,
+                in_flight: false,
+                attempts_left: Some(attempts),
+            };
+            self.try_join(now);
         }
     }
 
@@ -1224,9 +1255,17 @@ impl<A: Address> RingNode<A> {
             self.drop_peer(succ);
             return;
         }
-        if let Some(p) = predecessor
-            && p.id.in_open(self.me.id, succ.id)
-        {
+        // The successor's predecessor, or any node of its list, that lies
+        // between us and it is a better successor; take the closest. (The list
+        // case matters after a node fell back to a far successor: the list of
+        // that successor wraps round to our true neighbours.)
+        let me_id = self.me.id;
+        let closer = predecessor
+            .into_iter()
+            .chain(successors.iter().cloned())
+            .filter(|p| p.id.in_open(me_id, succ.id))
+            .min_by_key(|p| me_id.distance_to(p.id));
+        if let Some(p) = closer {
             // Zave: adopt a new successor only once we know it is alive.
             self.stabilizing = true;
             self.send(
@@ -1386,29 +1425,23 @@ impl<A: Address> RingNode<A> {
 
     // ---- state helpers ----
 
-    /// Replace the successor list: nearest first, without us, duplicates or
-    /// anything that wraps past us, cut to `r`; `[me]` if nothing is left.
+    /// Replace the successor list. The first entry (the node we just heard
+    /// from) stays first; the others are kept only if they lie after it and
+    /// before us, sorted by distance from us, without duplicates, cut to `r`.
+    /// Sorting rather than trusting the order keeps a stale or hostile entry
+    /// from cutting the list short. `[me]` if nothing is left.
     fn set_successors(&mut self, list: Vec<Peer<A>>) {
         let r = self.config.successors.max(1);
-        let mut out: Vec<Peer<A>> = Vec::with_capacity(r.min(list.len()).max(1));
-        let mut last = self.me.id;
-        for p in list {
-            if p.id == self.me.id && out.is_empty() {
-                continue;
-            }
-            if out.len() == r || p.id == self.me.id {
-                break;
-            }
-            // Keep the list in ring order from us; stop at the first entry that
-            // goes backwards (stale or hostile data).
-            if !out.is_empty() && !p.id.in_open(last, self.me.id) {
-                if out.iter().any(|q| q.id == p.id) {
-                    continue;
-                }
-                break;
-            }
-            last = p.id;
-            out.push(p);
+        let me = self.me.id;
+        let mut it = list.into_iter().skip_while(|p| p.id == me);
+        let mut out: Vec<Peer<A>> = Vec::with_capacity(r);
+        if let Some(first) = it.next() {
+            let first_id = first.id;
+            out.push(first);
+            let mut rest: Vec<Peer<A>> = it.filter(|p| p.id.in_open(first_id, me)).collect();
+            rest.sort_by_key(|p| me.distance_to(p.id));
+            rest.dedup_by_key(|p| p.id);
+            out.extend(rest.into_iter().take(r - 1));
         }
         if out.is_empty() {
             out.push(self.me.clone());
@@ -1578,6 +1611,8 @@ enum JoinState<A> {
         bootstrap: Vec<A>,
         next: usize,
         in_flight: bool,
+        /// Attempts left before settling for being alone (`None`: forever).
+        attempts_left: Option<usize>,
     },
     Joined,
 }

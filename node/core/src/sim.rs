@@ -59,7 +59,7 @@ impl Default for SimConfig {
 pub struct Report {
     /// Live nodes when the lookups ran.
     pub nodes: usize,
-    /// Nodes failed at once before the lookups.
+    /// Nodes that are gone (crashed or left, churn included).
     pub failed_nodes: usize,
     /// Lookups run.
     pub lookups: u64,
@@ -80,7 +80,12 @@ pub struct Report {
     /// Stabilize intervals run after the failure until the ring was whole
     /// again (0 without failure or repair).
     pub stabilize_rounds: u64,
-    /// Whether the ring passed [`Sim::check_ring`] before the lookups.
+    /// Churn rounds run before the lookups (filled in by the caller).
+    pub churn_rounds: u64,
+    /// Churn rounds after which [`Sim::check_weak`] failed (filled in by the
+    /// caller).
+    pub invariant_violations: u64,
+    /// Whether the ring passed [`Sim::check_ring`] when the report was made.
     pub ring_ok: bool,
     /// Messages delivered during the whole run.
     pub messages: u64,
@@ -145,6 +150,14 @@ pub enum Violation {
     /// The ring goes around the circle more than once.
     #[error("the ring wraps the circle {0} times")]
     Unordered(u64),
+    /// A live node is still joining (or joining again).
+    #[error("node {node} ({id}) is still joining")]
+    Joining {
+        /// The node's address.
+        node: u32,
+        /// Its ring position.
+        id: RingPos,
+    },
     /// The ring holds no live node at all.
     #[error("no live nodes")]
     Empty,
@@ -223,6 +236,7 @@ impl Sim {
                 node,
                 alive: true,
                 timer: None,
+                boot: Vec::new(),
             });
         }
         sim.nodes = slots.into_iter().flatten().collect();
@@ -242,7 +256,7 @@ impl Sim {
         if n == 0 {
             return sim;
         }
-        sim.spawn(None);
+        sim.spawn(Vec::new());
         while sim.nodes.len() < n {
             let k = (sim.live.len() / 10).clamp(1, n - sim.nodes.len());
             for _ in 0..k {
@@ -259,13 +273,15 @@ impl Sim {
         sim
     }
 
-    /// Add a node that joins through a random live member (or starts alone if
-    /// there is none). Returns its address.
+    /// Add a node that joins through three random live members (tried in
+    /// turn), or starts alone if there is none. Returns its address.
     pub fn spawn_joining(&mut self) -> u32 {
-        let boot = (!self.live.is_empty()).then(|| {
-            let k = self.rng.below(self.live.len() as u64) as usize;
-            self.live[k].1
-        });
+        let boot: Vec<u32> = (0..3.min(self.live.len()))
+            .map(|_| {
+                let k = self.rng.below(self.live.len() as u64) as usize;
+                self.live[k].1
+            })
+            .collect();
         self.spawn(boot)
     }
 
@@ -390,13 +406,26 @@ impl Sim {
         }
     }
 
-    /// Strong invariants: each live node's first successor is the next live
-    /// node and its predecessor the previous one, and following successors from
-    /// any node visits every live node.
+    /// Strong invariants: no live node is still joining, each live node's
+    /// first successor is the next live node and its predecessor the previous
+    /// one, and following successors from any node visits every live node.
     pub fn check_ring(&self) -> Result<(), Violation> {
         let n = self.live.len();
         if n == 0 {
             return Err(Violation::Empty);
+        }
+        if let Some((a, s)) = self
+            .nodes
+            .iter()
+            .enumerate()
+            // A node all of whose bootstrap addresses are gone cannot join;
+            // that is the scenario's doing, not the protocol's.
+            .find(|(_, s)| s.alive && !s.node.joined() && s.boot.iter().any(|b| self.is_member(*b)))
+        {
+            return Err(Violation::Joining {
+                node: a as u32,
+                id: s.node.me().id,
+            });
         }
         for (k, (id, a)) in self.live.iter().enumerate() {
             let node = &self.nodes[*a as usize].node;
@@ -547,6 +576,8 @@ impl Sim {
                 0.0
             },
             stabilize_rounds: 0,
+            churn_rounds: 0,
+            invariant_violations: 0,
             ring_ok: self.check_ring().is_ok(),
             messages: self.messages,
             virtual_ms: self.now,
@@ -605,8 +636,13 @@ impl Sim {
         if self.live.is_empty() {
             return None;
         }
+        // The first member at or after the key (a node that is joining
+        // again is not a member).
+        let n = self.live.len();
         let k = self.live.partition_point(|(id, _)| *id < key);
-        Some(self.live[k % self.live.len()].1)
+        (0..n)
+            .map(|d| self.live[(k + d) % n].1)
+            .find(|a| self.is_member(*a))
     }
 
     /// The configuration.
@@ -635,7 +671,7 @@ impl Sim {
         out
     }
 
-    fn spawn(&mut self, bootstrap: Option<u32>) -> u32 {
+    fn spawn(&mut self, bootstrap: Vec<u32>) -> u32 {
         let a = self.nodes.len() as u32;
         let id = loop {
             let id = RingPos(self.rng.next_u64());
@@ -646,14 +682,15 @@ impl Sim {
         let seed = self.rng.next_u64();
         let mut node = RingNode::new(Peer { id, addr: a }, self.cfg.ring.clone(), seed);
         let now = self.now;
-        if let Some(b) = bootstrap {
-            node.join(now, vec![b]);
+        if !bootstrap.is_empty() {
+            node.join(now, bootstrap.clone());
         }
         let joined = node.joined();
         self.nodes.push(Slot {
             node,
             alive: true,
             timer: None,
+            boot: bootstrap,
         });
         if joined {
             self.mark_joined(a);
@@ -831,6 +868,8 @@ struct Slot {
     alive: bool,
     /// The timer entry currently queued for this node.
     timer: Option<Time>,
+    /// The bootstrap addresses it was given.
+    boot: Vec<u32>,
 }
 
 #[derive(Debug, Default)]

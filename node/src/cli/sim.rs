@@ -46,6 +46,14 @@ pub struct SimArgs {
     /// (me, successor].
     #[arg(long)]
     pub answer_from_successor_list: bool,
+    /// Churn before the lookups: each round (one second), this fraction of
+    /// the ring joins, half of it crashes and half leaves gracefully; Zave's
+    /// invariants are checked after every round.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// How many churn rounds to run (with --churn).
+    #[arg(long, default_value_t = 30)]
+    pub churn_rounds: u64,
     /// Give up on repair after this many stabilize intervals.
     #[arg(long, default_value_t = 2000)]
     pub max_rounds: u64,
@@ -81,7 +89,30 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         Sim::oracle_ring(cfg, args.nodes)
     };
 
-    let failed = (args.nodes as f64 * args.fail).round() as usize;
+    let mut violations = 0;
+    let mut churn_rounds = 0;
+    let mut first_violation = None;
+    if args.churn > 0.0 {
+        if !(0.0..1.0).contains(&args.churn) {
+            bail!("--churn must be in [0, 1)");
+        }
+        for round in 0..args.churn_rounds {
+            let k = (sim.live().len() as f64 * args.churn).round() as usize;
+            sim.churn(k, k / 2, k - k / 2, 1000);
+            churn_rounds += 1;
+            if let Err(v) = sim.check_weak() {
+                violations += 1;
+                first_violation.get_or_insert(format!("round {round}: {v}"));
+            }
+        }
+        // Let the ring settle before measuring lookups.
+        if let Err(v) = sim.converge(args.max_rounds) {
+            first_violation.get_or_insert(format!("after churn: {v}"));
+            violations += 1;
+        }
+    }
+
+    let failed = (sim.live().len() as f64 * args.fail).round() as usize;
     let mut rounds = 0;
     let mut repair_error = None;
     if failed > 0 {
@@ -103,10 +134,15 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
 
     let mut report = sim.report();
     report.stabilize_rounds = rounds;
+    report.churn_rounds = churn_rounds;
+    report.invariant_violations = violations;
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
 
-    let ok = report.wrong_owner == 0 && report.failed_lookups == 0 && repair_error.is_none();
+    let ok = report.wrong_owner == 0
+        && report.failed_lookups == 0
+        && repair_error.is_none()
+        && violations == 0;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -114,6 +150,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     if !ok {
         eprintln!("sim: problems found; replay with --seed {}", args.seed);
+        if let Some(v) = &first_violation {
+            eprintln!("  first invariant violation: {v}");
+        }
         for p in sim.problems() {
             eprintln!("  {p}");
         }
@@ -124,7 +163,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
 
 fn print_summary(r: &Report, args: &SimArgs, repair_error: Option<&str>) {
     println!(
-        "ring: {} live nodes ({} failed), r = {}, built {}, seed {}",
+        "ring: {} live nodes ({} gone), r = {}, built {}, seed {}",
         r.nodes,
         r.failed_nodes,
         args.successors,
@@ -135,7 +174,16 @@ fn print_summary(r: &Report, args: &SimArgs, repair_error: Option<&str>) {
         },
         r.seed
     );
-    if r.failed_nodes > 0 {
+    if r.churn_rounds > 0 {
+        println!(
+            "churn: {} rounds of {:.1}% joins and {:.1}% departures, invariants broken after {}",
+            r.churn_rounds,
+            args.churn * 100.0,
+            args.churn * 100.0,
+            r.invariant_violations
+        );
+    }
+    if args.fail > 0.0 {
         if args.no_repair {
             println!("repair: none (maintenance stopped at the failure)");
         } else if let Some(e) = repair_error {
