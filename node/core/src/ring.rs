@@ -2169,6 +2169,43 @@ mod tests {
     }
 
     #[test]
+    fn only_a_node_that_never_joined_claims_keys_when_alone() {
+        let mut first = RingNode::new(peer(100), Config::default(), 1);
+        let r = first.handle_request(0, Request::FindSuccessor { key: RingPos(5) });
+        assert_eq!(r, Response::FindSuccessor(Step::Done { owner: peer(100) }));
+        let mut joining = RingNode::new(peer(200), Config::default(), 2);
+        joining.join(0, vec![1]);
+        let r = joining.handle_request(0, Request::FindSuccessor { key: RingPos(5) });
+        assert_eq!(
+            r,
+            Response::FindSuccessor(Step::Next { candidates: vec![] })
+        );
+    }
+
+    #[test]
+    fn stabilize_takes_a_closer_node_from_the_successors_list() {
+        // We fell back to a far successor (900); its list wraps round to our
+        // true neighbours 150 and 200.
+        let mut n = node(100, Some(50), &[900], &[]);
+        n.handle_timeout(10_000);
+        let get = transmits(&mut n)
+            .into_iter()
+            .find(|t| t.request == Request::GetNeighbors)
+            .unwrap();
+        n.handle_response(
+            10_010,
+            get.id,
+            Response::Neighbors {
+                me: peer(900),
+                predecessor: Some(peer(800)),
+                successors: vec![peer(50), peer(100), peer(150), peer(200)],
+            },
+        );
+        let t = transmits(&mut n);
+        assert_eq!((t[0].to, &t[0].request), (150, &Request::GetNeighbors));
+    }
+
+    #[test]
     fn join_retries_the_next_bootstrap() {
         let mut n = RingNode::new(peer(200), Config::default(), 2);
         n.join(0, vec![1, 2]);
