@@ -133,6 +133,49 @@ fn memory_grow_to_4_gib_hits_the_memory_limit() {
     // A module whose initial memory is over the limit does not even start.
     let big = wat::parse_str(r#"(module (memory 1000) (func (export "_start")))"#).expect("wat");
     assert_eq!(run(&big, l).outcome, Outcome::MemoryLimit);
+    // Too many memories, or a table over its element limit.
+    let many = wat::parse_str(
+        r#"(module (memory 1) (memory 1) (memory 1) (memory 1) (memory 1) (func (export "_start")))"#,
+    )
+    .expect("wat");
+    assert_eq!(run(&many, limits()).outcome, Outcome::MemoryLimit);
+    let on_demand = Engine::new(EngineConfig {
+        pooling: false,
+        slots: 1,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let spec = TaskSpec {
+        limits: limits(),
+        ..TaskSpec::default()
+    };
+    assert_eq!(
+        run_with(&on_demand, &many, spec.clone()).outcome,
+        Outcome::MemoryLimit
+    );
+    // Past the fixed per-module maximum: invalid, with or without pooling.
+    let too_many = wat::parse_str(format!(
+        "(module {} (func (export \"_start\")))",
+        "(memory 1) ".repeat(17)
+    ))
+    .expect("wat");
+    assert!(matches!(
+        run(&too_many, limits()).outcome,
+        Outcome::InvalidModule(_)
+    ));
+    assert!(matches!(
+        run_with(&on_demand, &too_many, spec).outcome,
+        Outcome::InvalidModule(_)
+    ));
+    let table =
+        wat::parse_str(r#"(module (table 200000 funcref) (func (export "_start")))"#).expect("wat");
+    assert_eq!(run(&table, limits()).outcome, Outcome::MemoryLimit);
+    let grow = wat::parse_str(
+        r#"(module (table 1 funcref)
+             (func (export "_start") (drop (table.grow (ref.null func) (i32.const 1000000)))))"#,
+    )
+    .expect("wat");
+    assert_eq!(run(&grow, limits()).outcome, Outcome::MemoryLimit);
 }
 
 #[test]

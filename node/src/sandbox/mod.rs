@@ -69,6 +69,14 @@ pub use wasi::{DeterministicRng, FIXED_MONOTONIC_NS, FIXED_WALL_CLOCK};
 pub const MAX_STACK_BYTES: u32 = 1 << 20;
 /// At most this many different stack sizes (one wasmtime engine each) per [`Engine`].
 pub const MAX_STACK_FLAVORS: usize = 4;
+/// The most instances, memories and tables (each) a task may ask for; a
+/// module with more is invalid on every node.
+pub const MAX_INSTANCES: u32 = 16;
+/// The most table elements a task may ask for; a module whose tables start
+/// larger is invalid on every node.
+pub const MAX_TABLE_ELEMENTS: u32 = 1 << 20;
+/// Bytes in a wasm page.
+const WASM_PAGE: u64 = 64 * 1024;
 /// The name a task sees as argv\[0\].
 pub const ARGV0: &str = "task";
 
@@ -124,7 +132,9 @@ pub struct EngineConfig {
     /// deadlines. Default 10 ms.
     pub epoch_tick: Duration,
     /// Pre-reserve instance slots (wasmtime's pooling allocator): faster
-    /// instantiation, more virtual address space. Default `true`.
+    /// instantiation, more virtual address space. Default `true`. Keep the
+    /// default on every node: the pooling allocator refuses a few extreme
+    /// modules (e.g. an instance over 16 MiB of VM context) at compile time.
     pub pooling: bool,
     /// What is compiled in. Default (and the only choice for a node):
     /// [`Instrumentation::DETERMINISTIC`].
@@ -202,6 +212,11 @@ pub enum SandboxError {
     /// node agrees on this: report it with [`SandboxError::into_outcome`].
     #[error("invalid module: {0}")]
     InvalidModule(String),
+    /// The module needs more memories, tables, initial memory or initial
+    /// table elements than the task's limits allow. Every node agrees: it is
+    /// reported as [`Outcome::MemoryLimit`] by [`SandboxError::into_outcome`].
+    #[error("the module needs more memory or tables than the task's limits allow")]
+    OverLimits,
     /// The module was compiled for another stack size than the task asks for.
     #[error("module compiled for a {module} byte stack, task asks for {task}")]
     StackMismatch {
@@ -219,10 +234,13 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
-    /// The outcome to report for an error every node reproduces, if this is one.
+    /// The outcome to report for an error every node reproduces
+    /// ([`SandboxError::InvalidModule`], [`SandboxError::OverLimits`]); any
+    /// other error is given back.
     pub fn into_outcome(self) -> Result<Outcome, SandboxError> {
         match self {
             SandboxError::InvalidModule(why) => Ok(Outcome::InvalidModule(why)),
+            SandboxError::OverLimits => Ok(Outcome::MemoryLimit),
             other => Err(other),
         }
     }
@@ -296,9 +314,19 @@ impl Engine {
         if config.epoch_tick.is_zero() {
             return Err(SandboxError::Config("epoch_tick must be positive".into()));
         }
-        if config.ceiling.instances == 0 {
+        if config.ceiling.instances == 0 || config.ceiling.instances > MAX_INSTANCES {
+            return Err(SandboxError::Config(format!(
+                "instances ceiling must be 1..={MAX_INSTANCES}"
+            )));
+        }
+        if config.ceiling.table_elements > MAX_TABLE_ELEMENTS {
+            return Err(SandboxError::Config(format!(
+                "table elements ceiling must be at most {MAX_TABLE_ELEMENTS}"
+            )));
+        }
+        if config.ceiling.memory_bytes > 1 << 32 {
             return Err(SandboxError::Config(
-                "instances ceiling must be at least 1".into(),
+                "memory ceiling must be at most 4 GiB (32-bit memories)".into(),
             ));
         }
         if let Some(dir) = &config.cache_dir {
@@ -363,7 +391,7 @@ impl Engine {
             )));
         }
         let flavor = self.inner.flavor(limits.stack_bytes)?;
-        flavor.module(bytes, &self.inner.config, &self.inner.stats)
+        flavor.module(bytes, limits, &self.inner.config, &self.inner.stats)
     }
 
     /// Runs one task on the calling thread, without taking a slot (for the
@@ -580,10 +608,14 @@ impl Flavor {
                 .total_memories(n.saturating_mul(per))
                 .total_tables(n.saturating_mul(per))
                 .total_stacks(n)
-                .max_memories_per_module(per)
-                .max_tables_per_module(per)
-                .max_memory_size(usize::try_from(config.ceiling.memory_bytes).unwrap_or(usize::MAX))
-                .table_elements(config.ceiling.table_elements as usize);
+                // Per-module shapes are constants, not this node's ceiling: a
+                // module that does not fit them is refused at compile time, and
+                // that refusal must read the same on every node.
+                .max_memories_per_module(MAX_INSTANCES)
+                .max_tables_per_module(MAX_INSTANCES)
+                .max_memory_size(1 << 32)
+                .table_elements(MAX_TABLE_ELEMENTS as usize)
+                .max_core_instance_size(16 << 20);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine =
@@ -628,6 +660,7 @@ impl Flavor {
     fn module(
         &self,
         bytes: &[u8],
+        limits: &Limits,
         config: &EngineConfig,
         stats: &Stats,
     ) -> Result<TaskModule, SandboxError> {
@@ -668,6 +701,34 @@ impl Flavor {
                     "not a WASI command: no `_start` function of type [] -> []".into(),
                 ));
             }
+        }
+        // A module that cannot fit its limits is the task's own doing, the same
+        // on every node: say so before the pooling allocator (sized by this
+        // node's ceiling) refuses it in its own words.
+        let needs = module.resources_required();
+        if needs.num_memories > MAX_INSTANCES
+            || needs.num_tables > MAX_INSTANCES
+            || needs
+                .max_initial_table_size
+                .is_some_and(|n| n > u64::from(MAX_TABLE_ELEMENTS))
+        {
+            // What the pooling allocator refuses at compile time, refused the
+            // same way without it.
+            return Err(SandboxError::InvalidModule(format!(
+                "more than {MAX_INSTANCES} memories or tables, or a table over \
+                 {MAX_TABLE_ELEMENTS} elements"
+            )));
+        }
+        if needs.num_memories > limits.instances
+            || needs.num_tables > limits.instances
+            || needs
+                .max_initial_memory_size
+                .is_some_and(|pages| pages.saturating_mul(WASM_PAGE) > limits.memory_bytes)
+            || needs
+                .max_initial_table_size
+                .is_some_and(|n| n > u64::from(limits.table_elements))
+        {
+            return Err(SandboxError::OverLimits);
         }
         let pre = self
             .linker
@@ -762,6 +823,15 @@ fn execute(module: &ModuleInner, spec: TaskSpec, config: &EngineConfig) -> TaskR
             .entered();
     let instr = config.instrumentation;
     let limits = spec.limits;
+    // More memories or tables than the limits allow: the task's own doing, so a
+    // verdict, decided before wasmtime refuses it with an untyped error.
+    let needs = module.pre.module().resources_required();
+    if needs.num_memories > limits.instances
+        || needs.num_tables > limits.instances
+        || limits.instances == 0
+    {
+        return TaskReport::without_run(Outcome::MemoryLimit);
+    }
     let stdout = wasi::CappedPipe::new(limits.stdout_bytes);
     let stderr = wasi::CappedPipe::new(limits.stderr_bytes);
     let mut argv = Vec::with_capacity(spec.args.len() + 1);
