@@ -15,7 +15,7 @@
 # remapped (--remap-path-prefix, -ffile-prefix-map), debug info and symbols are
 # stripped, one codegen unit. The bytes still depend on the compiler, so the
 # toolchain is recorded in examples/wasm/TOOLCHAIN and --check says so when
-# the local one differs.
+# the local one differs. CHORUS_WASM_TOOLCHAIN=debian|rustup forces a route.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +27,7 @@ check=0
 case "${1:-}" in
   "") ;;
   --check) check=1 ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
@@ -50,14 +50,18 @@ flags_common=(
 )
 
 # --- Rust guests -------------------------------------------------------------
-if command -v rustup >/dev/null 2>&1 &&
+# CHORUS_WASM_TOOLCHAIN=debian|rustup forces a route (e.g. CI checking bytes
+# built with the recorded toolchain on a machine that also has rustup's target).
+want="${CHORUS_WASM_TOOLCHAIN:-}"
+if [[ "$want" != "debian" ]] && command -v rustup >/dev/null 2>&1 &&
    rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   route="rustup"
   rustc_bin="$(rustup which rustc)"
   cargo_cmd=(cargo build)
   flags=("${flags_common[@]}" "--remap-path-prefix=$("$rustc_bin" --print sysroot)=/rustc")
   env_vars=()
-elif [[ -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library && -d /usr/lib/wasm32-wasi ]]; then
+elif [[ "$want" != "rustup" && -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library &&
+        -d /usr/lib/wasm32-wasi ]]; then
   route="debian"
   rustc_bin=/usr/bin/rustc
   cargo_cmd=(/usr/bin/cargo build -Zbuild-std=std,panic_abort)
@@ -65,6 +69,9 @@ elif [[ -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library && -d /usr/lib
     -C link-self-contained=no -L /usr/lib/wasm32-wasi
     -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o)
   env_vars=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld)
+elif [[ "$want" == "rustup" ]]; then
+  echo "build.sh: CHORUS_WASM_TOOLCHAIN=rustup but rustup has no wasm32-wasip1 target" >&2
+  exit 1
 else
   echo "build.sh: no wasm32-wasip1 Rust toolchain: run 'rustup target add wasm32-wasip1'," >&2
   echo "  or 'apt-get install -y rustc-web cargo-web rust-web-src lld wasi-libc'" >&2

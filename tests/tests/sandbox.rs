@@ -730,6 +730,40 @@ async fn tasks_run_in_slots_off_the_async_workers() {
     assert_eq!(e.free_slots(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_of_one_module_share_one_compile() {
+    let e = engine();
+    let module = e.module(&probe(), &limits()).expect("module");
+    let mut handles = Vec::new();
+    for seed in 0..32u64 {
+        let (e, module) = (e.clone(), module.clone());
+        handles.push(tokio::spawn(async move {
+            let spec = TaskSpec {
+                seed: seed % 4,
+                limits: limits(),
+                ..TaskSpec::default()
+            };
+            e.run(&module, spec).await
+        }));
+    }
+    let mut digests = std::collections::HashMap::new();
+    for (seed, h) in handles.into_iter().enumerate() {
+        let r = h.await.expect("join").expect("run");
+        assert_eq!(r.outcome, Outcome::Ok);
+        let d = r.digest().expect("verdict");
+        // One digest per seed, whichever thread ran it.
+        assert_eq!(*digests.entry(seed % 4).or_insert(d), d);
+    }
+    assert_eq!(
+        digests
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        4
+    );
+    assert_eq!(e.cache_stats().compiled, 1);
+}
+
 // ---------------------------------------------------------------------------
 // Bundles end to end.
 
