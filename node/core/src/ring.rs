@@ -483,6 +483,7 @@ impl<A: Address> RingNode<A> {
             self.timers.join_retry = None;
             self.try_join(now);
         }
+        self.rejoin_if_isolated(now);
         if self.joined() {
             if now >= self.timers.stabilize {
                 self.timers.stabilize =

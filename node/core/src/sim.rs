@@ -158,8 +158,8 @@ pub enum Violation {
         /// Its ring position.
         id: RingPos,
     },
-    /// The ring holds no live node at all.
-    #[error("no live nodes")]
+    /// The ring holds no live member at all.
+    #[error("no live members")]
     Empty,
 }
 
@@ -534,6 +534,9 @@ impl Sim {
             for p in &path {
                 colour[*p as usize] = 2;
             }
+        }
+        if cycles == 0 {
+            return Err(Violation::Empty);
         }
         if cycles != 1 {
             return Err(Violation::ManyRings(cycle_sizes));
