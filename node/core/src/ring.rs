@@ -620,10 +620,14 @@ impl<A: Address> RingNode<A> {
         self.successors.first().unwrap_or(&self.me)
     }
 
-    /// Distinct finger entries, in finger order (fingers that equal the first
-    /// successor are not stored and not listed).
+    /// Distinct finger entries, in finger order. The first is the successor
+    /// (every finger whose start lies in (me, successor]); empty when alone.
     pub fn fingers(&self) -> Vec<Peer<A>> {
-        let mut out: Vec<Peer<A>> = Vec::with_capacity(self.fingers.len());
+        let mut out: Vec<Peer<A>> = Vec::with_capacity(self.fingers.len() + 1);
+        let succ = self.successor();
+        if succ.id != self.me.id {
+            out.push(succ.clone());
+        }
         for (_, p) in &self.fingers {
             if !out.iter().any(|q| q.id == p.id) {
                 out.push(p.clone());
@@ -2103,7 +2107,7 @@ mod tests {
             assert_eq!(n.finger(i).map(|p| p.id.0), Some(1000), "finger {i}");
         }
         assert_eq!(n.finger(10), None);
-        assert_eq!(ids(&n.fingers()), vec![1000]);
+        assert_eq!(ids(&n.fingers()), vec![10, 1000]);
         // The next round looks up finger 10.
         n.handle_timeout(20_000);
         let find = transmits(&mut n)
@@ -2290,7 +2294,7 @@ mod tests {
         let n = node(100, Some(100), &[100, 300, 300, 200], &[(99, 5)]);
         assert_eq!(ids(n.successors()), vec![300]);
         assert!(n.predecessor().is_none());
-        assert!(n.fingers().is_empty());
+        assert_eq!(ids(&n.fingers()), vec![300]);
     }
 
     #[test]

@@ -942,3 +942,73 @@ enum Kind {
         at: Time,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_oracle_ring_is_whole_and_answers_right() {
+        let mut sim = Sim::oracle_ring(cfg(3), 500);
+        assert_eq!(sim.check_ring(), Ok(()));
+        assert_eq!(sim.check_weak(), Ok(()));
+        sim.run_lookups(500);
+        let r = sim.report();
+        assert_eq!((r.lookups, r.wrong_owner, r.failed_lookups), (500, 0, 0));
+        assert!(r.avg_hops > 1.0 && r.avg_hops < r.half_log2_n + 1.0);
+    }
+
+    #[test]
+    fn the_invariants_notice_a_failure_and_repair_fixes_it() {
+        let mut sim = Sim::oracle_ring(cfg(4), 300);
+        sim.fail_random(30);
+        assert!(matches!(
+            sim.check_ring(),
+            Err(Violation::Successor { .. } | Violation::Predecessor { .. })
+        ));
+        let rounds = sim.converge(200).expect("repairs");
+        assert!(rounds > 0);
+        assert_eq!(sim.check_weak(), Ok(()));
+    }
+
+    #[test]
+    fn a_small_ring_joins_and_leaves() {
+        let mut sim = Sim::joined_ring(cfg(5), 50, 1000);
+        assert_eq!(sim.live().len(), 50);
+        sim.converge(100).expect("converges");
+        for _ in 0..10 {
+            sim.leave_random();
+        }
+        sim.converge(100).expect("heals after leaves");
+        assert_eq!(sim.live().len(), 40);
+        sim.run_lookups(200);
+        assert_eq!(sim.report().wrong_owner, 0);
+    }
+
+    #[test]
+    fn the_oracle_owner_wraps_round() {
+        let sim = Sim::oracle_ring(cfg(6), 10);
+        let (last, _) = *sim.live().last().unwrap();
+        let (_, first_addr) = sim.live()[0];
+        assert_eq!(sim.owner(RingPos(last.0.wrapping_add(1))), Some(first_addr));
+        assert_eq!(sim.owner(sim.live()[3].0), Some(sim.live()[3].1));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let run = |seed| {
+            let mut sim = Sim::joined_ring(cfg(seed), 100, 1000);
+            sim.run_lookups(100);
+            let r = sim.report();
+            (r.messages, r.virtual_ms, r.avg_hops.to_bits())
+        };
+        assert_eq!(run(9), run(9));
+    }
+}
