@@ -733,7 +733,7 @@ async fn tasks_run_in_slots_off_the_async_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_of_one_module_share_one_compile() {
     let e = engine();
-    let module = e.module(&probe(), &limits()).expect("module");
+    let module = e.compile(probe().into(), limits()).await.expect("module");
     let mut handles = Vec::new();
     for seed in 0..32u64 {
         let (e, module) = (e.clone(), module.clone());

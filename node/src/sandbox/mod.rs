@@ -397,6 +397,10 @@ impl Engine {
     /// Runs one task on the calling thread, without taking a slot (for the
     /// command line and benchmarks; a node uses [`Engine::run`]). Whatever the
     /// task does, the result is a [`TaskReport`]; an `Err` means it was refused.
+    ///
+    /// Never call this from an async task: WASI output blocks on tokio
+    /// internally, which panics on a runtime worker thread. A plain thread or
+    /// [`tokio::task::spawn_blocking`] is fine.
     pub fn run_blocking(
         &self,
         module: &TaskModule,
@@ -419,7 +423,22 @@ impl Engine {
         Ok(execute(&module.inner, spec, &self.inner.config))
     }
 
-    /// Runs one task in a slot, on a blocking thread. Waits for a free slot first.
+    /// [`Engine::module`] on a blocking thread (compiling can take seconds),
+    /// for async callers.
+    pub async fn compile(
+        &self,
+        bytes: Arc<[u8]>,
+        limits: Limits,
+    ) -> Result<TaskModule, SandboxError> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.module(&bytes, &limits))
+            .await
+            .map_err(|e| SandboxError::Worker(e.to_string()))?
+    }
+
+    /// Runs one task in a slot, on a blocking thread. Waits for a free slot
+    /// first. If the returned future is dropped, the task still runs to its end
+    /// (at most its wall-clock limit) and its slot is released then.
     pub async fn run(
         &self,
         module: &TaskModule,
