@@ -478,6 +478,38 @@ mod tests {
     }
 
     #[test]
+    fn garbage_never_panics() {
+        // A seeded xorshift: random strings and random mutations of a real bundle.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (_, b) = sample();
+        let bytes = b.encode().unwrap();
+        for round in 0..20_000 {
+            let candidate: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 200) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut t = bytes.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % t.len();
+                    t[i] = next() as u8;
+                }
+                t.truncate((next() as usize) % (t.len() + 1) + t.len() / 2);
+                t
+            };
+            if let Ok(bundle) = Bundle::decode(&candidate) {
+                let same = bundle.encode().unwrap() == bytes;
+                assert_eq!(bundle.verify().is_ok(), same, "round {round}");
+            }
+        }
+    }
+
+    #[test]
     fn resigned_by_someone_else_is_not_the_same_bundle() {
         let (_, b) = sample();
         let mallory = Identity::generate().unwrap();

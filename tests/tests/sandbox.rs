@@ -102,6 +102,23 @@ fn infinite_loop_times_out_without_verdict() {
 }
 
 #[test]
+fn a_loop_of_host_calls_still_times_out() {
+    // poll_oneoff on virtual time in a loop: the epoch check on the back-edge fires.
+    let m = command(
+        "",
+        r#"(i32.store8 (i32.const 1008) (i32.const 0))
+           (loop $l
+             (drop (call $poll_oneoff (i32.const 1000) (i32.const 2000) (i32.const 1) (i32.const 3000)))
+             (br $l))"#,
+    );
+    let mut l = limits();
+    l.wall_ms = 100;
+    l.fuel = EngineConfig::default_ceiling().fuel;
+    let r = bounded(Duration::from_secs(3), || run(&m, l));
+    assert_eq!(r.outcome, Outcome::Timeout);
+}
+
+#[test]
 fn infinite_loop_runs_out_of_fuel_deterministically() {
     let m = command("", "(loop $l (br $l))");
     let mut l = limits();
