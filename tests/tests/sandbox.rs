@@ -358,6 +358,15 @@ fn invalid_modules_are_refused_with_a_reason() {
         run(&library, limits()).outcome,
         Outcome::InvalidModule(_)
     ));
+    // An invalid module is compiled once, then refused from memory.
+    let compiled = e.cache_stats().compiled;
+    for _ in 0..10 {
+        assert!(matches!(
+            e.module(&foreign, &limits()),
+            Err(SandboxError::InvalidModule(_))
+        ));
+    }
+    assert!(e.cache_stats().compiled <= compiled + 1);
 }
 
 #[test]

@@ -569,6 +569,8 @@ struct Flavor {
     fingerprint: [u8; 32],
     stack_bytes: u32,
     modules: Mutex<HashMap<[u8; 32], TaskModule>>,
+    /// Modules found invalid, with the reason (not worth compiling again).
+    invalid: Mutex<HashMap<[u8; 32], String>>,
 }
 
 struct ModuleInner {
@@ -673,6 +675,7 @@ impl Flavor {
             fingerprint,
             stack_bytes,
             modules: Mutex::new(HashMap::new()),
+            invalid: Mutex::new(HashMap::new()),
         })
     }
 
@@ -688,6 +691,33 @@ impl Flavor {
             stats.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(m.clone());
         }
+        // A job of a thousand tasks of an invalid module must not compile a
+        // thousand times either.
+        if let Some(why) = lock(&self.invalid).get(&hash) {
+            return Err(SandboxError::InvalidModule(why.clone()));
+        }
+        let result = self.build(bytes, hash, limits, config, stats);
+        if let Err(SandboxError::InvalidModule(why)) = &result {
+            let mut invalid = lock(&self.invalid);
+            if invalid.len() >= config.memory_cache_entries.max(1)
+                && let Some(victim) = invalid.keys().next().copied()
+            {
+                invalid.remove(&victim);
+            }
+            invalid.insert(hash, why.clone());
+        }
+        result
+    }
+
+    /// Loads or compiles, checks and pre-links a module not in memory yet.
+    fn build(
+        &self,
+        bytes: &[u8],
+        hash: [u8; 32],
+        limits: &Limits,
+        config: &EngineConfig,
+        stats: &Stats,
+    ) -> Result<TaskModule, SandboxError> {
         let _span = tracing::debug_span!("module", hash = %hex::encode(&hash[..8])).entered();
         let disk_path = config.cache_dir.as_ref().map(|dir| {
             let mut key = Vec::with_capacity(64);
