@@ -357,7 +357,7 @@ impl<A: Address> RingNode<A> {
             in_flight: false,
             attempts_left: None,
         };
-        self.try_join(now);
+        self.try_join();
     }
 
     /// Answer an incoming request from local state only (never blocks, never
@@ -481,7 +481,7 @@ impl<A: Address> RingNode<A> {
             && now >= t
         {
             self.timers.join_retry = None;
-            self.try_join(now);
+            self.try_join();
         }
         self.rejoin_if_isolated(now);
         if self.joined() {
@@ -1087,7 +1087,7 @@ impl<A: Address> RingNode<A> {
 
     // ---- join and leave ----
 
-    fn try_join(&mut self, now: Time) {
+    fn try_join(&mut self) {
         let JoinState::Joining {
             bootstrap,
             next,
@@ -1120,7 +1120,6 @@ impl<A: Address> RingNode<A> {
                 phase: Phase::Routing,
             },
         );
-        let _ = now;
         self.send(
             None,
             addr,
@@ -1214,7 +1213,7 @@ impl<A: Address> RingNode<A> {
                 in_flight: false,
                 attempts_left: Some(attempts),
             };
-            self.try_join(now);
+            self.try_join();
         }
     }
 
