@@ -346,7 +346,7 @@ impl<A: Address> RingNode<A> {
     /// the first (`to_id` None); [`Event::Joined`] when the successor is set.
     /// On failure the next address is tried after `join_retry_interval`, round
     /// robin, until the join succeeds. An empty list leaves the node alone.
-    pub fn join(&mut self, now: Time, bootstrap: Vec<A>) {
+    pub fn join(&mut self, _now: Time, bootstrap: Vec<A>) {
         if self.left || bootstrap.is_empty() {
             return;
         }
@@ -466,7 +466,7 @@ impl<A: Address> RingNode<A> {
                 self.offer_predecessor(candidate);
             }
         }
-        self.rejoin_if_isolated(now);
+        self.rejoin_if_isolated();
         self.note_neighbor_change(before);
     }
 
@@ -483,7 +483,7 @@ impl<A: Address> RingNode<A> {
             self.timers.join_retry = None;
             self.try_join();
         }
-        self.rejoin_if_isolated(now);
+        self.rejoin_if_isolated();
         if self.joined() {
             if now >= self.timers.stabilize {
                 self.timers.stabilize =
@@ -1197,7 +1197,7 @@ impl<A: Address> RingNode<A> {
 
     /// A joined node that lost every peer it knew (successors, fingers,
     /// predecessor) is an island: join again through the bootstrap addresses.
-    fn rejoin_if_isolated(&mut self, now: Time) {
+    fn rejoin_if_isolated(&mut self) {
         let isolated = matches!(self.join, JoinState::Joined)
             && !self.left
             && self.successor().id == self.me.id
