@@ -616,6 +616,25 @@ fn the_thousandth_task_does_not_compile_again() {
 }
 
 #[test]
+fn tasks_arriving_together_share_one_compile() {
+    let e = engine();
+    let m = Arc::new(command("(data (i32.const 100) \"together\")", ""));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (e, m) = (e.clone(), m.clone());
+            std::thread::spawn(move || e.module(&m, &limits()).map(|t| t.hash()))
+        })
+        .collect();
+    let hashes: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread").expect("module"))
+        .collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(e.cache_stats().compiled, 1);
+    assert_eq!(e.cache_stats().memory_hits, 7);
+}
+
+#[test]
 fn compiled_modules_are_cached_on_disk_by_engine_config() {
     let dir = std::env::temp_dir().join(format!("chorus-sandbox-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

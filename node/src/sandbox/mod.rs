@@ -571,6 +571,8 @@ struct Flavor {
     modules: Mutex<HashMap<[u8; 32], TaskModule>>,
     /// Modules found invalid, with the reason (not worth compiling again).
     invalid: Mutex<HashMap<[u8; 32], String>>,
+    /// One gate per module being compiled right now.
+    compiling: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
 }
 
 struct ModuleInner {
@@ -676,6 +678,7 @@ impl Flavor {
             stack_bytes,
             modules: Mutex::new(HashMap::new()),
             invalid: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
         })
     }
 
@@ -687,16 +690,18 @@ impl Flavor {
         stats: &Stats,
     ) -> Result<TaskModule, SandboxError> {
         let hash = sha256(bytes);
-        if let Some(m) = lock(&self.modules).get(&hash) {
-            stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(m.clone());
+        if let Some(found) = self.cached(&hash, stats) {
+            return found;
         }
-        // A job of a thousand tasks of an invalid module must not compile a
-        // thousand times either.
-        if let Some(why) = lock(&self.invalid).get(&hash) {
-            return Err(SandboxError::InvalidModule(why.clone()));
+        // One compile per module even when a job's first tasks arrive together:
+        // the others wait for it, then find it in memory.
+        let gate = lock(&self.compiling).entry(hash).or_default().clone();
+        let _compiling = lock(&gate);
+        if let Some(found) = self.cached(&hash, stats) {
+            return found;
         }
         let result = self.build(bytes, hash, limits, config, stats);
+        lock(&self.compiling).remove(&hash);
         if let Err(SandboxError::InvalidModule(why)) = &result {
             let mut invalid = lock(&self.invalid);
             if invalid.len() >= config.memory_cache_entries.max(1)
@@ -707,6 +712,18 @@ impl Flavor {
             invalid.insert(hash, why.clone());
         }
         result
+    }
+
+    /// The module, or the reason it is invalid, if known in memory. A job of a
+    /// thousand tasks of an invalid module does not compile a thousand times either.
+    fn cached(&self, hash: &[u8; 32], stats: &Stats) -> Option<Result<TaskModule, SandboxError>> {
+        if let Some(m) = lock(&self.modules).get(hash) {
+            stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(Ok(m.clone()));
+        }
+        lock(&self.invalid)
+            .get(hash)
+            .map(|why| Err(SandboxError::InvalidModule(why.clone())))
     }
 
     /// Loads or compiles, checks and pre-links a module not in memory yet.
