@@ -203,6 +203,9 @@ pub struct TaskReport {
     /// What the task wrote to stderr (up to the cap): diagnostics only, not compared.
     pub stderr: Vec<u8>,
     /// Fuel used (deterministic; 0 when the engine does not meter fuel).
+    /// Exact for every verdict. After a [`Outcome::Timeout`] it counts only up
+    /// to the task's last call or return: wasmtime keeps the fuel counter in a
+    /// register and does not write it back when an epoch interrupt traps.
     pub fuel_used: u64,
     /// Wall-clock time of instantiation and run on this node.
     pub wall: Duration,
