@@ -4,9 +4,11 @@
 //! # Layout
 //!
 //! - [`cli`]: the `chorus` command line (one file per subcommand).
+//! - [`net`]: the QUIC endpoint, RPC server and the actor driving the ring.
 //! - [`sandbox`]: the wasmtime engine, limits and compiled-module cache.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod net;
 pub mod sandbox;

@@ -98,7 +98,9 @@ impl Identity {
             source,
         };
         match fs::read(&path) {
-            Ok(bytes) => Self::from_pkcs8(&bytes).ok_or_else(|| IdentityError::BadKey(path.clone())),
+            Ok(bytes) => {
+                Self::from_pkcs8(&bytes).ok_or_else(|| IdentityError::BadKey(path.clone()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir).map_err(io)?;
                 let id = Self::generate()?;
@@ -150,7 +152,9 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,11 +179,17 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         fs::write(dir.join(KEY_FILE), b"garbage").unwrap();
-        assert!(matches!(Identity::load_or_create(&dir), Err(IdentityError::BadKey(_))));
+        assert!(matches!(
+            Identity::load_or_create(&dir),
+            Err(IdentityError::BadKey(_))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 

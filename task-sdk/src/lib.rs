@@ -3,17 +3,29 @@
 //! # Layout
 //!
 //! - [`identity`] (feature `net`): Ed25519 keys, peer ids, ring positions.
+//! - [`frame`] (feature `net`): the length-prefixed MessagePack codec with size caps.
+//! - [`tls`] (feature `net`): mutual TLS 1.3 with self-signed Ed25519 certificates.
+//! - [`transport`] (feature `net`): the QUIC endpoint, connection cache and RPC calls.
+//! - [`wire`] (feature `net`): the messages nodes and clients exchange.
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
-//! - [`guest`] (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
+//! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "net")]
 pub mod bundle;
+#[cfg(feature = "net")]
+pub mod frame;
 #[cfg(feature = "guest")]
 pub mod guest;
 #[cfg(feature = "net")]
 pub mod identity;
+#[cfg(feature = "net")]
+pub mod tls;
+#[cfg(feature = "net")]
+pub mod transport;
+#[cfg(feature = "net")]
+pub mod wire;
 
 #[cfg(feature = "net")]
 pub use chorus_core::RingPos;

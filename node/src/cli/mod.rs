@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod node;
+pub mod ring;
 pub mod run;
 pub mod sim;
 
@@ -19,6 +21,12 @@ pub struct Cli {
 /// The subcommands of `chorus`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a peer: join the ring and donate CPU until SIGINT/SIGTERM.
+    Node(node::NodeArgs),
+    /// Show a node's view of the ring: predecessor, successors, fingers.
+    Ring(ring::RingArgs),
+    /// Find the owner of a ring position (16 hex digits), with the hop count.
+    Lookup(ring::LookupArgs),
     /// Simulate a ring of many nodes in one process (the real state machine).
     Sim(sim::SimArgs),
     /// Run one task locally, exactly as a node would.
@@ -30,6 +38,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Node(a) => node::run(a),
+        Command::Ring(a) => ring::ring(a),
+        Command::Lookup(a) => ring::lookup(a),
         Command::Sim(a) => sim::run(a),
         Command::Run(a) => run::run(a),
     };

@@ -1,0 +1,476 @@
+//! The node's network side: the quinn endpoint, the RPC server, and the actor that
+//! drives the sans-IO ring of `chorus-core`.
+//!
+//! One actor task owns the [`RingNode`] state machine (one owner, a bounded inbox,
+//! no locks). Stream handlers send it incoming ring requests and get the answer on
+//! a oneshot; every [`Transmit`] it emits becomes a spawned RPC whose outcome comes
+//! back through the same inbox, so the core always hears about every request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chorus_core::RingPos;
+use chorus_core::ring::{self, Event, LookupDone, LookupError, RequestId, RingNode, Transmit};
+use chorus_sdk::frame::{self, FrameError, RING_FRAME_CAP};
+use chorus_sdk::identity::{Identity, IdentityError, PeerId};
+use chorus_sdk::transport::{self, Transport, TransportError};
+use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Address announced to peers (default: the bound listen address).
+    pub advertise: Option<SocketAddr>,
+    /// Members to join through; empty starts a new ring.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Where the key lives; `None` keeps a fresh key in memory (tests).
+    pub data_dir: Option<PathBuf>,
+    /// Ring protocol settings.
+    pub ring: ring::Config,
+    /// Timeout of one ring RPC. Default 1 s: a peer slower than that is dead for the ring.
+    pub rpc_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        NodeConfig {
+            listen,
+            advertise: None,
+            bootstrap: Vec::new(),
+            data_dir: None,
+            ring: ring::Config::default(),
+            rpc_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors starting or talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The endpoint could not be created.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// A lookup failed.
+    #[error("lookup failed: {0}")]
+    Lookup(#[from] LookupError),
+}
+
+/// A running node: a cheap handle to its actor and endpoint.
+#[derive(Debug)]
+pub struct Node {
+    me: Peer,
+    transport: Transport,
+    inbox: mpsc::Sender<Cmd>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+enum Cmd {
+    Incoming {
+        from: RingPos,
+        request: ring::Request<SocketAddr>,
+        reply: oneshot::Sender<ring::Response<SocketAddr>>,
+    },
+    Outcome {
+        id: RequestId,
+        response: Option<ring::Response<SocketAddr>>,
+    },
+    Lookup {
+        key: RingPos,
+        reply: oneshot::Sender<Result<LookupDone<SocketAddr>, LookupError>>,
+    },
+    View {
+        reply: oneshot::Sender<RingView>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl Node {
+    /// Starts a node: loads (or creates) its key, binds the endpoint, joins through
+    /// the bootstrap addresses, and serves until [`Node::leave`] or drop of the runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let identity = match &config.data_dir {
+            Some(dir) => Identity::load_or_create(dir)?,
+            None => Identity::generate()?,
+        };
+        Self::start_with(config, identity).await
+    }
+
+    /// Starts a node with a given identity.
+    pub async fn start_with(config: NodeConfig, identity: Identity) -> Result<Node, NodeError> {
+        let transport = Transport::server(&identity, config.listen)?;
+        let bound = transport
+            .endpoint()
+            .local_addr()
+            .map_err(|e| TransportError::Endpoint(e.to_string()))?;
+        let me = Peer {
+            id: identity.ring_pos(),
+            addr: config.advertise.unwrap_or(bound),
+        };
+        let seed = me.id.0 ^ (std::process::id() as u64).rotate_left(32);
+        let mut core = RingNode::new(me.clone(), config.ring.clone(), seed);
+        let start = Instant::now();
+        if !config.bootstrap.is_empty() {
+            core.join(0, config.bootstrap.clone());
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let span = info_span!("node", id = %me.id);
+        let actor = Actor {
+            core,
+            start,
+            inbox: rx,
+            tx: tx.clone(),
+            transport: transport.clone(),
+            rpc_timeout: config.rpc_timeout,
+            lookups: Default::default(),
+        };
+        let actor_task = tokio::spawn(actor.run().instrument(span.clone()));
+        let accept_task = tokio::spawn(accept_loop(transport.clone(), tx.clone()).instrument(span));
+        info!(id = %me.id, addr = %me.addr, "node started");
+        Ok(Node {
+            me,
+            transport,
+            inbox: tx,
+            tasks: vec![actor_task, accept_task],
+        })
+    }
+
+    /// This node's ring position and address.
+    pub fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.transport.peer_id()
+    }
+
+    /// The transport (for its counters).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The node's current view of the ring.
+    pub async fn view(&self) -> Result<RingView, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::View { reply }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Resolves the owner of `key` with an iterative lookup from this node.
+    pub async fn lookup(&self, key: RingPos) -> Result<LookupDone<SocketAddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Lookup { key, reply }).await?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
+    /// Graceful leave: tells predecessor and successor, then closes the endpoint.
+    pub async fn leave(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Cmd::Leave { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.transport.close();
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), NodeError> {
+        self.inbox.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
+}
+
+struct Actor {
+    core: RingNode<SocketAddr>,
+    start: Instant,
+    inbox: mpsc::Receiver<Cmd>,
+    tx: mpsc::Sender<Cmd>,
+    transport: Transport,
+    rpc_timeout: Duration,
+    lookups: std::collections::HashMap<
+        ring::LookupId,
+        oneshot::Sender<Result<LookupDone<SocketAddr>, LookupError>>,
+    >,
+}
+
+impl Actor {
+    fn now(&self) -> ring::Time {
+        self.start.elapsed().as_millis() as ring::Time
+    }
+
+    async fn run(mut self) {
+        // The join (if any) queued its first transmit before we started.
+        self.flush();
+        loop {
+            let wake = self.core.poll_timeout().map(|t| {
+                let at = self.start + Duration::from_millis(t);
+                tokio::time::Instant::from_std(at)
+            });
+            let cmd = match wake {
+                Some(at) => tokio::select! {
+                    cmd = self.inbox.recv() => cmd,
+                    _ = tokio::time::sleep_until(at) => {
+                        let now = self.now();
+                        self.core.handle_timeout(now);
+                        self.flush();
+                        continue;
+                    }
+                },
+                None => self.inbox.recv().await,
+            };
+            let Some(cmd) = cmd else { break };
+            let now = self.now();
+            match cmd {
+                Cmd::Incoming {
+                    from,
+                    request,
+                    reply,
+                } => {
+                    let resp = self.core.handle_request_from(now, from, request);
+                    let _ = reply.send(resp);
+                }
+                Cmd::Outcome { id, response } => match response {
+                    Some(r) => self.core.handle_response(now, id, r),
+                    None => self.core.handle_failure(now, id),
+                },
+                Cmd::Lookup { key, reply } => {
+                    let id = self.core.lookup(now, key);
+                    self.lookups.insert(id, reply);
+                }
+                Cmd::View { reply } => {
+                    let _ = reply.send(RingView {
+                        me: self.core.me().clone(),
+                        predecessor: self.core.predecessor().cloned(),
+                        successors: self.core.successors().to_vec(),
+                        fingers: self.core.fingers(),
+                    });
+                }
+                Cmd::Leave { reply } => {
+                    self.core.leave(now);
+                    let mut calls = Vec::new();
+                    while let Some(t) = self.core.poll_transmit() {
+                        calls.push(self.rpc(t));
+                    }
+                    self.drain_events();
+                    tokio::spawn(async move {
+                        for c in calls {
+                            let _ = c.await;
+                        }
+                        let _ = reply.send(());
+                    });
+                    break;
+                }
+            }
+            self.flush();
+        }
+        debug!("ring actor stopped");
+    }
+
+    /// Sends every pending transmit and handles every pending event.
+    fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            tokio::spawn(self.rpc(t));
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Lookup { id, result } => {
+                    if let Some(reply) = self.lookups.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::Joined { successor } => {
+                    info!(successor = %successor.id, "joined the ring")
+                }
+                Event::NeighborsChanged => debug!(
+                    predecessor = ?self.core.predecessor().map(|p| p.id),
+                    successor = %self.core.successor().id,
+                    "neighbours changed"
+                ),
+                Event::PeerDropped(p) => info!(peer = %p.id, addr = %p.addr, "dropped dead peer"),
+            }
+        }
+    }
+
+    /// One ring RPC; its outcome goes back to the actor.
+    fn rpc(&self, t: Transmit<SocketAddr>) -> impl Future<Output = ()> + Send + 'static {
+        let transport = self.transport.clone();
+        let tx = self.tx.clone();
+        let timeout = self.rpc_timeout;
+        async move {
+            let result: Result<Response, _> = transport
+                .call(
+                    t.to,
+                    t.to_id,
+                    &Request::Ring(t.request),
+                    RING_FRAME_CAP,
+                    timeout,
+                )
+                .await;
+            let response = match result {
+                Ok(Response::Ring(r)) => Some(r),
+                Ok(other) => {
+                    warn!(peer = %t.to, answer = ?other, "unexpected answer to a ring request");
+                    None
+                }
+                Err(e) => {
+                    debug!(peer = %t.to, error = %e, "ring request failed");
+                    None
+                }
+            };
+            let _ = tx.send(Cmd::Outcome { id: t.id, response }).await;
+        }
+    }
+}
+
+/// Accepts connections until the endpoint closes; each gets its own task.
+async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>) {
+    while let Some(incoming) = transport.endpoint().accept().await {
+        let transport = transport.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Wrong ALPN, a certificate that lies about its key, garbage: this
+                    // connection only.
+                    transport.stats().error("handshake");
+                    warn!(error = %e, "refused connection");
+                    return;
+                }
+            };
+            let Some(from) = transport::remote_peer(&conn) else {
+                transport.stats().error("handshake");
+                conn.close(1u32.into(), b"no peer identity");
+                return;
+            };
+            serve_connection(conn, from, transport, tx).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    from: PeerId,
+    transport: Transport,
+    tx: mpsc::Sender<Cmd>,
+) {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(peer = %from, reason = %e, "connection ended");
+                return;
+            }
+        };
+        let transport = transport.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            serve_stream(send, recv, from, &transport, tx).await;
+        });
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    from: PeerId,
+    transport: &Transport,
+    tx: mpsc::Sender<Cmd>,
+) {
+    let request: Result<Request, FrameError> = frame::read(&mut recv, RING_FRAME_CAP).await;
+    let response = match request {
+        Ok(req) => dispatch(req, from, &tx).await,
+        Err(e) => {
+            transport.stats().error(e.kind());
+            warn!(peer = %from, error = %e, "bad request");
+            let _ = recv.stop(1u32.into());
+            Response::Error(WireError::new(e.kind(), e.to_string()))
+        }
+    };
+    if let Err(e) = frame::write(&mut send, &response, RING_FRAME_CAP).await {
+        transport.stats().error(e.kind());
+        debug!(peer = %from, error = %e, "could not answer");
+    }
+    let _ = send.finish();
+}
+
+async fn dispatch(req: Request, from: PeerId, tx: &mpsc::Sender<Cmd>) -> Response {
+    let stopped = || Response::Error(WireError::new("stopped", "the node is shutting down"));
+    match req {
+        Request::Ring(request) => {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Cmd::Incoming {
+                from: from.ring_pos(),
+                request,
+                reply,
+            };
+            if tx.send(cmd).await.is_err() {
+                return stopped();
+            }
+            rx.await.map(Response::Ring).unwrap_or_else(|_| stopped())
+        }
+        Request::RingView => {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Cmd::View { reply }).await.is_err() {
+                return stopped();
+            }
+            rx.await
+                .map(Response::RingView)
+                .unwrap_or_else(|_| stopped())
+        }
+        Request::Lookup { key } => {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Cmd::Lookup { key, reply }).await.is_err() {
+                return stopped();
+            }
+            match rx.await {
+                Ok(Ok(done)) => Response::Lookup(LookupAnswer {
+                    key: done.key,
+                    owner: done.owner,
+                    hops: done.hops,
+                }),
+                Ok(Err(e)) => Response::Error(WireError::new("lookup", e.to_string())),
+                Err(_) => stopped(),
+            }
+        }
+    }
+}
+
+/// A one-shot client call to a node (used by the CLI and tests).
+pub async fn call_node(
+    node: SocketAddr,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, TransportError> {
+    let identity = Identity::generate().map_err(|e| TransportError::Endpoint(e.to_string()))?;
+    let bind: SocketAddr = if node.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let client = Transport::client(&identity, bind)?;
+    let r = client
+        .call(node, None, request, RING_FRAME_CAP, timeout)
+        .await;
+    client.close();
+    r
+}
