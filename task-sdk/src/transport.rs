@@ -192,15 +192,15 @@ impl Transport {
             addr,
             reason: e.to_string(),
         })?;
-        if let (Some(want), Some(got)) = (pin, remote_peer(&conn)) {
-            if got.ring_pos() != want {
-                conn.close(1u32.into(), b"wrong peer");
-                return Err(TransportError::WrongPeer {
-                    addr,
-                    got: got.ring_pos(),
-                    want,
-                });
-            }
+        if let (Some(want), Some(got)) = (pin, remote_peer(&conn))
+            && got.ring_pos() != want
+        {
+            conn.close(1u32.into(), b"wrong peer");
+            return Err(TransportError::WrongPeer {
+                addr,
+                got: got.ring_pos(),
+                want,
+            });
         }
         self.conns.insert(addr, conn.clone());
         Ok(conn)

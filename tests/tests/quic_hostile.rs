@@ -1,0 +1,228 @@
+//! Hostile input against a live node over real QUIC: each gets a clear error on its
+//! own stream or connection, is counted, and the node goes on serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_core::RingPos;
+use chorus_core::ring;
+use chorus_node::net::call_node;
+use chorus_sdk::frame::{self, RING_FRAME_CAP};
+use chorus_sdk::identity::Identity;
+use chorus_sdk::tls;
+use chorus_sdk::transport::{Transport, TransportError};
+use chorus_sdk::wire::{Request, Response};
+use chorus_tests::TestNode;
+
+/// Sends raw bytes on a fresh stream of an authenticated connection; returns the answer.
+async fn raw_exchange(client: &Transport, addr: SocketAddr, bytes: &[u8]) -> Response {
+    let conn = client.connect(addr, None).await.expect("connects");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(bytes).await.expect("write");
+    let _ = send.finish();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        frame::read(&mut recv, RING_FRAME_CAP),
+    )
+    .await
+    .expect("answered in time")
+    .expect("a well-formed error frame")
+}
+
+fn expect_error(resp: Response, kind: &str) {
+    match resp {
+        Response::Error(e) => assert_eq!(e.kind, kind, "error {e}"),
+        other => panic!("expected a {kind} error, got {other:?}"),
+    }
+}
+
+/// A client config whose certificate is for one key while it signs with another.
+fn lying_client_config() -> rustls::ClientConfig {
+    #[derive(Debug)]
+    struct Liar(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for Liar {
+        fn resolve(
+            &self,
+            _hints: &[&[u8]],
+            _schemes: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+    let shown = Identity::generate().unwrap();
+    let signer = Identity::generate().unwrap();
+    let (cert, _) = tls::certificate(&shown).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signer.pkcs8().to_vec());
+    let key = rustls::crypto::ring::sign::any_eddsa_type(&key).unwrap();
+    let ck = Arc::new(rustls::sign::CertifiedKey::new(vec![cert], key));
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(tls::PeerVerifier))
+    .with_client_cert_resolver(Arc::new(Liar(ck)));
+    cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
+    cfg
+}
+
+async fn dial_with(cfg: rustls::ClientConfig, addr: SocketAddr) -> Result<(), String> {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
+    let ep = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).map_err(|e| e.to_string())?;
+    let conn = ep
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(quic)),
+            addr,
+            tls::ANY_PEER,
+        )
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    // With TLS 1.3 the server may reject our certificate after the client finished:
+    // the connection then dies at the first use.
+    let r = async {
+        let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let bytes = frame::encode(&Request::RingView, RING_FRAME_CAP).map_err(|e| e.to_string())?;
+        s.write_all(&bytes).await.map_err(|e| e.to_string())?;
+        let _ = s.finish();
+        frame::read::<Response>(&mut r, RING_FRAME_CAP)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    let out = tokio::time::timeout(Duration::from_secs(5), r)
+        .await
+        .map_err(|_| "timed out".to_string())?;
+    ep.close(0u32.into(), b"");
+    out
+}
+
+#[test]
+fn hostile_input_is_refused_counted_and_the_node_keeps_serving() {
+    let a = TestNode::start(vec![]).unwrap();
+    let b = TestNode::start(vec![a.addr]).unwrap();
+    let addr = a.addr;
+    let stats = a.node().transport().stats().clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let me = Identity::generate().unwrap();
+        let client = Transport::client(&me, ([127, 0, 0, 1], 0).into()).unwrap();
+
+        // Garbage bytes in a frame.
+        let mut garbage = 12u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[0xc1; 12]);
+        expect_error(raw_exchange(&client, addr, &garbage).await, "malformed");
+
+        // A length prefix over the cap: refused before the body is read.
+        let mut huge = u32::MAX.to_be_bytes().to_vec();
+        huge.extend_from_slice(b"not really 4 GiB");
+        expect_error(raw_exchange(&client, addr, &huge).await, "oversized");
+
+        // A well-formed frame carrying a message the node does not know.
+        #[derive(serde::Serialize)]
+        enum Future {
+            StealAllTheKeys { how: String },
+        }
+        let unknown = frame::encode(
+            &Future::StealAllTheKeys {
+                how: "politely".into(),
+            },
+            1024,
+        )
+        .unwrap();
+        expect_error(raw_exchange(&client, addr, &unknown).await, "malformed");
+
+        // A frame cut short.
+        let mut short = 100u32.to_be_bytes().to_vec();
+        short.extend_from_slice(b"12345");
+        expect_error(raw_exchange(&client, addr, &short).await, "truncated");
+
+        // A Notify that speaks for a third node is answered but has no effect.
+        let before = call_node(addr, &Request::RingView, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let forged = Request::Ring(ring::Request::Notify {
+            peer: ring::Peer {
+                id: RingPos(a_id_minus_one(&before)),
+                addr: "127.0.0.1:9".parse().unwrap(),
+            },
+        });
+        let _ = client
+            .call::<_, Response>(addr, None, &forged, RING_FRAME_CAP, Duration::from_secs(5))
+            .await;
+        let after = call_node(addr, &Request::RingView, Duration::from_secs(5))
+            .await
+            .unwrap();
+        match (before, after) {
+            (Response::RingView(x), Response::RingView(y)) => {
+                assert_eq!(x.predecessor, y.predecessor)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // Dialling with a pinned id the node does not have: refused on our side.
+        let wrong_pin = RingPos(a_pos(&client, addr).await.0 ^ 1);
+        let err = client
+            .call::<_, Response>(
+                addr,
+                Some(wrong_pin),
+                &Request::RingView,
+                RING_FRAME_CAP,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err}");
+
+        let handshakes_before = stats.errors_of("handshake");
+        // Wrong ALPN.
+        let mut wrong_alpn = tls::client_config(&me).unwrap();
+        wrong_alpn.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let e = dial_with(wrong_alpn, addr).await.unwrap_err();
+        assert!(
+            e.to_lowercase().contains("application protocol") || e.contains("120"),
+            "{e}"
+        );
+        // A certificate whose key did not sign the handshake.
+        let e = dial_with(lying_client_config(), addr).await.unwrap_err();
+        eprintln!("lying certificate refused: {e}");
+        for _ in 0..50 {
+            if stats.errors_of("handshake") >= handshakes_before + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(stats.errors_of("handshake") >= handshakes_before + 2);
+        client.close();
+    });
+    assert!(stats.errors_of("malformed") >= 2);
+    assert_eq!(stats.errors_of("oversized"), 1);
+    assert!(stats.errors_of("truncated") >= 1);
+
+    // Still serving: ring view and a lookup through the other node.
+    let view = a.view().unwrap();
+    assert_eq!(view.me.id, a.id);
+    let done = b.rt.block_on(b.node().lookup(a.id)).unwrap();
+    assert_eq!(done.owner.id, a.id);
+    b.leave();
+    a.leave();
+}
+
+fn a_id_minus_one(view: &Response) -> u64 {
+    match view {
+        Response::RingView(v) => v.me.id.0.wrapping_sub(1),
+        _ => 0,
+    }
+}
+
+async fn a_pos(client: &Transport, addr: SocketAddr) -> RingPos {
+    let conn = client.connect(addr, None).await.unwrap();
+    chorus_sdk::transport::remote_peer(&conn)
+        .unwrap()
+        .ring_pos()
+}
