@@ -14,10 +14,14 @@
 //!   process, with latency, failures, churn and invariant checks against an
 //!   oracle.
 //! - [`rng`]: a tiny seeded PRNG so that a seed replays the same run forever.
+//! - [`jobs`]: replication [`jobs::Policy`], per-task quorum verification
+//!   ([`jobs::TaskVerifier`]), worker [`jobs::Reputation`] and power-of-two
+//!   placement ([`jobs::choose_worker`]).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod jobs;
 pub mod ring;
 pub mod rng;
 pub mod sim;
