@@ -9,8 +9,9 @@
 //!    [`TaskVerifier::excluded`]) and report it with [`TaskVerifier::assign`];
 //! 2. feed what comes back: [`TaskVerifier::handle_result`] for an outcome
 //!    digest (a vote), [`TaskVerifier::handle_no_verdict`] for a machine
-//!    dependent outcome (wall-clock timeout, host error), and
-//!    [`TaskVerifier::handle_lost`] for a disconnect; call
+//!    dependent outcome (wall-clock timeout, host error),
+//!    [`TaskVerifier::handle_lost`] for a disconnect, and
+//!    [`TaskVerifier::handle_busy`] for a worker that refused; call
 //!    [`TaskVerifier::handle_timeout`] when [`TaskVerifier::poll_timeout`] says
 //!    so;
 //! 3. once [`TaskVerifier::verdict`] is `Some`, apply it to the
@@ -197,6 +198,9 @@ pub enum ReplicaState {
     NoVerdict,
     /// Timed out or disconnected: the task runs again elsewhere.
     Lost,
+    /// The worker said it was busy and did not run the task: the task goes
+    /// elsewhere; this does not count against `max_attempts`.
+    Busy,
 }
 
 /// One assignment of a task to a worker.
@@ -365,8 +369,9 @@ impl<W: WorkerId> TaskVerifier<W> {
             .unwrap_or(0)
     }
 
+    /// Assignments that count against `max_attempts` (all but busy refusals).
     fn attempts(&self) -> u32 {
-        u32::try_from(self.replicas.len()).unwrap_or(u32::MAX)
+        self.count(|s| *s != ReplicaState::Busy)
     }
 
     /// Vote-capable replicas wanted in total (voted + running), ignoring the
@@ -452,6 +457,13 @@ impl<W: WorkerId> TaskVerifier<W> {
     /// elsewhere. Returns whether the worker had a running replica.
     pub fn handle_lost(&mut self, _now: Time, worker: &W) -> bool {
         self.end_replica(worker, ReplicaState::Lost)
+    }
+
+    /// A worker refused the task because it is busy: the task will be wanted
+    /// elsewhere, the worker is not asked again for this task, and the refusal
+    /// costs no attempt. Returns whether the worker had a running replica.
+    pub fn handle_busy(&mut self, _now: Time, worker: &W) -> bool {
+        self.end_replica(worker, ReplicaState::Busy)
     }
 
     fn end_replica(&mut self, worker: &W, state: ReplicaState) -> bool {
@@ -718,11 +730,12 @@ pub fn choose_worker<W: WorkerId>(
         .filter(|c| c.free_slots > 0 && !exclude.contains(&c.id))
         .collect();
     let n = eligible.len() as u64;
-    let first = *eligible.get(usize::try_from(rng.below(n)).ok()?)?;
+    let i = rng.below(n);
+    let first = *eligible.get(usize::try_from(i).ok()?)?;
     if n == 1 {
         return Some(first.id.clone());
     }
-    let i = eligible.iter().position(|c| std::ptr::eq(*c, first))? as u64;
+    // A second index uniform over the others.
     let mut j = rng.below(n - 1);
     if j >= i {
         j += 1;
@@ -1022,6 +1035,33 @@ mod tests {
             })
         );
         assert_eq!(t.replicas()[1].state, ReplicaState::NoVerdict);
+    }
+
+    #[test]
+    fn busy_refusal_goes_elsewhere_without_costing_an_attempt() {
+        let p = Policy::new(1, None, Some(1)).unwrap();
+        let cfg = TaskConfig {
+            replica_timeout: 10,
+            max_attempts: 1,
+        };
+        let mut t: TaskVerifier<u32> = TaskVerifier::new(p, cfg);
+        for w in 1..=3 {
+            t.assign(0, w).unwrap();
+            assert!(t.handle_busy(1, &w));
+            assert!(!t.is_done());
+            assert_eq!(t.wanted_replicas(), 1);
+        }
+        assert_eq!(t.assign(2, 2), Err(AssignError::AlreadyAssigned));
+        t.assign(2, 4).unwrap();
+        assert_eq!(t.handle_result(3, &4, d(4)), ResultOutcome::Counted);
+        assert_eq!(
+            t.verdict(),
+            Some(&Verdict::Accepted {
+                digest: d(4),
+                agreeing: vec![4],
+                disagreeing: vec![],
+            })
+        );
     }
 
     #[test]
