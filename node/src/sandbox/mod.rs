@@ -444,21 +444,9 @@ impl Engine {
         module: &TaskModule,
         spec: TaskSpec,
     ) -> Result<TaskReport, SandboxError> {
-        let permit = self
-            .inner
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| SandboxError::Worker(e.to_string()))?;
-        let engine = self.clone();
         let module = module.clone();
-        tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            engine.run_blocking(&module, spec)
-        })
-        .await
-        .map_err(|e| SandboxError::Worker(e.to_string()))?
+        self.in_slot(move |engine| engine.run_blocking(&module, spec))
+            .await
     }
 
     /// Compiles (or fetches from the cache) and runs, in a slot: the whole path
@@ -469,6 +457,16 @@ impl Engine {
         bytes: Arc<[u8]>,
         spec: TaskSpec,
     ) -> Result<TaskReport, SandboxError> {
+        self.in_slot(move |engine| engine.run_module_blocking(&bytes, spec))
+            .await
+    }
+
+    /// Runs `work` on a blocking thread while holding one of the donated slots,
+    /// so tasks never run on the async runtime's workers and never exceed the slots.
+    async fn in_slot<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Engine) -> Result<T, SandboxError> + Send + 'static,
+    ) -> Result<T, SandboxError> {
         let permit = self
             .inner
             .slots
@@ -479,7 +477,7 @@ impl Engine {
         let engine = self.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            engine.run_module_blocking(&bytes, spec)
+            work(engine)
         })
         .await
         .map_err(|e| SandboxError::Worker(e.to_string()))?
