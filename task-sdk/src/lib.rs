@@ -7,6 +7,7 @@
 //! - [`tls`] (feature `net`): mutual TLS 1.3 with self-signed Ed25519 certificates.
 //! - [`transport`] (feature `net`): the QUIC endpoint, connection cache and RPC calls.
 //! - [`wire`] (feature `net`): the messages nodes and clients exchange.
+//! - [`capacity`] (feature `net`): signed, expiring capacity records nodes announce.
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
 //! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -14,6 +15,8 @@
 
 #[cfg(feature = "net")]
 pub mod bundle;
+#[cfg(feature = "net")]
+pub mod capacity;
 #[cfg(feature = "net")]
 pub mod frame;
 #[cfg(feature = "guest")]
