@@ -4,11 +4,13 @@
 //! # Layout
 //!
 //! - [`cli`]: the `chorus` command line (one file per subcommand).
+//! - [`metrics`]: every Prometheus metric, `/metrics` and `/sd`.
 //! - [`net`]: the QUIC endpoint, RPC server and the actor driving the ring.
 //! - [`sandbox`]: the wasmtime engine, limits and compiled-module cache.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod metrics;
 pub mod net;
 pub mod sandbox;

@@ -16,6 +16,9 @@ use chorus_sdk::frame::{self, FrameError, RING_FRAME_CAP};
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
 use chorus_sdk::transport::{self, Transport, TransportError};
 use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
+use std::sync::Arc;
+
+use crate::metrics::{self, MetricsError, MetricsSource, NodeMetrics};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -35,6 +38,8 @@ pub struct NodeConfig {
     pub ring: ring::Config,
     /// Timeout of one ring RPC. Default 1 s: a peer slower than that is dead for the ring.
     pub rpc_timeout: Duration,
+    /// Where to serve `/metrics` and `/sd` over HTTP; `None` serves nothing.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -47,6 +52,7 @@ impl NodeConfig {
             data_dir: None,
             ring: ring::Config::default(),
             rpc_timeout: Duration::from_secs(1),
+            metrics: None,
         }
     }
 }
@@ -66,6 +72,9 @@ pub enum NodeError {
     /// A lookup failed.
     #[error("lookup failed: {0}")]
     Lookup(#[from] LookupError),
+    /// The metrics server could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// A running node: a cheap handle to its actor and endpoint.
@@ -75,6 +84,8 @@ pub struct Node {
     transport: Transport,
     inbox: mpsc::Sender<Cmd>,
     tasks: Vec<JoinHandle<()>>,
+    metrics: NodeMetrics,
+    metrics_addr: Option<SocketAddr>,
 }
 
 enum Cmd {
@@ -129,7 +140,22 @@ impl Node {
         }
         let (tx, rx) = mpsc::channel(4096);
         let span = info_span!("node", id = %me.id);
+        let node_metrics = NodeMetrics::new()?;
+        let mut tasks = Vec::new();
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics {
+            let source = Arc::new(Scrape {
+                metrics: node_metrics.clone(),
+                transport: transport.clone(),
+                own: std::sync::OnceLock::new(),
+            });
+            let (bound, task) = metrics::serve(addr, source.clone()).await?;
+            let _ = source.own.set(bound);
+            metrics_addr = Some(bound);
+            tasks.push(task);
+        }
         let actor = Actor {
+            metrics: node_metrics.clone(),
             core,
             start,
             inbox: rx,
@@ -138,14 +164,18 @@ impl Node {
             rpc_timeout: config.rpc_timeout,
             lookups: Default::default(),
         };
-        let actor_task = tokio::spawn(actor.run().instrument(span.clone()));
-        let accept_task = tokio::spawn(accept_loop(transport.clone(), tx.clone()).instrument(span));
-        info!(id = %me.id, addr = %me.addr, "node started");
+        tasks.push(tokio::spawn(actor.run().instrument(span.clone())));
+        tasks.push(tokio::spawn(
+            accept_loop(transport.clone(), tx.clone()).instrument(span),
+        ));
+        info!(id = %me.id, addr = %me.addr, metrics = ?metrics_addr, "node started");
         Ok(Node {
             me,
             transport,
             inbox: tx,
-            tasks: vec![actor_task, accept_task],
+            tasks,
+            metrics: node_metrics,
+            metrics_addr,
         })
     }
 
@@ -162,6 +192,16 @@ impl Node {
     /// The transport (for its counters).
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Where `/metrics` and `/sd` are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The node's current view of the ring.
@@ -196,6 +236,7 @@ impl Node {
 }
 
 struct Actor {
+    metrics: NodeMetrics,
     core: RingNode<SocketAddr>,
     start: Instant,
     inbox: mpsc::Receiver<Cmd>,
@@ -216,6 +257,7 @@ impl Actor {
     async fn run(mut self) {
         // The join (if any) queued its first transmit before we started.
         self.flush();
+        self.update_ring_gauges();
         loop {
             let wake = self.core.poll_timeout().map(|t| {
                 let at = self.start + Duration::from_millis(t);
@@ -289,24 +331,54 @@ impl Actor {
         self.drain_events();
     }
 
+    fn update_ring_gauges(&self) {
+        let m = &self.metrics;
+        m.ring_successors
+            .set(i64::try_from(self.core.successors().len()).unwrap_or(i64::MAX));
+        m.ring_fingers
+            .set(i64::try_from(self.core.fingers().len()).unwrap_or(i64::MAX));
+        m.ring_predecessor_known
+            .set(i64::from(self.core.predecessor().is_some()));
+    }
+
     fn drain_events(&mut self) {
+        let mut ring_changed = false;
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Lookup { id, result } => {
+                    match &result {
+                        Ok(done) => {
+                            self.metrics.lookups.with_label_values(&["ok"]).inc();
+                            self.metrics.lookup_hops.observe(f64::from(done.hops));
+                        }
+                        Err(_) => self.metrics.lookups.with_label_values(&["error"]).inc(),
+                    }
                     if let Some(reply) = self.lookups.remove(&id) {
                         let _ = reply.send(result);
                     }
                 }
                 Event::Joined { successor } => {
+                    ring_changed = true;
                     info!(successor = %successor.id, "joined the ring")
                 }
-                Event::NeighborsChanged => debug!(
+                Event::NeighborsChanged => {
+                    ring_changed = true;
+                    self.metrics.ring_neighbor_changes.inc();
+                    debug!(
                     predecessor = ?self.core.predecessor().map(|p| p.id),
                     successor = %self.core.successor().id,
                     "neighbours changed"
-                ),
-                Event::PeerDropped(p) => info!(peer = %p.id, addr = %p.addr, "dropped dead peer"),
+                    )
+                }
+                Event::PeerDropped(p) => {
+                    ring_changed = true;
+                    self.metrics.ring_peers_dropped.inc();
+                    info!(peer = %p.id, addr = %p.addr, "dropped dead peer")
+                }
             }
+        }
+        if ring_changed {
+            self.update_ring_gauges();
         }
     }
 
@@ -338,6 +410,27 @@ impl Actor {
             };
             let _ = tx.send(Cmd::Outcome { id: t.id, response }).await;
         }
+    }
+}
+
+/// What the metrics server reads at each scrape.
+struct Scrape {
+    metrics: NodeMetrics,
+    transport: Transport,
+    own: std::sync::OnceLock<SocketAddr>,
+}
+
+impl MetricsSource for Scrape {
+    fn metrics_text(&self) -> String {
+        self.metrics
+            .sync_transport(self.transport.stats(), self.transport.connections());
+        self.metrics.render()
+    }
+
+    fn sd_targets(&self) -> Vec<SocketAddr> {
+        // Other nodes' metrics addresses arrive with their capacity records
+        // (not yet exchanged); until then a node lists itself.
+        self.own.get().copied().into_iter().collect()
     }
 }
 

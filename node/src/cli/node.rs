@@ -23,6 +23,9 @@ pub struct NodeArgs {
     /// Address to announce to peers, if not the listen address.
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
+    /// Serve Prometheus `/metrics` and service discovery `/sd` over HTTP here (HOST:PORT).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
     /// Length of the successor list.
     #[arg(long, default_value_t = 8)]
     pub successors: usize,
@@ -36,6 +39,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.bootstrap = args.bootstrap;
         config.data_dir = Some(args.data_dir);
         config.advertise = args.advertise;
+        config.metrics = args.metrics;
         config.ring.successors = args.successors.max(1);
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(

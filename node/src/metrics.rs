@@ -1,0 +1,323 @@
+//! Every Prometheus metric of a node, defined and documented in one place, and the
+//! small HTTP server that serves them (`GET /metrics`) with a Prometheus HTTP
+//! service-discovery document (`GET /sd`).
+//!
+//! Metric families so far (the job and sandbox families arrive with those features):
+//!
+//! | name | type | meaning |
+//! | --- | --- | --- |
+//! | `chorus_ring_successors` | gauge | live entries in the successor list |
+//! | `chorus_ring_fingers` | gauge | distinct finger entries |
+//! | `chorus_ring_predecessor_known` | gauge | 1 when the node has a predecessor |
+//! | `chorus_ring_neighbor_changes_total` | counter | successor/predecessor changes |
+//! | `chorus_ring_peers_dropped_total` | counter | peers found dead and dropped |
+//! | `chorus_lookup_hops` | histogram | remote hops of lookups started here |
+//! | `chorus_lookups_total{result}` | counter | lookups by result (`ok`, `error`) |
+//! | `chorus_peers_connected` | gauge | cached live QUIC connections |
+//! | `chorus_rpc_calls_total` | counter | RPCs this node sent |
+//! | `chorus_rpc_errors_total{kind}` | counter | RPC and stream errors by kind |
+//! | `chorus_bytes_sent_total` / `chorus_bytes_received_total` | counter | frame bytes of our calls |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chorus_sdk::transport::NetStats;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+/// Largest HTTP request head the metrics server reads.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// Errors creating metrics or their server.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be registered (a programming error: duplicate name).
+    #[error("metric registration: {0}")]
+    Register(#[from] prometheus::Error),
+    /// The HTTP listener could not be bound.
+    #[error("metrics listener on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// The node's metrics registry and its ring and transport families.
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    registry: Registry,
+    /// Live entries in the successor list.
+    pub ring_successors: IntGauge,
+    /// Distinct finger entries.
+    pub ring_fingers: IntGauge,
+    /// 1 when the node knows a predecessor.
+    pub ring_predecessor_known: IntGauge,
+    /// Successor or predecessor changes.
+    pub ring_neighbor_changes: IntCounter,
+    /// Peers found dead and dropped from the routing state.
+    pub ring_peers_dropped: IntCounter,
+    /// Remote hops of lookups started at this node.
+    pub lookup_hops: Histogram,
+    /// Lookups by result.
+    pub lookups: IntCounterVec,
+    /// Cached live QUIC connections.
+    pub peers_connected: IntGauge,
+    rpc_calls: IntCounter,
+    rpc_errors: IntCounterVec,
+    bytes_sent: IntCounter,
+    bytes_received: IntCounter,
+}
+
+impl NodeMetrics {
+    /// Creates every family in a fresh registry.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter_vec =
+            |name: &str, help: &str, label: &str| -> Result<IntCounterVec, MetricsError> {
+                let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let lookup_hops = Histogram::with_opts(
+            HistogramOpts::new(
+                "chorus_lookup_hops",
+                "Remote FindSuccessor hops of lookups started at this node.",
+            )
+            .buckets(vec![
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0,
+            ]),
+        )?;
+        registry.register(Box::new(lookup_hops.clone()))?;
+        Ok(NodeMetrics {
+            ring_successors: gauge(
+                "chorus_ring_successors",
+                "Entries in this node's successor list (itself when alone).",
+            )?,
+            ring_fingers: gauge(
+                "chorus_ring_fingers",
+                "Distinct entries in the finger table.",
+            )?,
+            ring_predecessor_known: gauge(
+                "chorus_ring_predecessor_known",
+                "1 when this node knows a predecessor, else 0.",
+            )?,
+            ring_neighbor_changes: counter(
+                "chorus_ring_neighbor_changes_total",
+                "Changes of successor or predecessor.",
+            )?,
+            ring_peers_dropped: counter(
+                "chorus_ring_peers_dropped_total",
+                "Peers found dead (an RPC failed) and dropped from the routing state.",
+            )?,
+            lookup_hops,
+            lookups: counter_vec(
+                "chorus_lookups_total",
+                "Lookups started at this node, by result (ok, error).",
+                "result",
+            )?,
+            peers_connected: gauge(
+                "chorus_peers_connected",
+                "Live QUIC connections in this node's connection cache.",
+            )?,
+            rpc_calls: counter("chorus_rpc_calls_total", "RPCs this node sent.")?,
+            rpc_errors: counter_vec(
+                "chorus_rpc_errors_total",
+                "RPC, stream and handshake errors by kind (timeout, malformed, oversized, handshake, ...).",
+                "kind",
+            )?,
+            bytes_sent: counter(
+                "chorus_bytes_sent_total",
+                "Frame bytes this node sent in its own RPCs.",
+            )?,
+            bytes_received: counter(
+                "chorus_bytes_received_total",
+                "Frame bytes this node received in answers to its RPCs.",
+            )?,
+            registry,
+        })
+    }
+
+    /// Brings the transport counters up to date (they are monotonic in `stats`).
+    pub fn sync_transport(&self, stats: &NetStats, connections: usize) {
+        let catch_up = |c: &IntCounter, v: u64| {
+            let have = c.get();
+            if v > have {
+                c.inc_by(v - have);
+            }
+        };
+        catch_up(&self.rpc_calls, stats.calls.load(Ordering::Relaxed));
+        catch_up(&self.bytes_sent, stats.bytes_sent.load(Ordering::Relaxed));
+        catch_up(
+            &self.bytes_received,
+            stats.bytes_received.load(Ordering::Relaxed),
+        );
+        for e in stats.errors.iter() {
+            catch_up(
+                &self.rpc_errors.with_label_values(&[e.key()]),
+                e.value().load(Ordering::Relaxed),
+            );
+        }
+        self.peers_connected
+            .set(i64::try_from(connections).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            warn!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// What the metrics server needs from the node at each request.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Refreshes gauges and returns the exposition text.
+    fn metrics_text(&self) -> String;
+    /// Metrics addresses of every node known, this one included.
+    fn sd_targets(&self) -> Vec<SocketAddr>;
+}
+
+/// Binds `addr` and serves `/metrics` and `/sd` until the task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    source: Arc<dyn MetricsSource>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let source = source.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    tokio::time::timeout(Duration::from_secs(10), handle(stream, source)).await
+                {
+                    debug!(%peer, error = %e, "metrics request timed out");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn handle(mut stream: tokio::net::TcpStream, source: Arc<dyn MetricsSource>) {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > MAX_REQUEST_HEAD {
+            let _ = respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
+            // Read (a bounded amount of) what the client is still sending, so
+            // closing does not reset the connection before it reads our answer.
+            let mut drained = 0usize;
+            let drain = async {
+                while drained < 1 << 20 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => drained += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+            return;
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let result = match (method, path) {
+        ("GET", "/metrics") => {
+            let body = source.metrics_text();
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        ("GET", "/sd") => {
+            let targets: Vec<String> = source.sd_targets().iter().map(|a| a.to_string()).collect();
+            let doc = serde_json::json!([{"targets": targets, "labels": {"job": "chorus"}}]);
+            respond(&mut stream, "200 OK", "application/json", &doc.to_string()).await
+        }
+        ("GET", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics or /sd\n",
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET only\n",
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "metrics response failed");
+    }
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
