@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
@@ -16,12 +17,11 @@ use chorus_sdk::frame::{self, FrameError, RING_FRAME_CAP};
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
 use chorus_sdk::transport::{self, Transport, TransportError};
 use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
-use std::sync::Arc;
-
-use crate::metrics::{self, MetricsError, MetricsSource, NodeMetrics};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::metrics::{self, MetricsError, MetricsSource, NodeMetrics};
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
