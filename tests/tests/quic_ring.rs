@@ -4,19 +4,16 @@
 use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
-use chorus_tests::{TestNode, TestRng, ring_consistent, true_owner, wait_until};
+use chorus_core::rng::Rng;
+use chorus_tests::{TestNode, ring_consistent, true_owner, wait_until};
 
 const NODES: usize = 16;
 
-fn lookups_match_oracle(
-    nodes: &[&TestNode],
-    rng: &mut TestRng,
-    count: usize,
-) -> Result<f64, String> {
+fn lookups_match_oracle(nodes: &[&TestNode], rng: &mut Rng, count: usize) -> Result<f64, String> {
     let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
     let mut hops = 0u64;
     for _ in 0..count {
-        let from = nodes[rng.below(nodes.len())];
+        let from = nodes[rng.below(nodes.len() as u64) as usize];
         let key = RingPos(rng.next_u64());
         let done = from
             .rt
@@ -36,13 +33,13 @@ fn lookups_match_oracle(
 
 #[test]
 fn sixteen_nodes_form_a_ring_answer_lookups_heal_and_see_leaves() {
-    let mut rng = TestRng(0xC40_2D5);
+    let mut rng = Rng::new(0xC40_2D5);
     let t0 = Instant::now();
     let first = TestNode::start(vec![]).expect("first node");
     let mut nodes = vec![first];
     for _ in 1..NODES {
         // Any live member will do as bootstrap.
-        let via = nodes[rng.below(nodes.len())].addr;
+        let via = nodes[rng.below(nodes.len() as u64) as usize].addr;
         nodes.push(TestNode::start(vec![via]).expect("node starts"));
     }
     let refs: Vec<&TestNode> = nodes.iter().collect();
@@ -59,7 +56,7 @@ fn sixteen_nodes_form_a_ring_answer_lookups_heal_and_see_leaves() {
     // Crash a quarter of the ring: no goodbye.
     let mut killed = Vec::new();
     for _ in 0..NODES / 4 {
-        let i = 1 + rng.below(nodes.len() - 1);
+        let i = 1 + rng.below(nodes.len() as u64 - 1) as usize;
         killed.push(nodes.remove(i));
     }
     let t_kill = Instant::now();
