@@ -110,24 +110,34 @@ pub async fn read<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     cap: usize,
 ) -> Result<T, FrameError> {
+    read_sized(recv, cap).await.map(|(msg, _)| msg)
+}
+
+/// Reads one frame from a QUIC stream; also returns its size in bytes (header included).
+pub async fn read_sized<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    cap: usize,
+) -> Result<(T, usize), FrameError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact(recv, &mut header).await?;
     let len = body_len(header, cap)?;
     let mut body = vec![0u8; len];
     read_exact(recv, &mut body).await?;
-    decode(&body)
+    Ok((decode(&body)?, HEADER_LEN + len))
 }
 
-/// Writes one frame to a QUIC stream (does not finish the stream).
+/// Writes one frame to a QUIC stream (does not finish the stream); returns its size
+/// in bytes (header included).
 pub async fn write<T: Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
     cap: usize,
-) -> Result<(), FrameError> {
+) -> Result<usize, FrameError> {
     let bytes = encode(msg, cap)?;
     send.write_all(&bytes)
         .await
-        .map_err(|e| FrameError::Stream(e.to_string()))
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    Ok(bytes.len())
 }
 
 async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {

@@ -252,27 +252,16 @@ impl Transport {
             .open_bi()
             .await
             .map_err(|e| ferr(FrameError::Stream(e.to_string())))?;
-        let bytes = frame::encode(request, cap).map_err(ferr)?;
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| ferr(FrameError::Stream(e.to_string())))?;
+        let sent = frame::write(&mut send, request, cap).await.map_err(ferr)?;
         let _ = send.finish();
         self.stats
             .bytes_sent
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let mut header = [0u8; frame::HEADER_LEN];
-        recv.read_exact(&mut header)
-            .await
-            .map_err(|e| ferr(FrameError::Stream(e.to_string())))?;
-        let len = frame::body_len(header, cap).map_err(ferr)?;
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| ferr(FrameError::Stream(e.to_string())))?;
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        let (response, received) = frame::read_sized(&mut recv, cap).await.map_err(ferr)?;
         self.stats
             .bytes_received
-            .fetch_add((len + frame::HEADER_LEN) as u64, Ordering::Relaxed);
-        frame::decode(&body).map_err(ferr)
+            .fetch_add(received as u64, Ordering::Relaxed);
+        Ok(response)
     }
 
     /// Closes every connection and the endpoint (a goodbye to every peer).
