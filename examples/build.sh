@@ -81,9 +81,15 @@ fi
 encoded="$(printf '%s\x1f' "${flags[@]}")"
 encoded="${encoded%$'\x1f'}"
 echo "build.sh: Rust guests with $("$rustc_bin" -V) ($route)" >&2
+# The bytes depend on more than the sources: CARGO_INCREMENTAL=1, a
+# RUSTC_WRAPPER or CARGO_PROFILE_* in the caller's environment each change
+# them. So cargo runs with a clean environment: only PATH, HOME and
+# CARGO_HOME pass through.
+clean_env=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "CARGO_HOME=$cargo_home"
+  CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never LC_ALL=C)
 (
   cd "$here"
-  env ${env_vars[@]+"${env_vars[@]}"} CARGO_ENCODED_RUSTFLAGS="$encoded" \
+  "${clean_env[@]}" ${env_vars[@]+"${env_vars[@]}"} CARGO_ENCODED_RUSTFLAGS="$encoded" \
     CARGO_TARGET_DIR="$here/target" SOURCE_DATE_EPOCH=0 \
     "${cargo_cmd[@]}" --locked --release --target wasm32-wasip1 \
     $(printf -- '-p %s ' "${rust_tasks[@]}")
@@ -126,4 +132,19 @@ if [[ "$sums" == "$(cat "$wasm_dir/SHA256SUMS")" ]] &&
 fi
 echo "build.sh --check: rebuilt modules differ from the committed ones:" >&2
 diff <(cat "$wasm_dir/SHA256SUMS") <(printf '%s\n' "$sums") >&2 || true
+# What could explain it: sizes, and the cargo configuration cargo may read.
+(cd "$out_dir" && wc -c ./*.wasm) >&2
+(cd "$wasm_dir" && wc -c ./*.wasm) >&2
+env | grep -E '^(CARGO|RUST)' | sed 's/^/build.sh --check: env /' >&2 || true
+d="$here"
+while :; do
+  for f in "$d/.cargo/config.toml" "$d/.cargo/config"; do
+    [[ -f "$f" ]] && { echo "build.sh --check: cargo reads $f:" >&2; sed 's/^/  /' "$f" >&2; }
+  done
+  [[ "$d" == / ]] && break
+  d="$(dirname "$d")"
+done
+for f in "$cargo_home/config.toml" "$cargo_home/config"; do
+  [[ -f "$f" ]] && { echo "build.sh --check: cargo reads $f:" >&2; sed 's/^/  /' "$f" >&2; }
+done
 exit 1
