@@ -2,7 +2,7 @@
 //! small HTTP server that serves them (`GET /metrics`) with a Prometheus HTTP
 //! service-discovery document (`GET /sd`).
 //!
-//! Metric families so far (the job and sandbox families arrive with those features):
+//! Metric families:
 //!
 //! | name | type | meaning |
 //! | --- | --- | --- |
@@ -17,6 +17,23 @@
 //! | `chorus_rpc_calls_total` | counter | RPCs this node sent |
 //! | `chorus_rpc_errors_total{kind}` | counter | RPC and stream errors by kind |
 //! | `chorus_bytes_sent_total` / `chorus_bytes_received_total` | counter | frame bytes of our calls |
+//! | `chorus_capacity_cores` | gauge | cores (task slots) this node donates |
+//! | `chorus_capacity_memory_bytes` | gauge | memory this node donates |
+//! | `chorus_capacity_slots_free` | gauge | task slots free now |
+//! | `chorus_capacity_fuel_per_second` | gauge | measured speed of one slot |
+//! | `chorus_capacity_known_peers` | gauge | verified, unexpired capacity records known (itself included) |
+//! | `chorus_tasks_executed_total{outcome}` | counter | tasks this node ran as a worker, by outcome |
+//! | `chorus_task_duration_seconds` | histogram | wall time of tasks run here |
+//! | `chorus_fuel_donated_total` | counter | fuel spent on other people's tasks |
+//! | `chorus_worker_busy_total` | counter | task batches refused because every slot was taken |
+//! | `chorus_module_cache_hits_total` / `chorus_module_cache_misses_total` | counter | compiled-module cache |
+//! | `chorus_verifications_total{outcome}` | counter | tasks decided here as coordinator (`accepted`, `accepted_error`, `failed`) |
+//! | `chorus_results_rejected_total` | counter | replica results that disagreed with the accepted one |
+//! | `chorus_replicas_total{result}` | counter | replicas this coordinator sent, by how they ended (`vote`, `no_verdict`, `lost`, `busy`) |
+//! | `chorus_jobs{state}` | gauge | jobs coordinated here by state (`running`, `done`, `cancelled`) and backups held (`backup`) |
+//! | `chorus_jobs_submitted_total` | counter | jobs this node accepted as coordinator |
+//! | `chorus_job_failovers_total` | counter | jobs this node took over from a dead coordinator |
+//! | `chorus_peer_reputation{peer}` | gauge | reputation of workers as seen here (at most 32 peers: the 16 best and 16 worst) |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +42,8 @@ use std::time::Duration;
 
 use chorus_sdk::transport::NetStats;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -75,7 +92,58 @@ pub struct NodeMetrics {
     rpc_errors: IntCounterVec,
     bytes_sent: IntCounter,
     bytes_received: IntCounter,
+    /// Cores (task slots) donated.
+    pub capacity_cores: IntGauge,
+    /// Memory donated, bytes.
+    pub capacity_memory_bytes: IntGauge,
+    /// Task slots free now.
+    pub capacity_slots_free: IntGauge,
+    /// Measured fuel per second of one slot.
+    pub capacity_fuel_per_second: IntGauge,
+    /// Verified, unexpired capacity records known, this node's own included.
+    pub capacity_known_peers: IntGauge,
+    /// Tasks run here as a worker, by outcome.
+    pub tasks_executed: IntCounterVec,
+    /// Wall time of tasks run here.
+    pub task_duration: Histogram,
+    /// Fuel spent on tasks run here.
+    pub fuel_donated: IntCounter,
+    /// Batches refused because every slot was taken.
+    pub worker_busy: IntCounter,
+    module_cache_hits: IntCounter,
+    module_cache_misses: IntCounter,
+    /// Tasks decided here as coordinator, by outcome.
+    pub verifications: IntCounterVec,
+    /// Replica results that disagreed with the accepted one.
+    pub results_rejected: IntCounter,
+    /// Replicas sent by this coordinator, by how they ended.
+    pub replicas: IntCounterVec,
+    /// Jobs coordinated (or backed up) here, by state.
+    pub jobs: IntGaugeVec,
+    /// Jobs accepted as coordinator.
+    pub jobs_submitted: IntCounter,
+    /// Jobs taken over from a dead coordinator.
+    pub job_failovers: IntCounter,
+    /// Reputation of known workers (bounded, see [`NodeMetrics::set_reputation`]).
+    peer_reputation: IntGaugeVec,
 }
+
+/// Most peers `chorus_peer_reputation` reports: the best and worst half each.
+pub const REPUTATION_SERIES: usize = 32;
+
+/// Outcome labels of `chorus_tasks_executed_total`, all present from the start.
+pub const TASK_OUTCOMES: [&str; 10] = [
+    "ok",
+    "exit",
+    "fuel_exhausted",
+    "memory_limit",
+    "output_too_large",
+    "input_too_large",
+    "trap",
+    "invalid_module",
+    "timeout",
+    "host_error",
+];
 
 impl NodeMetrics {
     /// Creates every family in a fresh registry.
@@ -107,7 +175,114 @@ impl NodeMetrics {
             ]),
         )?;
         registry.register(Box::new(lookup_hops.clone()))?;
+        let task_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "chorus_task_duration_seconds",
+                "Wall time of tasks this node ran as a worker (instantiate and run).",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )?;
+        registry.register(Box::new(task_duration.clone()))?;
+        let gauge_vec =
+            |name: &str, help: &str, label: &str| -> Result<IntGaugeVec, MetricsError> {
+                let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let tasks_executed = counter_vec(
+            "chorus_tasks_executed_total",
+            "Tasks this node ran as a worker, by outcome (ok, exit, fuel_exhausted, memory_limit, output_too_large, input_too_large, trap, invalid_module, timeout, host_error).",
+            "outcome",
+        )?;
+        for o in TASK_OUTCOMES {
+            tasks_executed.with_label_values(&[o]);
+        }
+        let verifications = counter_vec(
+            "chorus_verifications_total",
+            "Tasks decided by this node as coordinator: accepted (a quorum agreed on an output), accepted_error (a quorum agreed on a task error), failed (no quorum).",
+            "outcome",
+        )?;
+        for o in ["accepted", "accepted_error", "failed"] {
+            verifications.with_label_values(&[o]);
+        }
+        let replicas = counter_vec(
+            "chorus_replicas_total",
+            "Replicas this node sent as coordinator, by how they ended: vote, no_verdict (timeout or host error on the worker), lost (worker dead or silent), busy (worker refused).",
+            "result",
+        )?;
+        for r in ["vote", "no_verdict", "lost", "busy"] {
+            replicas.with_label_values(&[r]);
+        }
+        let jobs = gauge_vec(
+            "chorus_jobs",
+            "Jobs coordinated by this node by state (running, done, cancelled), and copies of other coordinators' jobs held as backup (backup).",
+            "state",
+        )?;
+        for st in ["running", "done", "cancelled", "backup"] {
+            jobs.with_label_values(&[st]);
+        }
         Ok(NodeMetrics {
+            capacity_cores: gauge(
+                "chorus_capacity_cores",
+                "Cores this node donates (one task slot each).",
+            )?,
+            capacity_memory_bytes: gauge(
+                "chorus_capacity_memory_bytes",
+                "Memory this node donates, in bytes.",
+            )?,
+            capacity_slots_free: gauge(
+                "chorus_capacity_slots_free",
+                "Task slots free now on this node.",
+            )?,
+            capacity_fuel_per_second: gauge(
+                "chorus_capacity_fuel_per_second",
+                "Measured speed of one task slot, in wasm fuel per second (start-up benchmark).",
+            )?,
+            capacity_known_peers: gauge(
+                "chorus_capacity_known_peers",
+                "Verified, unexpired capacity records this node knows, its own included.",
+            )?,
+            tasks_executed,
+            task_duration,
+            fuel_donated: counter(
+                "chorus_fuel_donated_total",
+                "Wasm fuel spent on tasks this node ran as a worker.",
+            )?,
+            worker_busy: counter(
+                "chorus_worker_busy_total",
+                "Task batches this node refused because every slot and queue place was taken.",
+            )?,
+            module_cache_hits: counter(
+                "chorus_module_cache_hits_total",
+                "Compiled-module cache hits (memory or disk).",
+            )?,
+            module_cache_misses: counter(
+                "chorus_module_cache_misses_total",
+                "Compiled-module cache misses (a compilation).",
+            )?,
+            verifications,
+            results_rejected: counter(
+                "chorus_results_rejected_total",
+                "Replica results that disagreed with the accepted result (rejected by the quorum).",
+            )?,
+            replicas,
+            jobs,
+            jobs_submitted: counter(
+                "chorus_jobs_submitted_total",
+                "Jobs this node accepted as coordinator.",
+            )?,
+            job_failovers: counter(
+                "chorus_job_failovers_total",
+                "Jobs this node took over from a dead coordinator.",
+            )?,
+            peer_reputation: gauge_vec(
+                "chorus_peer_reputation",
+                "Reputation of workers as seen by this node (at most 32 peers: the 16 best and 16 worst); +1 per agreement, -10 per disagreement.",
+                "peer",
+            )?,
             ring_successors: gauge(
                 "chorus_ring_successors",
                 "Entries in this node's successor list (itself when alone).",
@@ -178,6 +353,42 @@ impl NodeMetrics {
         }
         self.peers_connected
             .set(i64::try_from(connections).unwrap_or(i64::MAX));
+    }
+
+    /// Brings the module-cache counters up to date from the engine's totals.
+    pub fn sync_module_cache(&self, hits: u64, misses: u64) {
+        let catch_up = |c: &IntCounter, v: u64| {
+            let have = c.get();
+            if v > have {
+                c.inc_by(v - have);
+            }
+        };
+        catch_up(&self.module_cache_hits, hits);
+        catch_up(&self.module_cache_misses, misses);
+    }
+
+    /// Replaces the reputation series with `scores` (peer, score): keeps the
+    /// [`REPUTATION_SERIES`]/2 best and worst so cardinality stays bounded.
+    pub fn set_reputation(&self, scores: &[(String, i32)]) {
+        let mut sorted: Vec<&(String, i32)> = scores.iter().collect();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let half = REPUTATION_SERIES / 2;
+        let keep: Vec<&(String, i32)> = if sorted.len() <= REPUTATION_SERIES {
+            sorted
+        } else {
+            let n = sorted.len();
+            sorted[..half]
+                .iter()
+                .chain(&sorted[n - half..])
+                .copied()
+                .collect()
+        };
+        self.peer_reputation.reset();
+        for (peer, score) in keep {
+            self.peer_reputation
+                .with_label_values(&[peer.as_str()])
+                .set(i64::from(*score));
+        }
     }
 
     /// The Prometheus text exposition of every family.

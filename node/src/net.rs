@@ -13,15 +13,23 @@ use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
 use chorus_core::ring::{self, Event, LookupDone, LookupError, RequestId, RingNode, Transmit};
+use chorus_sdk::capacity::{CapacityError, CapacityRecord};
 use chorus_sdk::frame::{self, FrameError, RING_FRAME_CAP};
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
+use chorus_sdk::job::{JOB_FRAME_CAP, PeerList};
 use chorus_sdk::transport::{self, Transport, TransportError};
 use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::capacity::{self, Capacity};
+use crate::jobs::{Chaos, Jobs, JobsConfig};
 use crate::metrics::{self, MetricsError, MetricsSource, NodeMetrics};
+use crate::sandbox::{Engine, EngineConfig, SandboxError};
+
+/// Fuel burnt by the start-up speed benchmark (about 15 ms).
+const CALIBRATION_FUEL: u64 = 20_000_000;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -40,6 +48,22 @@ pub struct NodeConfig {
     pub rpc_timeout: Duration,
     /// Where to serve `/metrics` and `/sd` over HTTP; `None` serves nothing.
     pub metrics: Option<SocketAddr>,
+    /// Cores donated: task slots. Default: all cores but one (at least 1).
+    pub cores: usize,
+    /// Memory donated, in MiB (announced; tasks' memory limits count against it).
+    pub memory_mb: u64,
+    /// Testing aid: misbehave on purpose. Default [`Chaos::Off`].
+    pub chaos: Chaos,
+    /// Jobs: batch sizes, timeouts, replication.
+    pub jobs: JobsConfig,
+}
+
+/// All cores but one, at least one.
+pub fn default_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
 }
 
 impl NodeConfig {
@@ -53,6 +77,10 @@ impl NodeConfig {
             ring: ring::Config::default(),
             rpc_timeout: Duration::from_secs(1),
             metrics: None,
+            cores: default_cores(),
+            memory_mb: 2048,
+            chaos: Chaos::Off,
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -75,6 +103,38 @@ pub enum NodeError {
     /// The metrics server could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The sandbox could not start.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The capacity record could not be signed.
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+}
+
+/// A handle to the ring actor: lookups and views for the node's services.
+#[derive(Clone, Debug)]
+pub struct RingHandle {
+    inbox: mpsc::Sender<Cmd>,
+}
+
+impl RingHandle {
+    /// The node's current view of the ring.
+    pub async fn view(&self) -> Result<RingView, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::View { reply }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Resolves the owner of `key` with an iterative lookup from this node.
+    pub async fn lookup(&self, key: RingPos) -> Result<LookupDone<SocketAddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Lookup { key, reply }).await?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), NodeError> {
+        self.inbox.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
 }
 
 /// A running node: a cheap handle to its actor and endpoint.
@@ -82,12 +142,16 @@ pub enum NodeError {
 pub struct Node {
     me: Peer,
     transport: Transport,
-    inbox: mpsc::Sender<Cmd>,
+    ring: RingHandle,
     tasks: Vec<JoinHandle<()>>,
     metrics: NodeMetrics,
     metrics_addr: Option<SocketAddr>,
+    capacity: Capacity,
+    engine: Engine,
+    jobs: Jobs,
 }
 
+#[derive(Debug)]
 enum Cmd {
     Incoming {
         from: RingPos,
@@ -123,6 +187,7 @@ impl Node {
 
     /// Starts a node with a given identity.
     pub async fn start_with(config: NodeConfig, identity: Identity) -> Result<Node, NodeError> {
+        let identity = Arc::new(identity);
         let transport = Transport::server(&identity, config.listen)?;
         let bound = transport
             .endpoint()
@@ -132,6 +197,57 @@ impl Node {
             id: identity.ring_pos(),
             addr: config.advertise.unwrap_or(bound),
         };
+        let cores = config.cores.max(1);
+        let mut engine_config = match &config.data_dir {
+            Some(dir) => EngineConfig::with_data_dir(dir),
+            None => EngineConfig::default(),
+        };
+        engine_config.slots = cores;
+        let engine = Engine::new(engine_config)?;
+        let fuel_per_sec = {
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || engine.fuel_per_second(CALIBRATION_FUEL))
+                .await
+                .map_err(|e| SandboxError::Worker(e.to_string()))??
+        };
+
+        let node_metrics = NodeMetrics::new()?;
+        let mut tasks = Vec::new();
+        let mut metrics_addr = None;
+        let scrape = Arc::new(Scrape {
+            metrics: node_metrics.clone(),
+            transport: transport.clone(),
+            services: std::sync::OnceLock::new(),
+        });
+        if let Some(addr) = config.metrics {
+            let (bound, task) = metrics::serve(addr, scrape.clone()).await?;
+            metrics_addr = Some(bound);
+            tasks.push(task);
+        }
+        let capacity = Capacity::new(
+            identity.clone(),
+            CapacityRecord {
+                public_key: identity.public_key(),
+                addr: me.addr,
+                metrics_addr,
+                cores: u32::try_from(cores).unwrap_or(u32::MAX),
+                memory_mb: config.memory_mb,
+                free_slots: u32::try_from(cores).unwrap_or(u32::MAX),
+                fuel_per_sec,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                timestamp_ms: capacity::now_ms(),
+            },
+        )?;
+        node_metrics
+            .capacity_cores
+            .set(i64::try_from(cores).unwrap_or(i64::MAX));
+        node_metrics
+            .capacity_memory_bytes
+            .set(i64::try_from(config.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX));
+        node_metrics
+            .capacity_fuel_per_second
+            .set(i64::try_from(fuel_per_sec).unwrap_or(i64::MAX));
+
         let seed = me.id.0 ^ (std::process::id() as u64).rotate_left(32);
         let mut core = RingNode::new(me.clone(), config.ring.clone(), seed);
         let start = Instant::now();
@@ -139,21 +255,27 @@ impl Node {
             core.join(0, config.bootstrap.clone());
         }
         let (tx, rx) = mpsc::channel(4096);
+        let ring = RingHandle { inbox: tx.clone() };
         let span = info_span!("node", id = %me.id);
-        let node_metrics = NodeMetrics::new()?;
-        let mut tasks = Vec::new();
-        let mut metrics_addr = None;
-        if let Some(addr) = config.metrics {
-            let source = Arc::new(Scrape {
-                metrics: node_metrics.clone(),
-                transport: transport.clone(),
-                own: std::sync::OnceLock::new(),
-            });
-            let (bound, task) = metrics::serve(addr, source.clone()).await?;
-            let _ = source.own.set(bound);
-            metrics_addr = Some(bound);
-            tasks.push(task);
-        }
+        let (jobs, jobs_task) = Jobs::start(crate::jobs::JobsDeps {
+            identity: identity.clone(),
+            me: me.clone(),
+            transport: transport.clone(),
+            ring: ring.clone(),
+            capacity: capacity.clone(),
+            engine: engine.clone(),
+            metrics: node_metrics.clone(),
+            data_dir: config.data_dir.clone(),
+            chaos: config.chaos,
+            config: config.jobs.clone(),
+        });
+        tasks.push(jobs_task);
+        let services = Services {
+            capacity: capacity.clone(),
+            jobs: jobs.clone(),
+            engine: engine.clone(),
+        };
+        let _ = scrape.services.set(services.clone());
         let actor = Actor {
             metrics: node_metrics.clone(),
             core,
@@ -163,19 +285,23 @@ impl Node {
             transport: transport.clone(),
             rpc_timeout: config.rpc_timeout,
             lookups: Default::default(),
+            capacity: capacity.clone(),
         };
         tasks.push(tokio::spawn(actor.run().instrument(span.clone())));
         tasks.push(tokio::spawn(
-            accept_loop(transport.clone(), tx.clone()).instrument(span),
+            accept_loop(transport.clone(), tx.clone(), services).instrument(span),
         ));
-        info!(id = %me.id, addr = %me.addr, metrics = ?metrics_addr, "node started");
+        info!(id = %me.id, addr = %me.addr, metrics = ?metrics_addr, cores, fuel_per_sec, "node started");
         Ok(Node {
             me,
             transport,
-            inbox: tx,
+            ring,
             tasks,
             metrics: node_metrics,
             metrics_addr,
+            capacity,
+            engine,
+            jobs,
         })
     }
 
@@ -206,22 +332,34 @@ impl Node {
 
     /// The node's current view of the ring.
     pub async fn view(&self) -> Result<RingView, NodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Cmd::View { reply }).await?;
-        rx.await.map_err(|_| NodeError::Stopped)
+        self.ring.view().await
     }
 
     /// Resolves the owner of `key` with an iterative lookup from this node.
     pub async fn lookup(&self, key: RingPos) -> Result<LookupDone<SocketAddr>, NodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Lookup { key, reply }).await?;
-        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+        self.ring.lookup(key).await
     }
 
-    /// Graceful leave: tells predecessor and successor, then closes the endpoint.
+    /// What this node donates and knows of others.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    /// The sandbox.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The job service (coordinator and worker).
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Graceful leave: hands its jobs on, tells predecessor and successor, then
+    /// closes the endpoint.
     pub async fn leave(self) {
         let (reply, rx) = oneshot::channel();
-        if self.send(Cmd::Leave { reply }).await.is_ok() {
+        if self.ring.send(Cmd::Leave { reply }).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
         }
         for t in &self.tasks {
@@ -229,10 +367,14 @@ impl Node {
         }
         self.transport.close();
     }
+}
 
-    async fn send(&self, cmd: Cmd) -> Result<(), NodeError> {
-        self.inbox.send(cmd).await.map_err(|_| NodeError::Stopped)
-    }
+/// What the stream handlers serve besides the ring.
+#[derive(Clone, Debug)]
+struct Services {
+    capacity: Capacity,
+    jobs: Jobs,
+    engine: Engine,
 }
 
 struct Actor {
@@ -247,6 +389,7 @@ struct Actor {
         ring::LookupId,
         oneshot::Sender<Result<LookupDone<SocketAddr>, LookupError>>,
     >,
+    capacity: Capacity,
 }
 
 impl Actor {
@@ -372,6 +515,7 @@ impl Actor {
                 }
                 Event::PeerDropped(p) => {
                     ring_changed = true;
+                    self.capacity.forget(p.id);
                     self.metrics.ring_peers_dropped.inc();
                     info!(peer = %p.id, addr = %p.addr, "dropped dead peer")
                 }
@@ -387,18 +531,20 @@ impl Actor {
         let transport = self.transport.clone();
         let tx = self.tx.clone();
         let timeout = self.rpc_timeout;
+        let capacity = self.capacity.clone();
+        let request = Request::Ring {
+            msg: t.request,
+            capacity: capacity.gossip(),
+        };
         async move {
             let result: Result<Response, _> = transport
-                .call(
-                    t.to,
-                    t.to_id,
-                    &Request::Ring(t.request),
-                    RING_FRAME_CAP,
-                    timeout,
-                )
+                .call(t.to, t.to_id, &request, RING_FRAME_CAP, timeout)
                 .await;
             let response = match result {
-                Ok(Response::Ring(r)) => Some(r),
+                Ok(Response::Ring { msg, capacity: c }) => {
+                    capacity.absorb(&c);
+                    Some(msg)
+                }
                 Ok(other) => {
                     warn!(peer = %t.to, answer = ?other, "unexpected answer to a ring request");
                     None
@@ -417,28 +563,40 @@ impl Actor {
 struct Scrape {
     metrics: NodeMetrics,
     transport: Transport,
-    own: std::sync::OnceLock<SocketAddr>,
+    services: std::sync::OnceLock<Services>,
 }
 
 impl MetricsSource for Scrape {
     fn metrics_text(&self) -> String {
         self.metrics
             .sync_transport(self.transport.stats(), self.transport.connections());
+        if let Some(s) = self.services.get() {
+            let cache = s.engine.cache_stats();
+            self.metrics
+                .sync_module_cache(cache.memory_hits + cache.loaded_from_disk, cache.compiled);
+            self.metrics
+                .capacity_known_peers
+                .set(i64::try_from(s.capacity.list().len()).unwrap_or(i64::MAX));
+            s.jobs.sync_metrics();
+        }
         self.metrics.render()
     }
 
     fn sd_targets(&self) -> Vec<SocketAddr> {
-        // Other nodes' metrics addresses arrive with their capacity records
-        // (not yet exchanged); until then a node lists itself.
-        self.own.get().copied().into_iter().collect()
+        // Every node's metrics address arrives with its capacity record.
+        self.services
+            .get()
+            .map(|s| s.capacity.metrics_addrs())
+            .unwrap_or_default()
     }
 }
 
 /// Accepts connections until the endpoint closes; each gets its own task.
-async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>) {
+async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>, services: Services) {
     while let Some(incoming) = transport.endpoint().accept().await {
         let transport = transport.clone();
         let tx = tx.clone();
+        let services = services.clone();
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -455,7 +613,7 @@ async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>) {
                 conn.close(1u32.into(), b"no peer identity");
                 return;
             };
-            serve_connection(conn, from, transport, tx).await;
+            serve_connection(conn, from, transport, tx, services).await;
         });
     }
 }
@@ -465,6 +623,7 @@ async fn serve_connection(
     from: PeerId,
     transport: Transport,
     tx: mpsc::Sender<Cmd>,
+    services: Services,
 ) {
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -476,8 +635,9 @@ async fn serve_connection(
         };
         let transport = transport.clone();
         let tx = tx.clone();
+        let services = services.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, from, &transport, tx).await;
+            serve_stream(send, recv, from, &transport, tx, &services).await;
         });
     }
 }
@@ -488,10 +648,13 @@ async fn serve_stream(
     from: PeerId,
     transport: &Transport,
     tx: mpsc::Sender<Cmd>,
+    services: &Services,
 ) {
-    let request: Result<Request, FrameError> = frame::read(&mut recv, RING_FRAME_CAP).await;
+    // Job submissions carry a bundle and inputs: the cap is the job cap. The
+    // reader grows its buffer with the bytes that arrive, not with the prefix.
+    let request: Result<Request, FrameError> = frame::read(&mut recv, JOB_FRAME_CAP).await;
     let response = match request {
-        Ok(req) => dispatch(req, from, &tx).await,
+        Ok(req) => dispatch(req, from, &tx, services).await,
         Err(e) => {
             transport.stats().error(e.kind());
             warn!(peer = %from, error = %e, "bad request");
@@ -499,28 +662,43 @@ async fn serve_stream(
             Response::Error(WireError::new(e.kind(), e.to_string()))
         }
     };
-    if let Err(e) = frame::write(&mut send, &response, RING_FRAME_CAP).await {
+    if let Err(e) = frame::write(&mut send, &response, JOB_FRAME_CAP).await {
         transport.stats().error(e.kind());
         debug!(peer = %from, error = %e, "could not answer");
     }
     let _ = send.finish();
 }
 
-async fn dispatch(req: Request, from: PeerId, tx: &mpsc::Sender<Cmd>) -> Response {
+async fn dispatch(
+    req: Request,
+    from: PeerId,
+    tx: &mpsc::Sender<Cmd>,
+    services: &Services,
+) -> Response {
     let stopped = || Response::Error(WireError::new("stopped", "the node is shutting down"));
     match req {
-        Request::Ring(request) => {
+        Request::Ring { msg, capacity } => {
+            services.capacity.absorb(&capacity);
             let (reply, rx) = oneshot::channel();
             let cmd = Cmd::Incoming {
                 from: from.ring_pos(),
-                request,
+                request: msg,
                 reply,
             };
             if tx.send(cmd).await.is_err() {
                 return stopped();
             }
-            rx.await.map(Response::Ring).unwrap_or_else(|_| stopped())
+            rx.await
+                .map(|msg| Response::Ring {
+                    msg,
+                    capacity: services.capacity.gossip(),
+                })
+                .unwrap_or_else(|_| stopped())
         }
+        Request::Peers => Response::Peers(PeerList {
+            records: services.capacity.list(),
+        }),
+        Request::Job(j) => services.jobs.handle(j, from).await,
         Request::RingView => {
             let (reply, rx) = oneshot::channel();
             if tx.send(Cmd::View { reply }).await.is_err() {
@@ -562,7 +740,7 @@ pub async fn call_node(
     };
     let client = Transport::client(&identity, bind)?;
     let r = client
-        .call(node, None, request, RING_FRAME_CAP, timeout)
+        .call(node, None, request, JOB_FRAME_CAP, timeout)
         .await;
     client.close();
     r

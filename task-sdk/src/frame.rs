@@ -121,8 +121,15 @@ pub async fn read_sized<T: DeserializeOwned>(
     let mut header = [0u8; HEADER_LEN];
     read_exact(recv, &mut header).await?;
     let len = body_len(header, cap)?;
-    let mut body = vec![0u8; len];
-    read_exact(recv, &mut body).await?;
+    // Grow with what actually arrives: a length prefix alone (under the cap)
+    // does not make the reader allocate the whole frame up front.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let mut chunk = vec![0u8; len.min(64 << 10)];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        read_exact(recv, &mut chunk[..want]).await?;
+        body.extend_from_slice(&chunk[..want]);
+    }
     Ok((decode(&body)?, HEADER_LEN + len))
 }
 

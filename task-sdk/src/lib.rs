@@ -9,6 +9,8 @@
 //! - [`wire`] (feature `net`): the messages nodes and clients exchange.
 //! - [`capacity`] (feature `net`): signed, expiring capacity records nodes announce.
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
+//! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
+//! - [`job`] (feature `net`): jobs, their ids, and the job messages of the wire.
 //! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -23,6 +25,10 @@ pub mod frame;
 pub mod guest;
 #[cfg(feature = "net")]
 pub mod identity;
+#[cfg(feature = "net")]
+pub mod job;
+#[cfg(feature = "net")]
+pub mod outcome;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]

@@ -282,11 +282,13 @@ pub fn remote_peer(conn: &quinn::Connection) -> Option<PeerId> {
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
-        Duration::from_secs(10)
+        Duration::from_secs(6)
             .try_into()
-            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))),
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6_000))),
     ));
-    t.keep_alive_interval(Some(Duration::from_secs(3)));
+    // A peer that vanished (killed, unplugged) ends its connections, and with
+    // them every call waiting on it, within the idle timeout.
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
     t.max_concurrent_bidi_streams(1024u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)

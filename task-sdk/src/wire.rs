@@ -6,14 +6,30 @@ use chorus_core::RingPos;
 use chorus_core::ring;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::SignedCapacity;
+use crate::job::{JobRequest, JobResponse, PeerList};
+
+/// Most capacity records carried by one ring message.
+pub const MAX_GOSSIP: usize = 8;
+
 /// A peer as the wire names it: ring position and address.
 pub type Peer = ring::Peer<SocketAddr>;
 
 /// A request on one bidirectional stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Ring maintenance and lookup steps between nodes.
-    Ring(ring::Request<SocketAddr>),
+    /// Ring maintenance and lookup steps between nodes, with capacity records
+    /// riding along (the sender's own first).
+    Ring {
+        /// The ring message.
+        msg: ring::Request<SocketAddr>,
+        /// Signed capacity records (at most [`MAX_GOSSIP`]).
+        capacity: Vec<SignedCapacity>,
+    },
+    /// The capacity records this node knows (for `chorus peers`).
+    Peers,
+    /// Jobs: submission, progress, results, work and replication.
+    Job(JobRequest),
     /// This node's view of the ring (for `chorus ring`).
     RingView,
     /// Resolve the owner of a key with an iterative lookup started at this node.
@@ -26,8 +42,18 @@ pub enum Request {
 /// The answer to a [`Request`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    /// Answer to [`Request::Ring`].
-    Ring(ring::Response<SocketAddr>),
+    /// Answer to [`Request::Ring`], with capacity records riding along (the
+    /// responder's own first).
+    Ring {
+        /// The ring message.
+        msg: ring::Response<SocketAddr>,
+        /// Signed capacity records (at most [`MAX_GOSSIP`]).
+        capacity: Vec<SignedCapacity>,
+    },
+    /// Answer to [`Request::Peers`].
+    Peers(PeerList),
+    /// Answer to [`Request::Job`].
+    Job(JobResponse),
     /// Answer to [`Request::RingView`].
     RingView(RingView),
     /// Answer to [`Request::Lookup`].

@@ -146,12 +146,15 @@ fn hostile_input_is_refused_counted_and_the_node_keeps_serving() {
         let before = call_node(addr, &Request::RingView, Duration::from_secs(5))
             .await
             .unwrap();
-        let forged = Request::Ring(ring::Request::Notify {
-            peer: ring::Peer {
-                id: RingPos(a_id_minus_one(&before)),
-                addr: "127.0.0.1:9".parse().unwrap(),
+        let forged = Request::Ring {
+            msg: ring::Request::Notify {
+                peer: ring::Peer {
+                    id: RingPos(a_id_minus_one(&before)),
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                },
             },
-        });
+            capacity: Vec::new(),
+        };
         let _ = client
             .call::<_, Response>(addr, None, &forged, RING_FRAME_CAP, Duration::from_secs(5))
             .await;

@@ -967,7 +967,7 @@ fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>, output_overflow: b
         return match trap {
             wasmtime::Trap::OutOfFuel => Outcome::FuelExhausted,
             wasmtime::Trap::Interrupt => Outcome::Timeout,
-            t => match TrapCode::from_wasmtime(*t) {
+            t => match outcome::trap_code(*t) {
                 Some(code) => Outcome::Trap(code),
                 None => Outcome::HostError(format!("{e:#}")),
             },
