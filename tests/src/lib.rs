@@ -4,12 +4,14 @@
 //! "kill -9" it: shutting the runtime down stops its endpoint and tasks without a
 //! goodbye to anyone, as a crashed process would.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
 use chorus_node::net::{Node, NodeConfig};
-use chorus_sdk::wire::RingView;
+use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, JobStatus, TaskResult};
+use chorus_sdk::wire::{Request, Response, RingView, WireError};
 
 /// A node on its own runtime.
 pub struct TestNode {
@@ -123,4 +125,155 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("not reached within {limit:?}: {last}"))
+}
+
+/// Starts `n` nodes on 127.0.0.1 in one ring (each joins through the first);
+/// `config` may adjust each node's config by index. Waits until the ring is
+/// consistent and every node knows every other node's capacity record.
+pub fn start_cluster(
+    n: usize,
+    mut config: impl FnMut(usize, &mut NodeConfig),
+) -> anyhow::Result<Vec<TestNode>> {
+    let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
+        c.cores = 1;
+        if let Some(first) = nodes.first() {
+            c.bootstrap = vec![first.addr];
+        }
+        config(i, &mut c);
+        nodes.push(TestNode::start_with(c)?);
+    }
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    wait_until(Duration::from_secs(60), || ring_consistent(&refs))
+        .map_err(|e| anyhow::anyhow!("ring did not converge: {e}"))?;
+    wait_until(Duration::from_secs(60), || {
+        for node in &nodes {
+            let known = node.node().capacity().list().len();
+            if known < n {
+                return Err(format!("{} knows {known} of {n} capacity records", node.id));
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("capacity records did not spread: {e}"))?;
+    Ok(nodes)
+}
+
+/// One request to a node through a fresh client endpoint.
+pub fn ask(addr: SocketAddr, req: &Request) -> Result<Response, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(chorus_node::net::call_node(
+        addr,
+        req,
+        Duration::from_secs(60),
+    ))
+    .map_err(|e| e.to_string())
+}
+
+/// Submits a job through `addr`; returns its id or the node's error.
+pub fn submit(addr: SocketAddr, spec: JobSpec) -> Result<JobId, WireError> {
+    let req = Request::Job(JobRequest::Submit {
+        spec: Box::new(spec),
+        forwarded: false,
+    });
+    match ask(addr, &req) {
+        Ok(Response::Job(JobResponse::Accepted { job, .. })) => Ok(job),
+        Ok(Response::Error(e)) => Err(e),
+        Ok(other) => Err(WireError::new(
+            "test",
+            format!("unexpected answer {other:?}"),
+        )),
+        Err(e) => Err(WireError::new("transport", e)),
+    }
+}
+
+/// A job's status through `addr`.
+pub fn status(addr: SocketAddr, job: JobId) -> Result<JobStatus, WireError> {
+    match ask(
+        addr,
+        &Request::Job(JobRequest::Status {
+            job,
+            forwarded: false,
+        }),
+    ) {
+        Ok(Response::Job(JobResponse::Status(s))) => Ok(*s),
+        Ok(Response::Error(e)) => Err(e),
+        Ok(other) => Err(WireError::new(
+            "test",
+            format!("unexpected answer {other:?}"),
+        )),
+        Err(e) => Err(WireError::new("transport", e)),
+    }
+}
+
+/// Waits (polling through the nodes in `via`, in turn, like a client that
+/// reconnects through any node) until the job is done, then fetches every
+/// result page. Returns the final status and the results by task.
+pub fn wait_for_results(
+    via: &[SocketAddr],
+    job: JobId,
+    limit: Duration,
+) -> Result<(JobStatus, BTreeMap<u32, TaskResult>), String> {
+    let start = Instant::now();
+    let mut turn = 0usize;
+    let mut last = String::from("no answer yet");
+    let done = loop {
+        if start.elapsed() > limit {
+            return Err(format!("job {job} not done within {limit:?}: {last}"));
+        }
+        let addr = via[turn % via.len()];
+        match status(addr, job) {
+            Ok(s) if s.done => break s,
+            Ok(s) => {
+                last = format!(
+                    "{} of {} verified, {} failed",
+                    s.verified, s.tasks, s.failed
+                )
+            }
+            Err(e) => {
+                last = format!("via {addr}: {e}");
+                turn += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut results = BTreeMap::new();
+    let mut from = 0u32;
+    for _ in 0..100_000 {
+        if start.elapsed() > limit {
+            return Err(format!("results of {job} not fetched within {limit:?}"));
+        }
+        let addr = via[turn % via.len()];
+        let req = Request::Job(JobRequest::Results {
+            job,
+            from,
+            forwarded: false,
+        });
+        match ask(addr, &req) {
+            Ok(Response::Job(JobResponse::Results(page))) => {
+                for (i, r) in page.results {
+                    results.insert(i, r);
+                }
+                match page.next {
+                    Some(n) => from = n,
+                    None => return Ok((done, results)),
+                }
+            }
+            Ok(other) => {
+                turn += 1;
+                last = format!("{other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                turn += 1;
+                last = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    Err(format!("results of {job}: too many pages ({last})"))
 }

@@ -1,0 +1,289 @@
+//! The worker side: run a coordinator's batch of tasks in the sandbox and
+//! return signed results.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chorus_core::RingPos;
+use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
+use chorus_sdk::identity::PeerId;
+use chorus_sdk::job::{
+    JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult,
+};
+use chorus_sdk::outcome::{self, Outcome};
+use chorus_sdk::wire::{Request, Response, WireError};
+use serde_bytes::ByteBuf;
+use tracing::{debug, warn};
+
+use super::{Chaos, Shared};
+use crate::sandbox::{SandboxError, TaskReport, TaskSpec};
+
+/// Most bundles kept in memory by a worker.
+const MAX_BUNDLES: usize = 64;
+
+/// The `chorus_tasks_executed_total` label of an outcome.
+pub fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Exit(_) => "exit",
+        Outcome::FuelExhausted => "fuel_exhausted",
+        Outcome::MemoryLimit => "memory_limit",
+        Outcome::OutputTooLarge => "output_too_large",
+        Outcome::InputTooLarge => "input_too_large",
+        Outcome::Trap(_) => "trap",
+        Outcome::InvalidModule(_) => "invalid_module",
+        Outcome::Timeout => "timeout",
+        Outcome::HostError(_) => "host_error",
+    }
+}
+
+/// Releases admitted tasks when a batch ends, however it ends.
+struct Admission<'a> {
+    shared: &'a Shared,
+    n: usize,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .worker_inflight
+            .fetch_sub(self.n, Ordering::AcqRel);
+        self.shared.refresh_capacity();
+    }
+}
+
+impl Shared {
+    /// Tasks this worker accepts at once: a queue per donated core.
+    fn worker_queue(&self) -> usize {
+        self.cores.saturating_mul(self.config.queue_per_core).max(1)
+    }
+
+    /// Runs a batch for the coordinator `from`.
+    pub(super) async fn run_batch(&self, run: RunTasks, from: RingPos) -> Response {
+        let n = run.tasks.len();
+        let queue = self.worker_queue();
+        let before = self.worker_inflight.fetch_add(n, Ordering::AcqRel);
+        let _admitted = Admission { shared: self, n };
+        if before > 0 && before + n > queue {
+            self.metrics.worker_busy.inc();
+            return Response::Job(JobResponse::Busy);
+        }
+        self.refresh_capacity();
+        let bundle = match self.bundle_for(run.bundle, run.coordinator, from).await {
+            Ok(b) => b,
+            Err(e) => return Response::Error(e),
+        };
+        let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
+        let limits = run.limits;
+        let module = match self.engine.compile(module_bytes, limits).await {
+            Ok(m) => Ok(m),
+            Err(SandboxError::LimitAboveCeiling(name)) => {
+                // Not the task's fault and not ours to lower: the coordinator
+                // sends it to someone who donates more.
+                return Response::Error(WireError::new(
+                    "refused",
+                    format!("the task's {name} limit is above what this node donates"),
+                ));
+            }
+            Err(e) => match e.into_outcome() {
+                Ok(outcome) => Err(outcome),
+                Err(e) => return Response::Error(WireError::new("sandbox", e.to_string())),
+            },
+        };
+        let mut handles = Vec::with_capacity(n);
+        for a in run.tasks {
+            let engine = self.engine.clone();
+            let module = module.clone();
+            handles.push((
+                a.task,
+                tokio::spawn(async move {
+                    match module {
+                        Ok(m) => {
+                            let spec = TaskSpec {
+                                input: a.input.into_vec(),
+                                args: Vec::new(),
+                                seed: a.seed,
+                                limits,
+                            };
+                            engine.run(&m, spec).await
+                        }
+                        Err(outcome) => Ok(TaskReport {
+                            outcome,
+                            stdout: Vec::new(),
+                            stderr: Vec::new(),
+                            fuel_used: 0,
+                            wall: std::time::Duration::ZERO,
+                        }),
+                    }
+                }),
+            ));
+        }
+        let mut results = Vec::with_capacity(n);
+        for (task, h) in handles {
+            let report = match h.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => TaskReport {
+                    outcome: Outcome::HostError(e.to_string()),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    fuel_used: 0,
+                    wall: std::time::Duration::ZERO,
+                },
+                Err(e) => TaskReport {
+                    outcome: Outcome::HostError(format!("task panicked or was cancelled: {e}")),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    fuel_used: 0,
+                    wall: std::time::Duration::ZERO,
+                },
+            };
+            self.metrics
+                .tasks_executed
+                .with_label_values(&[outcome_label(&report.outcome)])
+                .inc();
+            self.metrics
+                .task_duration
+                .observe(report.wall.as_secs_f64());
+            self.metrics.fuel_donated.inc_by(report.fuel_used);
+            let mut outcome = report.outcome;
+            let mut output = report.stdout;
+            if self.chaos == Chaos::CorruptResults {
+                corrupt(&mut outcome, &mut output);
+            }
+            results.push(WorkerResult {
+                task,
+                digest: outcome::digest(&outcome, &output),
+                outcome,
+                output: ByteBuf::from(output),
+                fuel_used: report.fuel_used,
+                wall_us: u64::try_from(report.wall.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        let signed = SignedResults::sign(run.job, results, &self.identity);
+        Response::Job(JobResponse::Ran(Box::new(signed)))
+    }
+
+    /// The verified bundle `id`: from memory, else fetched from the coordinator
+    /// (pinned to the caller's identity) and verified.
+    async fn bundle_for(
+        &self,
+        id: BundleId,
+        coordinator: std::net::SocketAddr,
+        from: RingPos,
+    ) -> Result<Arc<VerifiedBundle>, WireError> {
+        if let Some(b) = self.bundles.get(&id) {
+            return Ok(b.clone());
+        }
+        let _one_fetch = self.fetch_lock.lock().await;
+        if let Some(b) = self.bundles.get(&id) {
+            return Ok(b.clone());
+        }
+        let req = Request::Job(JobRequest::FetchBundle { bundle: id });
+        let resp: Response = self
+            .transport
+            .call(
+                coordinator,
+                Some(from),
+                &req,
+                JOB_FRAME_CAP,
+                self.config.fetch_timeout,
+            )
+            .await
+            .map_err(|e| WireError::new("bundle", format!("cannot fetch bundle {id}: {e}")))?;
+        let bytes = match resp {
+            Response::Job(JobResponse::Bundle(b)) => b,
+            Response::Error(e) => {
+                return Err(WireError::new(
+                    "bundle",
+                    format!("coordinator refused bundle {id}: {e}"),
+                ));
+            }
+            other => {
+                return Err(WireError::new(
+                    "bundle",
+                    format!("unexpected answer to a bundle fetch: {other:?}"),
+                ));
+            }
+        };
+        let verified = Bundle::decode(&bytes)
+            .and_then(|b| b.verify_as(&id))
+            .map_err(|e| {
+                warn!(bundle = %id, error = %e, "refused a bundle from a coordinator");
+                WireError::new("bad_bundle", e.to_string())
+            })?;
+        let verified = Arc::new(verified);
+        self.remember_bundle(verified.clone());
+        debug!(bundle = %id, "fetched bundle");
+        Ok(verified)
+    }
+
+    /// Keeps a verified bundle for workers that ask for it and for later batches.
+    pub(super) fn remember_bundle(&self, b: Arc<VerifiedBundle>) {
+        if self.bundles.len() >= MAX_BUNDLES {
+            // Forget one that no running job here coordinates.
+            let coordinated: std::collections::HashSet<BundleId> =
+                self.jobs.iter().map(|j| j.value().bundle_id).collect();
+            let victim = self
+                .bundles
+                .iter()
+                .map(|e| *e.key())
+                .find(|k| !coordinated.contains(k));
+            if let Some(v) = victim {
+                self.bundles.remove(&v);
+            }
+        }
+        self.bundles.insert(b.id(), b);
+    }
+
+    /// Answers a worker's bundle fetch.
+    pub(super) fn serve_bundle(&self, id: BundleId, _from: PeerId) -> Response {
+        match self.bundles.get(&id).map(|b| b.encode()) {
+            Some(Ok(bytes)) => Response::Job(JobResponse::Bundle(ByteBuf::from(bytes))),
+            Some(Err(e)) => Response::Error(WireError::new("bundle", e.to_string())),
+            None => Response::Error(WireError::new(
+                "unknown_bundle",
+                format!("no bundle {id} here"),
+            )),
+        }
+    }
+}
+
+/// `--chaos corrupt-results`: a consistent lie. Outputs get their bytes
+/// flipped; an error becomes a made-up success, so that every result votes
+/// differently from an honest one.
+fn corrupt(outcome: &mut Outcome, output: &mut Vec<u8>) {
+    match outcome {
+        Outcome::Ok | Outcome::Exit(_) => {
+            if output.is_empty() {
+                output.push(0x5a);
+            }
+            for b in output.iter_mut().step_by(7) {
+                *b ^= 0xff;
+            }
+        }
+        _ => {
+            *outcome = Outcome::Ok;
+            *output = b"corrupted by chaos".to_vec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corruption_always_changes_the_vote() {
+        for (o, out) in [
+            (Outcome::Ok, b"hello world".to_vec()),
+            (Outcome::Ok, Vec::new()),
+            (Outcome::Exit(3), b"x".to_vec()),
+            (Outcome::FuelExhausted, Vec::new()),
+        ] {
+            let honest = outcome::digest(&o, &out);
+            let (mut o2, mut out2) = (o.clone(), out.clone());
+            corrupt(&mut o2, &mut out2);
+            assert_ne!(honest, outcome::digest(&o2, &out2), "{o:?}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Jobs on a real grid: nodes on 127.0.0.1 over QUIC, real sandboxes, the
+//! committed example modules. Each output is checked against the example's
+//! kernel compiled natively into this test.
+//!
+//! Run: `cargo test --release -p chorus-tests --test jobs`.
+
+#[path = "../../examples/primes/src/kernel.rs"]
+mod primes;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chorus_core::RingPos;
+use chorus_core::jobs::Policy;
+use chorus_node::jobs::Chaos;
+use chorus_sdk::bundle::{Bundle, Limits, Manifest, VerifiedBundle};
+use chorus_sdk::identity::Identity;
+use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, TaskResult, sign_cancel};
+use chorus_sdk::wire::{Request, Response};
+use chorus_tests::{TestNode, ask, start_cluster, status, submit, wait_for_results, wait_until};
+
+const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+
+fn bundle(submitter: &Identity) -> VerifiedBundle {
+    Bundle::sign(
+        Manifest::new("primes", "1", submitter.public_key()),
+        PRIMES.to_vec(),
+        submitter,
+    )
+    .expect("sign bundle")
+}
+
+/// `n` tasks counting primes in consecutive ranges of `width`.
+fn ranges(n: u64, width: u64) -> Vec<primes::Range> {
+    (0..n)
+        .map(|i| primes::Range {
+            lo: 1_000_000 + i * width,
+            hi: 1_000_000 + (i + 1) * width,
+        })
+        .collect()
+}
+
+fn inputs(ranges: &[primes::Range]) -> Vec<Vec<u8>> {
+    ranges
+        .iter()
+        .map(|r| rmp_serde::to_vec(r).expect("encode"))
+        .collect()
+}
+
+/// Every task's accepted output equals the native kernel's.
+fn check_outputs(ranges: &[primes::Range], results: &BTreeMap<u32, TaskResult>) {
+    assert_eq!(results.len(), ranges.len(), "one result per task");
+    for (i, r) in ranges.iter().enumerate() {
+        let want =
+            rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode");
+        match results.get(&(i as u32)) {
+            Some(TaskResult::Output(got)) => {
+                assert_eq!(
+                    got.as_ref(),
+                    want.as_slice(),
+                    "task {i} output differs from native"
+                )
+            }
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+}
+
+fn addrs(nodes: &[TestNode]) -> Vec<std::net::SocketAddr> {
+    nodes.iter().map(|n| n.addr).collect()
+}
+
+#[test]
+fn eight_nodes_run_a_200_task_job_with_two_replicas() {
+    let nodes = start_cluster(8, |_, _| {}).expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(200, 2_000);
+    let spec = JobSpec::new(
+        &bundle(&submitter),
+        inputs(&work),
+        Some(Policy::new(2, None, None).expect("policy")),
+        None,
+        1,
+    )
+    .expect("spec");
+    let t0 = Instant::now();
+    let job = submit(nodes[3].addr, spec).expect("submitted");
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(120)).expect("results");
+    eprintln!(
+        "200 tasks x 2 replicas on 8 nodes: {:?}, {} replicas run, coordinator {}",
+        t0.elapsed(),
+        st.replicas_run,
+        st.coordinator.id
+    );
+    check_outputs(&work, &results);
+    assert_eq!((st.verified, st.failed, st.disagreements), (200, 0, 0));
+    assert!(
+        st.replicas_run >= 400,
+        "every task ran twice: {}",
+        st.replicas_run
+    );
+    // The coordinator is the owner of the job id.
+    let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    assert_eq!(st.coordinator.id, chorus_tests::true_owner(&ids, job.0));
+    // Work spread over the grid: several workers took part.
+    assert!(
+        st.reputation.len() >= 4,
+        "workers used: {:?}",
+        st.reputation
+    );
+}
+
+#[test]
+fn a_lying_node_is_outvoted_and_loses_reputation() {
+    let liar_index = 2;
+    let nodes = start_cluster(6, |i, c| {
+        if i == liar_index {
+            c.chaos = Chaos::CorruptResults;
+        }
+    })
+    .expect("cluster");
+    let liar = nodes[liar_index].id;
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(120, 1_000);
+    let spec = JobSpec::new(
+        &bundle(&submitter),
+        inputs(&work),
+        Some(Policy::new(3, Some(2), None).expect("policy")),
+        None,
+        2,
+    )
+    .expect("spec");
+    let job = submit(nodes[0].addr, spec).expect("submitted");
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(120)).expect("results");
+    check_outputs(&work, &results);
+    assert!(st.disagreements > 0, "the liar was caught at least once");
+    assert!(
+        st.rejected.iter().all(|r| r.worker == liar),
+        "only the liar's results are rejected: {:?}",
+        st.rejected
+    );
+    let score = |w: RingPos| {
+        st.reputation
+            .iter()
+            .find(|r| r.worker == w)
+            .map(|r| r.score)
+    };
+    let liar_score = score(liar).expect("liar has a reputation");
+    for r in &st.reputation {
+        if r.worker != liar {
+            assert!(
+                r.score > liar_score,
+                "{} {} vs liar {liar_score}",
+                r.worker,
+                r.score
+            );
+            assert_eq!(r.disagreed, 0, "an honest node never disagrees");
+        }
+    }
+    eprintln!(
+        "liar {liar}: score {liar_score}, {} results rejected; reputation {:?}",
+        st.disagreements, st.reputation
+    );
+}
+
+#[test]
+fn killing_two_workers_mid_job_loses_nothing() {
+    let mut nodes = start_cluster(7, |_, _| {}).expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    // Heavier tasks so that the job is still running when the workers die.
+    let work = ranges(40, 60_000_000);
+    let spec = JobSpec::new(
+        &bundle(&submitter),
+        inputs(&work),
+        Some(Policy::new(2, None, None).expect("policy")),
+        None,
+        3,
+    )
+    .expect("spec");
+    let job = submit(nodes[0].addr, spec).expect("submitted");
+    let st = status(nodes[0].addr, job).expect("status");
+    let coordinator = st.coordinator.id;
+    // Wait for some progress, then kill two workers that are not the coordinator.
+    wait_until(Duration::from_secs(60), || {
+        let s = status(nodes[0].addr, job).map_err(|e| e.to_string())?;
+        if s.verified >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{} verified", s.verified))
+        }
+    })
+    .expect("progress");
+    let mut killed = Vec::new();
+    let mut i = 0;
+    while killed.len() < 2 && i < nodes.len() {
+        if nodes[i].id != coordinator && i != 0 {
+            let n = nodes.remove(i);
+            killed.push(n.id);
+            n.kill();
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(killed.len(), 2);
+    let before = status(nodes[0].addr, job).expect("status");
+    assert!(
+        !before.done,
+        "the job was still running when the workers died"
+    );
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(180)).expect("results");
+    check_outputs(&work, &results);
+    assert_eq!(st.verified, 40);
+    eprintln!(
+        "killed {killed:?}; job done with {} replicas run, {} failovers",
+        st.replicas_run, st.failovers
+    );
+}
+
+#[test]
+fn killing_the_coordinator_hands_the_job_to_the_next_owner() {
+    let mut nodes = start_cluster(6, |_, _| {}).expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(40, 60_000_000);
+    let spec = JobSpec::new(
+        &bundle(&submitter),
+        inputs(&work),
+        Some(Policy::new(2, None, None).expect("policy")),
+        None,
+        4,
+    )
+    .expect("spec");
+    let job = submit(nodes[1].addr, spec).expect("submitted");
+    let coordinator = status(nodes[1].addr, job).expect("status").coordinator.id;
+    wait_until(Duration::from_secs(60), || {
+        let s = status(nodes[1].addr, job).map_err(|e| e.to_string())?;
+        if s.verified >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{} verified", s.verified))
+        }
+    })
+    .expect("progress");
+    let at = nodes
+        .iter()
+        .position(|n| n.id == coordinator)
+        .expect("coordinator is one of ours");
+    let dead = nodes.remove(at);
+    let before = status(dead.addr, job).expect("status");
+    assert!(
+        !before.done,
+        "the job was still running when its coordinator died"
+    );
+    let verified_before = before.verified;
+    dead.kill();
+    eprintln!("killed coordinator {coordinator} with {verified_before} tasks verified");
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(180)).expect("results");
+    check_outputs(&work, &results);
+    assert_ne!(
+        st.coordinator.id, coordinator,
+        "a new coordinator finished the job"
+    );
+    assert!(st.failovers >= 1, "the job moved: {st:?}");
+    let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    assert_eq!(st.coordinator.id, chorus_tests::true_owner(&ids, job.0));
+}
+
+fn expect_error(r: Result<JobId, chorus_sdk::wire::WireError>, kind: &str) {
+    match r {
+        Err(e) => {
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(!e.message.is_empty());
+        }
+        Ok(job) => panic!("expected a {kind} error, the job {job} was accepted"),
+    }
+}
+
+#[test]
+fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
+    let nodes = start_cluster(3, |_, _| {}).expect("cluster");
+    let addr = nodes[0].addr;
+    let submitter = Identity::generate().expect("key");
+    let b = bundle(&submitter);
+    let good = || {
+        JobSpec::new(
+            &b,
+            inputs(&ranges(4, 100)),
+            Some(Policy::new(2, None, None).expect("policy")),
+            None,
+            5,
+        )
+        .expect("spec")
+    };
+
+    // Unknown job id.
+    let unknown = JobId(RingPos(0x1234_5678_9abc_def0));
+    assert_eq!(
+        status(addr, unknown).expect_err("unknown").kind,
+        "unknown_job"
+    );
+
+    // A tampered bundle: one byte of the module flipped.
+    let mut tampered = good();
+    let at = tampered.bundle.len() / 2;
+    tampered.bundle[at] ^= 0x01;
+    expect_error(submit(addr, tampered), "bad_bundle");
+
+    // An unsigned bundle: the 64-byte signature (the encoding's last field,
+    // `c4 40` + 64 bytes) replaced by an empty one.
+    let mut unsigned = good();
+    let n = unsigned.bundle.len();
+    assert_eq!(&unsigned.bundle[n - 66..n - 64], &[0xc4, 0x40]);
+    unsigned.bundle.truncate(n - 66);
+    unsigned.bundle.extend_from_slice(&[0xc4, 0x00]);
+    expect_error(submit(addr, unsigned), "bad_bundle");
+
+    // An input over the cap.
+    let mut big = good();
+    big.limits = Limits {
+        input_bytes: 8,
+        ..big.limits
+    };
+    big.inputs[1] = serde_bytes::ByteBuf::from(vec![0u8; 9]);
+    expect_error(submit(addr, big), "input_too_large");
+
+    // Quorum above replicas.
+    let mut q = good();
+    q.policy = Policy {
+        replicas: 2,
+        quorum: 3,
+        max_replicas: 4,
+    };
+    expect_error(submit(addr, q), "bad_policy");
+
+    // More replicas than live nodes.
+    let mut many = good();
+    many.policy = Policy::new(5, None, None).expect("policy");
+    expect_error(submit(addr, many), "not_enough_workers");
+
+    // No tasks.
+    let mut none = good();
+    none.inputs.clear();
+    expect_error(submit(addr, none), "no_tasks");
+
+    // A job accepted, then cancelled by someone else: refused.
+    let job = submit(addr, good()).expect("a good job is accepted");
+    let stranger = Identity::generate().expect("key");
+    let cancel = |who: &Identity| {
+        Request::Job(JobRequest::Cancel {
+            job,
+            signature: serde_bytes::ByteBuf::from(sign_cancel(job, who)),
+            forwarded: false,
+        })
+    };
+    match ask(addr, &cancel(&stranger)) {
+        Ok(Response::Error(e)) => assert_eq!(e.kind, "forbidden", "{e}"),
+        other => panic!("a stranger's cancel: {other:?}"),
+    }
+
+    // The node still serves: the good job completes with right outputs.
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(60)).expect("results");
+    check_outputs(&ranges(4, 100), &results);
+    assert_eq!(st.verified, 4);
+
+    // And a submitter can cancel its own job.
+    let big_work = ranges(40, 2_000_000);
+    let long = JobSpec::new(
+        &b,
+        inputs(&big_work),
+        Some(Policy::new(2, None, None).expect("policy")),
+        None,
+        6,
+    )
+    .expect("spec");
+    let long_job = submit(addr, long).expect("accepted");
+    let req = Request::Job(JobRequest::Cancel {
+        job: long_job,
+        signature: serde_bytes::ByteBuf::from(sign_cancel(long_job, &submitter)),
+        forwarded: false,
+    });
+    match ask(addr, &req) {
+        Ok(Response::Job(JobResponse::Status(s))) => {
+            assert!(s.cancelled && s.done, "{s:?}");
+            assert!(s.failed > 0, "unfinished tasks failed as cancelled");
+        }
+        other => panic!("the submitter's cancel: {other:?}"),
+    }
+}
