@@ -11,6 +11,8 @@
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
 //! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
 //! - [`job`] (feature `net`): jobs, their ids, and the job messages of the wire.
+//! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs.
+//! - `mandelbrot` (feature `mandelbrot`): the Mandelbrot example's tiles and PNG, for the demo and the example submitter.
 //! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -19,6 +21,8 @@
 pub mod bundle;
 #[cfg(feature = "net")]
 pub mod capacity;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "net")]
 pub mod frame;
 #[cfg(feature = "guest")]
@@ -27,6 +31,8 @@ pub mod guest;
 pub mod identity;
 #[cfg(feature = "net")]
 pub mod job;
+#[cfg(feature = "mandelbrot")]
+pub mod mandelbrot;
 #[cfg(feature = "net")]
 pub mod outcome;
 #[cfg(feature = "net")]

@@ -4,10 +4,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod demo;
 pub mod node;
+pub mod peers;
+pub mod results;
 pub mod ring;
 pub mod run;
 pub mod sim;
+pub mod status;
+pub mod submit;
 
 /// Chorus: a volunteer compute grid on a Chord ring over QUIC.
 #[derive(Debug, Parser)]
@@ -31,6 +36,17 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Run one task locally, exactly as a node would.
     Run(run::RunArgs),
+    /// List the capacity records a node knows: what each peer donates.
+    Peers(peers::PeersArgs),
+    /// Run a job on the grid: one task per input file, verified by quorum.
+    Submit(submit::SubmitArgs),
+    /// Wait for a submitted job through any node and write its outputs.
+    Results(results::ResultsArgs),
+    /// Show a job's progress, asked through any node.
+    Status(status::StatusArgs),
+    /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
+    /// on it with verification, and write the picture as a PNG.
+    Demo(demo::DemoArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to an exit code.
@@ -43,6 +59,11 @@ pub fn main() -> ExitCode {
         Command::Lookup(a) => ring::lookup(a),
         Command::Sim(a) => sim::run(a),
         Command::Run(a) => run::run(a),
+        Command::Peers(a) => peers::run(a),
+        Command::Submit(a) => submit::run(a),
+        Command::Results(a) => results::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(code) => code,

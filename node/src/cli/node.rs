@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::net::{Node, NodeConfig};
+use crate::jobs::Chaos;
+use crate::net::{Node, NodeConfig, default_cores};
 
 /// Arguments of `chorus node`.
 #[derive(Debug, clap::Args)]
@@ -29,6 +30,32 @@ pub struct NodeArgs {
     /// Length of the successor list.
     #[arg(long, default_value_t = 8)]
     pub successors: usize,
+    /// Cores donated: tasks run at once (default: all cores but one, at least one).
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// Memory donated, in MiB (tasks' memory limits count against it).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub memory_mb: u64,
+    /// Testing and demonstration aid, off by default: `corrupt-results` makes
+    /// this node flip bytes in every result it returns, so that anyone can
+    /// watch verification reject a liar. Never use it on a grid you share.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub chaos: Option<ChaosArg>,
+}
+
+/// Values of `chorus node --chaos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChaosArg {
+    /// Flip bytes in every result this node returns as a worker.
+    CorruptResults,
+}
+
+impl From<ChaosArg> for Chaos {
+    fn from(c: ChaosArg) -> Chaos {
+        match c {
+            ChaosArg::CorruptResults => Chaos::CorruptResults,
+        }
+    }
 }
 
 /// Runs `chorus node`.
@@ -41,12 +68,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.advertise = args.advertise;
         config.metrics = args.metrics;
         config.ring.successors = args.successors.max(1);
+        config.cores = args.cores.unwrap_or_else(default_cores).max(1);
+        config.memory_mb = args.memory_mb;
+        config.chaos = args.chaos.map_or(Chaos::Off, Chaos::from);
+        let config_chaos = config.chaos;
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(
             "chorus node {} listening on {}",
             node.me().id,
             node.me().addr
         );
+        if config_chaos != Chaos::Off {
+            eprintln!("warning: chaos mode {config_chaos:?}: this node lies on purpose");
+        }
         wait_for_signal().await?;
         eprintln!("leaving the ring");
         node.leave().await;

@@ -1,0 +1,406 @@
+//! `chorus demo`: a ring of nodes in this process, one of them lying on
+//! purpose, a real Mandelbrot job verified by quorum, and the picture as a PNG.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chorus_core::RingPos;
+use chorus_sdk::client::{Client, JobBuilder, JobResults, sign_module};
+use chorus_sdk::identity::Identity;
+use chorus_sdk::job::JobStatus;
+use chorus_sdk::mandelbrot::Picture;
+use serde_json::{Value, json};
+
+use super::results::{Summary, progress_bar, update_bar};
+use super::status::status_json;
+use crate::jobs::Chaos;
+use crate::net::{Node, NodeConfig};
+
+/// The Mandelbrot task, built from `examples/mandelbrot`.
+const MANDELBROT: &[u8] = include_bytes!("../../../examples/wasm/mandelbrot.wasm");
+
+/// How long the nodes get to learn of each other.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Arguments of `chorus demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Nodes in the ring (at least 3); the last one corrupts its results.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub nodes: usize,
+    /// Where to write the picture.
+    #[arg(long, value_name = "FILE", default_value = "mandelbrot.png")]
+    pub out: PathBuf,
+    /// Picture width in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 640)]
+    pub width: u32,
+    /// Picture height in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 480)]
+    pub height: u32,
+    /// Rows per task.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub rows_per_task: u32,
+    /// Iterations after which a point counts as inside the set.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_iter: u32,
+    /// Print one JSON object (what happened) instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `chorus demo`. Exits 0 when every task has an accepted result and the
+/// picture is written, 2 when some task has none.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes < 3 {
+        bail!("--nodes must be at least 3: every task runs on 3 distinct nodes");
+    }
+    let picture = Picture {
+        width: args.width,
+        height: args.height,
+        max_iter: args.max_iter,
+        rows_per_tile: args.rows_per_task,
+        ..Picture::default()
+    };
+    let inputs = picture.inputs().context("cutting the picture into tasks")?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(demo(args, picture, inputs))
+}
+
+/// A node of the demo ring as the report names it.
+struct Member {
+    index: usize,
+    id: RingPos,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    liar: bool,
+}
+
+async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow::Result<ExitCode> {
+    let say = |line: String| {
+        if !args.json {
+            eprintln!("{line}");
+        }
+    };
+    let liar = args.nodes - 1;
+    let mut nodes: Vec<Node> = Vec::with_capacity(args.nodes);
+    for i in 0..args.nodes {
+        let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into());
+        config.metrics = Some(([127, 0, 0, 1], 0).into());
+        config.data_dir = None;
+        config.bootstrap = nodes.first().map(|n| vec![n.me().addr]).unwrap_or_default();
+        config.chaos = if i == liar {
+            Chaos::CorruptResults
+        } else {
+            Chaos::Off
+        };
+        let node = Node::start(config)
+            .await
+            .with_context(|| format!("starting node {i}"))?;
+        nodes.push(node);
+    }
+    let members: Vec<Member> = nodes
+        .iter()
+        .enumerate()
+        .map(|(index, n)| Member {
+            index,
+            id: n.me().id,
+            addr: n.me().addr,
+            metrics: n.metrics_addr(),
+            liar: index == liar,
+        })
+        .collect();
+    say(format!(
+        "started {} nodes on 127.0.0.1; node {liar} corrupts every result it returns",
+        nodes.len()
+    ));
+    for m in &members {
+        say(format!(
+            "  node {}  {}  {:<21}  metrics http://{}/metrics{}",
+            m.index,
+            m.id,
+            m.addr,
+            m.metrics.map_or("-".to_string(), |a| a.to_string()),
+            if m.liar { "  (corrupt-results)" } else { "" }
+        ));
+    }
+
+    let outcome = run_job(&args, &picture, inputs, &nodes, &members, &say).await;
+    for node in nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(3), node.leave()).await;
+    }
+    outcome
+}
+
+async fn run_job(
+    args: &DemoArgs,
+    picture: &Picture,
+    inputs: Vec<Vec<u8>>,
+    nodes: &[Node],
+    members: &[Member],
+    say: &impl Fn(String),
+) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    converge(nodes).await?;
+    say(format!(
+        "every node knows the other {} after {:.1} s",
+        nodes.len() - 1,
+        start.elapsed().as_secs_f64()
+    ));
+
+    let me = Identity::generate().context("creating the submitter's key")?;
+    let bundle = sign_module("mandelbrot", MANDELBROT.to_vec(), &me)?;
+    let spec = JobBuilder::new(&bundle)
+        .inputs(inputs)
+        .replicas(3)
+        .quorum(2)
+        .build()?;
+    let client = Client::connect(members[0].addr)
+        .await
+        .context("connecting to node 0")?;
+    let job_start = Instant::now();
+    let job = client.submit(&spec).await.context("submitting the job")?;
+    say(format!(
+        "submitted job {job}: {} tasks (bands of {} rows of a {}x{} picture), replicas 3, quorum 2",
+        spec.inputs.len(),
+        picture.rows_per_tile,
+        picture.width,
+        picture.height
+    ));
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        progress_bar()
+    };
+    let results = client.wait_with(job, |s| update_bar(&bar, s)).await;
+    bar.finish_and_clear();
+    client.close();
+    let results = results.with_context(|| format!("waiting for job {job}"))?;
+    let elapsed = job_start.elapsed();
+
+    let mut png = None;
+    if results.all_accepted() {
+        let outputs = results.outputs()?;
+        let rgb = picture
+            .assemble(outputs)
+            .context("assembling the picture")?;
+        let bytes = picture.png(&rgb).context("encoding the PNG")?;
+        std::fs::write(&args.out, &bytes)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        png = Some(bytes.len());
+    }
+
+    if args.json {
+        println!("{}", report_json(&results, members, elapsed, args, png));
+    } else {
+        print!("{}", report_text(&results, members, elapsed, args, png));
+    }
+    if png.is_some() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// Waits until every node holds a capacity record of every other.
+async fn converge(nodes: &[Node]) -> anyhow::Result<()> {
+    let ids: Vec<RingPos> = nodes.iter().map(|n| n.me().id).collect();
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let missing: usize = nodes
+            .iter()
+            .map(|n| {
+                let known: Vec<RingPos> = n
+                    .capacity()
+                    .list()
+                    .iter()
+                    .map(|r| r.record.peer_id().ring_pos())
+                    .collect();
+                ids.iter().filter(|id| !known.contains(id)).count()
+            })
+            .sum();
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the ring did not converge in {} s ({missing} capacity records still missing)",
+                CONVERGE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rejected results per worker, most first.
+fn rejections_by_worker(s: &JobStatus) -> Vec<(RingPos, usize)> {
+    let mut by: BTreeMap<RingPos, usize> = BTreeMap::new();
+    for r in &s.rejected {
+        *by.entry(r.worker).or_default() += 1;
+    }
+    let mut v: Vec<(RingPos, usize)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+fn member(members: &[Member], id: RingPos) -> Option<&Member> {
+    members.iter().find(|m| m.id == id)
+}
+
+/// Who a ring id is: `node I  ID  ADDR` and a mark on the liar.
+fn who(members: &[Member], id: RingPos) -> String {
+    match member(members, id) {
+        Some(m) => format!(
+            "node {}  {}  {}{}",
+            m.index,
+            id,
+            m.addr,
+            if m.liar { "  <- corrupt-results" } else { "" }
+        ),
+        None => format!("{id} (not in this ring)"),
+    }
+}
+
+fn report_text(
+    results: &JobResults,
+    members: &[Member],
+    elapsed: Duration,
+    args: &DemoArgs,
+    png: Option<usize>,
+) -> String {
+    let s = &results.status;
+    let summary = Summary::of(results, elapsed);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "job {}: {} tasks, {} verified, {} failed in {:.2} s\n",
+        s.job,
+        s.tasks,
+        summary.verified,
+        summary.failed,
+        elapsed.as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "coordinator: {}\n",
+        who(members, s.coordinator.id)
+    ));
+    out.push_str(&format!(
+        "replicas run: {} (3 per task at least); results rejected: {}\n",
+        s.replicas_run, s.disagreements
+    ));
+    for (worker, n) in rejections_by_worker(s) {
+        out.push_str(&format!(
+            "  {n:>4} rejected from {}\n",
+            who(members, worker)
+        ));
+    }
+    out.push_str("reputation (the coordinator's view: score, agreed, disagreed):\n");
+    for w in &s.reputation {
+        out.push_str(&format!(
+            "  {:>6} {:>6} {:>6}  {}\n",
+            w.score,
+            w.agreed,
+            w.disagreed,
+            who(members, w.worker)
+        ));
+    }
+    out.push_str("metrics (Prometheus; /sd lists the whole ring):\n");
+    for m in members {
+        if let Some(a) = m.metrics {
+            out.push_str(&format!("  node {}  http://{a}/metrics\n", m.index));
+        }
+    }
+    match png {
+        Some(bytes) => out.push_str(&format!(
+            "picture: {} ({}x{}, {bytes} bytes), every band verified by a quorum of 2 out of 3\n",
+            args.out.display(),
+            args.width,
+            args.height
+        )),
+        None => out.push_str("no picture: some tasks have no accepted result\n"),
+    }
+    out
+}
+
+fn report_json(
+    results: &JobResults,
+    members: &[Member],
+    elapsed: Duration,
+    args: &DemoArgs,
+    png: Option<usize>,
+) -> Value {
+    let summary = Summary::of(results, elapsed);
+    json!({
+        "summary": summary,
+        "nodes": members.iter().map(|m| json!({
+            "index": m.index,
+            "id": m.id.to_string(),
+            "addr": m.addr.to_string(),
+            "metrics_addr": m.metrics.map(|a| a.to_string()),
+            "chaos": if m.liar { "corrupt-results" } else { "off" },
+        })).collect::<Vec<_>>(),
+        "rejected_by_worker": rejections_by_worker(&results.status).iter().map(|(w, n)| json!({
+            "worker": w.to_string(),
+            "count": n,
+            "liar": member(members, *w).is_some_and(|m| m.liar),
+        })).collect::<Vec<_>>(),
+        "status": status_json(&results.status),
+        "png": png.map(|bytes| json!({"path": args.out.display().to_string(), "bytes": bytes})),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_sdk::job::{JobId, Rejection};
+    use chorus_sdk::wire::Peer;
+
+    use super::*;
+
+    #[test]
+    fn rejections_are_grouped_by_worker_most_first_and_the_liar_is_marked() {
+        let rej = |task, w| Rejection {
+            task,
+            worker: RingPos(w),
+        };
+        let status = JobStatus {
+            job: JobId(RingPos(9)),
+            coordinator: Peer {
+                id: RingPos(1),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
+            tasks: 3,
+            pending: 0,
+            running: 0,
+            verified: 3,
+            failed: 0,
+            replicas_run: 9,
+            disagreements: 3,
+            rejected: vec![rej(0, 5), rej(1, 2), rej(2, 5)],
+            done: true,
+            cancelled: false,
+            failovers: 0,
+            reputation: Vec::new(),
+        };
+        assert_eq!(
+            rejections_by_worker(&status),
+            vec![(RingPos(5), 2), (RingPos(2), 1)]
+        );
+        let members = [Member {
+            index: 4,
+            id: RingPos(5),
+            addr: "127.0.0.1:2".parse().unwrap(),
+            metrics: None,
+            liar: true,
+        }];
+        assert!(who(&members, RingPos(5)).contains("corrupt-results"));
+        assert!(who(&members, RingPos(2)).contains("not in this ring"));
+    }
+
+    #[test]
+    fn the_embedded_module_is_the_mandelbrot_task() {
+        assert!(MANDELBROT.starts_with(b"\0asm"));
+        assert!(Picture::default().inputs().unwrap().len() == 30);
+    }
+}

@@ -1,0 +1,433 @@
+//! `chorus results`: wait for a job through any node and write its outputs,
+//! plus what `submit` shares with it: task names, output files, the progress
+//! bar and the summary.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chorus_sdk::client::{Client, JobResults};
+use chorus_sdk::job::{JobId, JobStatus, TaskResult};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// Arguments of `chorus results`.
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    /// A node to ask (HOST:PORT); any node of the ring will do.
+    #[arg(long)]
+    pub node: SocketAddr,
+    /// The job, 16 hex digits (as `chorus submit --detach` printed it).
+    pub job: JobId,
+    /// Directory to write the outputs to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Name the outputs after the files of this input directory (as `submit`
+    /// does). Default: the names `submit` recorded in the key directory, else
+    /// the task indices.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// Where `submit` keeps the key and the task names of its jobs.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `chorus results`.
+pub fn run(args: ResultsArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let key_dir = key_dir(args.key_dir);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = rt.block_on(async {
+        let client = Client::connect(args.node)
+            .await
+            .with_context(|| format!("connecting to {}", args.node))?;
+        let results = wait_with_bar(&client, args.job).await;
+        client.close();
+        results
+    })?;
+    let names = match &args.inputs {
+        Some(dir) => read_inputs(dir)?.into_iter().map(|(n, _)| n).collect(),
+        None => load_names(&key_dir, args.job)
+            .unwrap_or_else(|| index_names(results.status.tasks as usize)),
+    };
+    if names.len() != results.len() {
+        bail!(
+            "job {} has {} tasks but {} names were found for them",
+            args.job,
+            results.len(),
+            names.len()
+        );
+    }
+    finish(&results, &names, &args.out, start.elapsed(), args.json)
+}
+
+/// The summary printed at the end of `submit` and `results`, in this order.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// The job, 16 hex digits.
+    pub job: String,
+    /// Tasks in the job.
+    pub tasks: u32,
+    /// Tasks with an accepted result (an output or an agreed task error).
+    pub verified: u32,
+    /// Tasks with no accepted result.
+    pub failed: u32,
+    /// Replicas that returned a vote.
+    pub replicas_run: u64,
+    /// Results that disagreed with the accepted one.
+    pub disagreements: u64,
+    /// Seconds from the start of the command, to the millisecond.
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// The summary of `results` after `elapsed`.
+    pub fn of(results: &JobResults, elapsed: Duration) -> Summary {
+        let s = &results.status;
+        let verified = results
+            .iter()
+            .filter(|(_, r)| r.is_some_and(TaskResult::is_verified))
+            .count();
+        let verified = u32::try_from(verified).unwrap_or(u32::MAX);
+        Summary {
+            job: s.job.to_string(),
+            tasks: s.tasks,
+            verified,
+            failed: s.tasks.saturating_sub(verified),
+            replicas_run: s.replicas_run,
+            disagreements: s.disagreements,
+            seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
+/// Writes the outputs, prints the summary, and says how to exit: 0 when every
+/// task has an accepted result, 2 when some have none.
+pub fn finish(
+    results: &JobResults,
+    names: &[String],
+    out: &Path,
+    elapsed: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let written = write_outputs(out, names, results)?;
+    let summary = Summary::of(results, elapsed);
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "job {}: {} tasks, {} verified, {} failed; {} replicas run, {} disagreements; {:.3} s",
+            summary.job,
+            summary.tasks,
+            summary.verified,
+            summary.failed,
+            summary.replicas_run,
+            summary.disagreements,
+            summary.seconds
+        );
+        println!(
+            "{} outputs and {} error files in {}",
+            written.outputs,
+            written.errors,
+            out.display()
+        );
+    }
+    if results.all_accepted() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !json {
+            eprintln!(
+                "error: {} of {} tasks have no accepted result (see the .error files)",
+                summary.failed, summary.tasks
+            );
+        }
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// Files written by [`write_outputs`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// `OUT/<name>` files: accepted outputs.
+    pub outputs: usize,
+    /// `OUT/<name>.error` files: agreed task errors and tasks without an accepted result.
+    pub errors: usize,
+}
+
+/// Writes task `i`'s result under `names[i]` in `out`: an output to
+/// `OUT/<name>`, an agreed task error to `OUT/<name>.error` (the outcome, then
+/// anything the task printed), and a task with no accepted result to
+/// `OUT/<name>.error` too (why).
+pub fn write_outputs(
+    out: &Path,
+    names: &[String],
+    results: &JobResults,
+) -> anyhow::Result<Written> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Written::default();
+    for (task, result) in results.iter() {
+        let name = names
+            .get(task as usize)
+            .with_context(|| format!("no name for task {task}"))?;
+        let (path, bytes) = match result {
+            Some(TaskResult::Output(bytes)) => {
+                written.outputs += 1;
+                (out.join(name), bytes.to_vec())
+            }
+            other => {
+                written.errors += 1;
+                (out.join(format!("{name}.error")), error_text(other))
+            }
+        };
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(written)
+}
+
+/// What goes into `<name>.error`.
+fn error_text(result: Option<&TaskResult>) -> Vec<u8> {
+    match result {
+        Some(TaskResult::Error { outcome, output }) => {
+            let mut text = format!("{outcome}\n").into_bytes();
+            if !output.is_empty() {
+                text.extend_from_slice(b"output:\n");
+                text.extend_from_slice(output);
+            }
+            text
+        }
+        Some(TaskResult::Failed { reason }) => {
+            format!("no accepted result: {reason}\n").into_bytes()
+        }
+        Some(TaskResult::Output(_)) => Vec::new(),
+        None => b"no accepted result: the task was not decided\n".to_vec(),
+    }
+}
+
+/// Every regular file of `dir` (symbolic links followed), sorted by name:
+/// `(name, contents)`, one task each.
+pub fn read_inputs(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let path = entry.path();
+        if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            bail!("{}: file names must be UTF-8", path.display());
+        };
+        names.push(name);
+    }
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
+/// Names for tasks without recorded ones: their indices, zero-padded to one width.
+pub fn index_names(tasks: usize) -> Vec<String> {
+    let width = tasks.saturating_sub(1).to_string().len();
+    (0..tasks).map(|i| format!("{i:0width$}")).collect()
+}
+
+/// The key directory: `--key-dir`, else `~/.chorus-client`.
+pub fn key_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".chorus-client")
+    })
+}
+
+/// Records the task names of `job` in `KEY_DIR/jobs/<job>.json`, so that
+/// `chorus results` names the outputs as `submit` would have.
+pub fn save_names(key_dir: &Path, job: JobId, names: &[String]) -> anyhow::Result<()> {
+    let dir = key_dir.join("jobs");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{job}.json"));
+    fs::write(&path, serde_json::to_vec(names)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The names [`save_names`] recorded for `job`, if any.
+pub fn load_names(key_dir: &Path, job: JobId) -> Option<Vec<String>> {
+    let path = key_dir.join("jobs").join(format!("{job}.json"));
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// [`Client::wait_with`] behind a progress bar on stderr when stderr is a
+/// terminal; silent otherwise.
+pub async fn wait_with_bar(client: &Client, job: JobId) -> anyhow::Result<JobResults> {
+    let bar = progress_bar();
+    let results = client
+        .wait_with(job, |s| update_bar(&bar, s))
+        .await
+        .with_context(|| format!("waiting for job {job}"));
+    bar.finish_and_clear();
+    results
+}
+
+/// A bar of verified tasks on stderr, hidden unless stderr is a terminal.
+pub fn progress_bar() -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(None, target);
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} tasks decided  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Shows `s` on `bar`.
+pub fn update_bar(bar: &ProgressBar, s: &JobStatus) {
+    bar.set_length(u64::from(s.tasks));
+    bar.set_position(u64::from(s.verified) + u64::from(s.failed));
+    bar.set_message(progress_text(s));
+}
+
+/// One line of progress: `running R, pending P, failed F, replicas N, rejected D`.
+pub fn progress_text(s: &JobStatus) -> String {
+    format!(
+        "running {}, pending {}, failed {}, replicas {}, rejected {}",
+        s.running, s.pending, s.failed, s.replicas_run, s.disagreements
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_core::RingPos;
+    use chorus_sdk::outcome::{Outcome, TrapCode};
+    use chorus_sdk::wire::Peer;
+
+    use super::*;
+
+    pub(crate) fn status(tasks: u32) -> JobStatus {
+        JobStatus {
+            job: JobId(RingPos(0x00ab_cdef_0123_4567)),
+            coordinator: Peer {
+                id: RingPos(1),
+                addr: "127.0.0.1:7001".parse().unwrap(),
+            },
+            tasks,
+            pending: 0,
+            running: 0,
+            verified: tasks,
+            failed: 0,
+            replicas_run: 9,
+            disagreements: 2,
+            rejected: Vec::new(),
+            done: true,
+            cancelled: false,
+            failovers: 0,
+            reputation: Vec::new(),
+        }
+    }
+
+    fn results() -> JobResults {
+        JobResults::from_parts(
+            status(3),
+            vec![
+                (0, TaskResult::Output(b"zero".to_vec().into())),
+                (
+                    1,
+                    TaskResult::Error {
+                        outcome: Outcome::Exit(3),
+                        output: b"partial".to_vec().into(),
+                    },
+                ),
+                (
+                    2,
+                    TaskResult::Failed {
+                        reason: "no quorum after 6 replicas".into(),
+                    },
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn outputs_and_errors_are_named_after_the_inputs() {
+        let dir = std::env::temp_dir().join(format!("chorus-cli-out-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let names: Vec<String> = ["a.bin", "b", "c.txt"].map(String::from).to_vec();
+        let w = write_outputs(&dir, &names, &results()).unwrap();
+        assert_eq!(
+            w,
+            Written {
+                outputs: 1,
+                errors: 2
+            }
+        );
+        assert_eq!(fs::read(dir.join("a.bin")).unwrap(), b"zero");
+        assert_eq!(
+            fs::read_to_string(dir.join("b.error")).unwrap(),
+            "exit code 3\noutput:\npartial"
+        );
+        assert!(!dir.join("b").exists());
+        let failed = fs::read_to_string(dir.join("c.txt.error")).unwrap();
+        assert!(failed.contains("no quorum after 6 replicas"), "{failed}");
+        let trap = error_text(Some(&TaskResult::Error {
+            outcome: Outcome::Trap(TrapCode::Unreachable),
+            output: Vec::new().into(),
+        }));
+        assert!(String::from_utf8(trap).unwrap().starts_with("Trap: "));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_summary_counts_agreed_errors_as_verified_and_keeps_its_field_order() {
+        let s = Summary::of(&results(), Duration::from_micros(1_234_567));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"seconds":1.235}"#
+        );
+    }
+
+    #[test]
+    fn inputs_are_the_regular_files_sorted_by_name() {
+        let dir = std::env::temp_dir().join(format!("chorus-cli-in-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        for (name, body) in [("b", "2"), ("a", "1"), ("10", "x"), ("sub/ignored", "-")] {
+            fs::write(dir.join(name), body).unwrap();
+        }
+        let inputs = read_inputs(&dir).unwrap();
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["10", "a", "b"]);
+        assert_eq!(inputs[1].1, b"1");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_recorded_per_job_and_indices_are_padded() {
+        let dir = std::env::temp_dir().join(format!("chorus-cli-key-{}", std::process::id()));
+        let job = JobId(RingPos(42));
+        assert_eq!(load_names(&dir, job), None);
+        let names = vec!["x".to_string(), "y".to_string()];
+        save_names(&dir, job, &names).unwrap();
+        assert_eq!(load_names(&dir, job), Some(names));
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(index_names(3), ["0", "1", "2"]);
+        assert_eq!(index_names(11)[0], "00");
+        assert_eq!(index_names(11)[10], "10");
+    }
+}

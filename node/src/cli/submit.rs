@@ -1,0 +1,205 @@
+//! `chorus submit`: sign a module into a bundle, submit it with one task per
+//! input file, wait for the verified results and write them next to each other.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use chorus_sdk::bundle::{Bundle, Limits, VerifiedBundle};
+use chorus_sdk::client::{Client, JobBuilder, sign_module};
+use chorus_sdk::identity::Identity;
+
+use super::results::{finish, key_dir, read_inputs, save_names, wait_with_bar};
+
+/// Arguments of `chorus submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// A node to submit through (HOST:PORT); any node of the ring will do.
+    #[arg(long)]
+    pub node: SocketAddr,
+    /// The task: a WebAssembly module (WASI preview 1 command), signed here
+    /// into a bundle with your key, or a bundle signed already.
+    pub bundle: PathBuf,
+    /// Directory of inputs: every regular file, sorted by name, is one task's stdin.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: PathBuf,
+    /// Replicas per task, each on a distinct node.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub replicas: u32,
+    /// Matching replicas needed to accept a result (default: a majority).
+    #[arg(long, value_name = "Q")]
+    pub quorum: Option<u32>,
+    /// Most replicas per task, counting extra ones sent on disagreement
+    /// (default: twice the replicas).
+    #[arg(long, value_name = "M")]
+    pub max_replicas: Option<u32>,
+    /// Fuel limit per task (about one unit per wasm instruction).
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+    /// Linear memory limit per task, in MiB.
+    #[arg(long, value_name = "N")]
+    pub memory_mb: Option<u64>,
+    /// Wall-clock limit per task, in seconds (fractions allowed).
+    #[arg(long, value_name = "S")]
+    pub timeout_s: Option<f64>,
+    /// Directory for the outputs: OUT/<input name>, or OUT/<input name>.error.
+    #[arg(long, value_name = "DIR", default_value = "chorus-out")]
+    pub out: PathBuf,
+    /// Your key (created on first use) and the task names of your jobs.
+    /// Default: ~/.chorus-client.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// Print JSON: the summary at the end, or `{"job": ...}` with --detach.
+    #[arg(long)]
+    pub json: bool,
+    /// Return once the job is acknowledged, printing its id; fetch the
+    /// outputs later with `chorus results`.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// Runs `chorus submit`. Exits 0 when every task has an accepted result,
+/// 2 when some have none, 1 on any other error.
+pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let key_dir = key_dir(args.key_dir.clone());
+    let identity = Identity::load_or_create(&key_dir)
+        .with_context(|| format!("loading your key from {}", key_dir.display()))?;
+    let bundle = load_bundle(&args, &identity)?;
+    let inputs = read_inputs(&args.inputs)?;
+    if inputs.is_empty() {
+        bail!(
+            "{} holds no input files: a job needs at least one task",
+            args.inputs.display()
+        );
+    }
+    let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+    let mut job = JobBuilder::new(&bundle)
+        .inputs(inputs.into_iter().map(|(_, bytes)| bytes))
+        .replicas(args.replicas)
+        .limits(limits(&args, bundle.manifest().limits)?);
+    if let Some(q) = args.quorum {
+        job = job.quorum(q);
+    }
+    if let Some(m) = args.max_replicas {
+        job = job.max_replicas(m);
+    }
+    let spec = job.build().context("building the job")?;
+
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = rt.block_on(async {
+        let client = Client::connect(args.node)
+            .await
+            .with_context(|| format!("connecting to {}", args.node))?;
+        let job = client.submit(&spec).await.context("submitting the job")?;
+        if let Err(e) = save_names(&key_dir, job, &names) {
+            eprintln!("warning: cannot record the task names of job {job}: {e:#}");
+        }
+        if args.detach {
+            client.close();
+            return Ok(None);
+        }
+        let results = wait_with_bar(&client, job).await;
+        client.close();
+        results.map(Some)
+    })?;
+    let Some(results) = results else {
+        let job = spec.id();
+        if args.json {
+            println!("{}", serde_json::json!({ "job": job.to_string() }));
+        } else {
+            println!(
+                "job {job} submitted: `chorus results --node {} {job} --out DIR` fetches its outputs",
+                args.node
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    finish(&results, &names, &args.out, start.elapsed(), args.json)
+}
+
+/// The bundle: a signed bundle file as it is (checked), or a raw module
+/// signed with `identity` and named after its file.
+fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<VerifiedBundle> {
+    let path = &args.bundle;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if !bytes.starts_with(b"\0asm")
+        && let Ok(bundle) = Bundle::decode(&bytes)
+    {
+        return bundle
+            .verify()
+            .with_context(|| format!("{} is a bundle that does not verify", path.display()));
+    }
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("task");
+    let name: String = stem.chars().take(64).collect();
+    sign_module(&name, bytes, identity).context("signing the module")
+}
+
+/// The manifest's limits with the command line's overrides.
+fn limits(args: &SubmitArgs, mut limits: Limits) -> anyhow::Result<Limits> {
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(mb) = args.memory_mb {
+        limits.memory_bytes = mb
+            .checked_mul(1 << 20)
+            .context("--memory-mb is too large")?;
+    }
+    if let Some(s) = args.timeout_s {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--timeout-s must be a positive number of seconds");
+        }
+        limits.wall_ms = ((s * 1000.0).ceil() as u64).max(1);
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(extra: &[&str]) -> SubmitArgs {
+        let mut argv = vec![
+            "chorus",
+            "submit",
+            "--node",
+            "127.0.0.1:7001",
+            "task.wasm",
+            "--inputs",
+            "in",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Command::Submit(a) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_come_from_the_manifest_unless_overridden() {
+        let base = Limits::default();
+        assert_eq!(limits(&parse(&[]), base).unwrap(), base);
+        let l = limits(
+            &parse(&["--fuel", "1000", "--memory-mb", "64", "--timeout-s", "1.5"]),
+            base,
+        )
+        .unwrap();
+        assert_eq!((l.fuel, l.memory_bytes, l.wall_ms), (1000, 64 << 20, 1500));
+        assert!(limits(&parse(&["--timeout-s", "0"]), base).is_err());
+        let a = parse(&["--replicas", "3", "--quorum", "2", "--detach", "--json"]);
+        assert_eq!(
+            (a.replicas, a.quorum, a.detach, a.json),
+            (3, Some(2), true, true)
+        );
+        assert_eq!(parse(&[]).replicas, 2);
+    }
+}
