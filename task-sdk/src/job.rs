@@ -476,6 +476,9 @@ pub enum JobRequest {
     },
     /// Coordinator to its successors: keep a copy of this job.
     Replicate {
+        /// The coordinator sending the copy (asked whether it is alive before
+        /// a backup takes the job over).
+        coordinator: Peer,
         /// The job's spec (`None` when the backup already has it).
         spec: Option<Box<JobSpec>>,
         /// The job.

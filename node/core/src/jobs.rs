@@ -321,9 +321,15 @@ impl<W: WorkerId> TaskVerifier<W> {
         self.verdict.is_some()
     }
 
-    /// Workers that must not get this task again: everyone ever assigned.
+    /// Workers that must not get this task again: everyone that ran (or is
+    /// running) it. A worker that only said it was busy may be asked again
+    /// later: it ran nothing, and on a small grid it may be the only one left.
     pub fn excluded(&self) -> HashSet<W> {
-        self.replicas.iter().map(|r| r.worker.clone()).collect()
+        self.replicas
+            .iter()
+            .filter(|r| r.state != ReplicaState::Busy)
+            .map(|r| r.worker.clone())
+            .collect()
     }
 
     /// Workers with a running replica (after a verdict, the ones the caller may
@@ -404,7 +410,11 @@ impl<W: WorkerId> TaskVerifier<W> {
         if self.verdict.is_some() {
             return Err(AssignError::Decided);
         }
-        if self.replicas.iter().any(|r| r.worker == worker) {
+        if self
+            .replicas
+            .iter()
+            .any(|r| r.worker == worker && r.state != ReplicaState::Busy)
+        {
             return Err(AssignError::AlreadyAssigned);
         }
         if self.wanted_replicas() == 0 {
@@ -460,7 +470,7 @@ impl<W: WorkerId> TaskVerifier<W> {
     }
 
     /// A worker refused the task because it is busy: the task will be wanted
-    /// elsewhere, the worker is not asked again for this task, and the refusal
+    /// again (elsewhere, or later from the same worker), and the refusal
     /// costs no attempt. Returns whether the worker had a running replica.
     pub fn handle_busy(&mut self, _now: Time, worker: &W) -> bool {
         self.end_replica(worker, ReplicaState::Busy)
@@ -1051,7 +1061,11 @@ mod tests {
             assert!(!t.is_done());
             assert_eq!(t.wanted_replicas(), 1);
         }
+        // A busy worker ran nothing: it may be asked again later.
+        assert!(!t.excluded().contains(&2));
+        t.assign(2, 2).unwrap();
         assert_eq!(t.assign(2, 2), Err(AssignError::AlreadyAssigned));
+        assert!(t.handle_busy(2, &2));
         t.assign(2, 4).unwrap();
         assert_eq!(t.handle_result(3, &4, d(4)), ResultOutcome::Counted);
         assert_eq!(

@@ -704,6 +704,7 @@ impl Shared {
                 match progress {
                     Some(p) if p.sent == decided_len => continue,
                     Some(p) => JobRequest::Replicate {
+                        coordinator: self.me.clone(),
                         spec: None,
                         job: id,
                         decided: st.decided[p.sent..].to_vec(),
@@ -711,6 +712,7 @@ impl Shared {
                         failovers,
                     },
                     None => JobRequest::Replicate {
+                        coordinator: self.me.clone(),
                         spec: Some(Box::new((*spec).clone())),
                         job: id,
                         decided: st.decided.clone(),

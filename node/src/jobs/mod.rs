@@ -79,6 +79,9 @@ pub struct JobsConfig {
     pub distrust_below: i32,
     /// How often backups check whether they now own a job. Default 500 ms.
     pub takeover_interval: Duration,
+    /// How long a backup waits for a coordinator's answer before it takes the
+    /// job over. Default 2 s.
+    pub liveness_timeout: Duration,
 }
 
 impl Default for JobsConfig {
@@ -93,6 +96,7 @@ impl Default for JobsConfig {
             fetch_timeout: Duration::from_secs(10),
             distrust_below: -50,
             takeover_interval: Duration::from_millis(500),
+            liveness_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct JobsDeps {
 
 /// A copy of another coordinator's job.
 struct Backup {
+    coordinator: Option<Peer>,
     spec: Arc<JobSpec>,
     decided: std::collections::BTreeMap<u32, DecidedTask>,
     cancelled: bool,
@@ -222,6 +227,7 @@ impl Jobs {
                 shared.backups.insert(
                     id,
                     Arc::new(std::sync::Mutex::new(Backup {
+                        coordinator: None,
                         spec: Arc::new(j.spec),
                         decided: j.decided,
                         cancelled: j.cancelled,
@@ -302,12 +308,21 @@ impl Jobs {
             JobRequest::Run(run) => s.run_batch(*run, from.ring_pos()).await,
             JobRequest::FetchBundle { bundle } => s.serve_bundle(bundle, from),
             JobRequest::Replicate {
+                coordinator,
                 spec,
                 job,
                 decided,
                 cancelled,
                 failovers,
-            } => s.take_copy(job, spec, decided, cancelled, failovers),
+            } => {
+                if coordinator.id != from.ring_pos() {
+                    return Response::Error(WireError::new(
+                        "forbidden",
+                        "a copy must come from the coordinator it names",
+                    ));
+                }
+                s.take_copy(job, coordinator, spec, decided, cancelled, failovers)
+            }
         }
     }
 
@@ -520,7 +535,17 @@ impl Shared {
         // on from our copy if we have one.
         match self.promote(job).await {
             Some(h) => self.local(&h, onward),
-            None => unknown(job),
+            None => {
+                // A copy whose coordinator is alive: ask it.
+                let coordinator = self
+                    .backups
+                    .get(&job)
+                    .and_then(|b| b.lock().ok().and_then(|b| b.coordinator.clone()));
+                match coordinator {
+                    Some(c) if c.id != self.me.id => self.forward(c, &Request::Job(onward)).await,
+                    _ => unknown(job),
+                }
+            }
         }
     }
 
@@ -562,15 +587,46 @@ impl Shared {
         }
     }
 
-    /// Turns a backup copy into a coordinated job.
+    /// Whether the coordinator that sent us a copy of `job` still runs it.
+    /// A ring view can be briefly wrong (a stale predecessor while the ring
+    /// converges), so a backup asks before it takes a job over.
+    async fn coordinator_alive(&self, job: JobId) -> bool {
+        let coordinator = self
+            .backups
+            .get(&job)
+            .and_then(|b| b.lock().ok().and_then(|b| b.coordinator.clone()));
+        let Some(c) = coordinator else {
+            return false;
+        };
+        if c.id == self.me.id {
+            return false;
+        }
+        let req = Request::Job(JobRequest::Status {
+            job,
+            forwarded: true,
+        });
+        matches!(
+            self.transport
+                .call::<_, Response>(c.addr, Some(c.id), &req, JOB_FRAME_CAP, self.config.liveness_timeout)
+                .await,
+            Ok(Response::Job(JobResponse::Status(s))) if s.coordinator.id == c.id
+        )
+    }
+
+    /// Turns a backup copy into a coordinated job, unless its coordinator
+    /// still runs it.
     async fn promote(self: &Arc<Self>, job: JobId) -> Option<Arc<JobHandle>> {
         let _one = self.promote_lock.lock().await;
         if let Some(h) = self.jobs.get(&job) {
             return Some(h.clone());
         }
+        if !self.backups.contains_key(&job) || self.coordinator_alive(job).await {
+            return None;
+        }
         let (_, backup) = self.backups.remove(&job)?;
         let b = match backup.lock() {
             Ok(g) => Backup {
+                coordinator: g.coordinator.clone(),
                 spec: g.spec.clone(),
                 decided: g.decided.clone(),
                 cancelled: g.cancelled,
@@ -621,6 +677,7 @@ impl Shared {
     fn take_copy(
         &self,
         job: JobId,
+        coordinator: Peer,
         spec: Option<Box<JobSpec>>,
         decided: Vec<DecidedTask>,
         cancelled: bool,
@@ -648,6 +705,7 @@ impl Shared {
                     warn!(%job, error = %e, "could not store a job copy");
                 }
                 let b = Arc::new(std::sync::Mutex::new(Backup {
+                    coordinator: Some(coordinator.clone()),
                     spec: Arc::new(*spec),
                     decided: Default::default(),
                     cancelled: false,
@@ -673,6 +731,7 @@ impl Shared {
                 let _ = store.append(Role::Backup, job, &LogEntry::Failovers(failovers));
             }
         }
+        b.coordinator = Some(coordinator);
         for d in decided {
             b.decided.insert(d.task, d);
         }

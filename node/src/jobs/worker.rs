@@ -53,9 +53,13 @@ impl Drop for Admission<'_> {
 }
 
 impl Shared {
-    /// Tasks this worker accepts at once: a queue per donated core.
+    /// Tasks this worker accepts at once: a queue per donated core, room for
+    /// a few coordinators at their full allowance.
     fn worker_queue(&self) -> usize {
-        self.cores.saturating_mul(self.config.queue_per_core).max(1)
+        self.cores
+            .saturating_mul(self.config.queue_per_core)
+            .saturating_mul(4)
+            .max(1)
     }
 
     /// Runs a batch for the coordinator `from`.

@@ -1,0 +1,230 @@
+//! Throughput and price of verification through a local ring.
+//!
+//! Starts 4 nodes on 127.0.0.1 in this process (real QUIC, real sandboxes,
+//! one slot each), submits jobs of trivial tasks with replicas 1 and 2, and
+//! prints verified tasks per second, the per-task overhead beside running the
+//! same task directly in the sandbox and as `chorus run`, and the CPU spent
+//! per verified task divided by the CPU of one execution.
+//!
+//! Run: `cargo bench -p chorus-node --bench grid` (or
+//! `target/release/deps/grid-* --bench` after `cargo build --release --benches`).
+//! Set `CHORUS_BENCH_TASKS` to change the job size (default 20000).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chorus_core::jobs::Policy;
+use chorus_node::net::{Node, NodeConfig, call_node};
+use chorus_node::sandbox::{Engine, EngineConfig, Limits, TaskSpec};
+use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
+use chorus_sdk::identity::Identity;
+use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec};
+use chorus_sdk::wire::{Request, Response};
+
+/// A task that prints 8 bytes and returns: the least a task can do.
+const TRIVIAL: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "chorus!\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+fn limits() -> Limits {
+    Limits {
+        wall_ms: 10_000,
+        ..Limits::default()
+    }
+}
+
+async fn run_job(
+    via: SocketAddr,
+    bundle: &VerifiedBundle,
+    tasks: usize,
+    replicas: u32,
+    nonce: u64,
+) -> (Duration, Duration, JobId, u64) {
+    let inputs = vec![Vec::new(); tasks];
+    let policy = Policy::new(replicas, None, None).expect("policy");
+    let spec = JobSpec::new(bundle, inputs, Some(policy), Some(limits()), nonce).expect("spec");
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let req = Request::Job(JobRequest::Submit {
+        spec: Box::new(spec),
+        forwarded: false,
+    });
+    let job = match call_node(via, &req, Duration::from_secs(60)).await {
+        Ok(Response::Job(JobResponse::Accepted { job, .. })) => job,
+        other => panic!("submit: {other:?}"),
+    };
+    let status = Request::Job(JobRequest::Status {
+        job,
+        forwarded: false,
+    });
+    let mut replicas_run = 0;
+    for _ in 0..60_000 {
+        match call_node(via, &status, Duration::from_secs(10)).await {
+            Ok(Response::Job(JobResponse::Status(s))) if s.done => {
+                assert_eq!(s.verified as usize, tasks, "every task verified: {s:?}");
+                replicas_run = s.replicas_run;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("status: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (
+        t0.elapsed(),
+        cpu_time().saturating_sub(cpu0),
+        job,
+        replicas_run,
+    )
+}
+
+fn main() {
+    let tasks: usize = std::env::var("CHORUS_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let module = wat::parse_str(TRIVIAL).expect("trivial task");
+
+    // One execution in the sandbox, in process (what a worker does per task).
+    let engine = Engine::new(EngineConfig {
+        slots: 1,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let compiled = engine.module(&module, &limits()).expect("compile");
+    let runs = 20_000u32;
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    for i in 0..runs {
+        let spec = TaskSpec {
+            input: Vec::new(),
+            args: Vec::new(),
+            seed: u64::from(i),
+            limits: limits(),
+        };
+        let r = engine.run_blocking(&compiled, spec).expect("run");
+        assert_eq!(r.stdout, b"chorus!\n");
+    }
+    let direct_wall = t0.elapsed() / runs;
+    let direct_cpu = cpu_time().saturating_sub(cpu0) / runs;
+
+    // The same task as `chorus run` (a process per task: start, compile, run).
+    let dir = std::env::temp_dir().join(format!("chorus-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let wasm = dir.join("trivial.wasm");
+    std::fs::write(&wasm, &module).expect("write module");
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(|d| d.join("chorus")))
+        .filter(|p| p.exists());
+    let cli = exe.map(|exe| {
+        let n = 10u32;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let out = std::process::Command::new(&exe)
+                .arg("run")
+                .arg(&wasm)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("chorus run");
+            assert!(out.status.success());
+        }
+        t0.elapsed() / n
+    });
+
+    // The grid: 4 nodes, one slot each, on this process's runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut nodes: Vec<Node> = Vec::new();
+        for _ in 0..4 {
+            let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
+            c.cores = 1;
+            if let Some(first) = nodes.first() {
+                c.bootstrap = vec![first.me().addr];
+            }
+            nodes.push(Node::start(c).await.expect("node"));
+        }
+        // Wait for a consistent ring (every successor right) and full capacity tables.
+        let mut ids: Vec<_> = nodes.iter().map(|n| n.me().id).collect();
+        ids.sort();
+        for _ in 0..1200 {
+            let mut ready = nodes.iter().all(|n| n.capacity().list().len() == 4);
+            for n in &nodes {
+                let v = n.view().await.expect("view");
+                let i = ids.iter().position(|x| *x == v.me.id).unwrap_or(0);
+                ready &= v.successors.first().map(|p| p.id) == Some(ids[(i + 1) % ids.len()]);
+            }
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let submitter = Identity::generate().expect("key");
+        let bundle = Bundle::sign(
+            Manifest::new("trivial", "1", submitter.public_key()),
+            module.clone(),
+            &submitter,
+        )
+        .expect("bundle");
+        // Warm up: bundles fetched, modules compiled on every node.
+        let _ = run_job(nodes[0].me().addr, &bundle, 400, 2, 0).await;
+
+        println!("Chorus grid benchmark: 4 nodes on 127.0.0.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
+        println!();
+        println!("| path | tasks/s | per task (µs) | CPU per verified task (µs) | CPU ÷ one execution |");
+        println!("| --- | --- | --- | --- | --- |");
+        let one = direct_cpu.as_secs_f64() * 1e6;
+        println!(
+            "| sandbox, in process (one execution) | {:.0} | {:.1} | {:.1} | 1.0 |",
+            1.0 / direct_wall.as_secs_f64(),
+            direct_wall.as_secs_f64() * 1e6,
+            one
+        );
+        for (replicas, nonce) in [(1u32, 1u64), (2, 2)] {
+            let (wall, cpu, job, replicas_run) =
+                run_job(nodes[1].me().addr, &bundle, tasks, replicas, nonce).await;
+            let per_task = wall.as_secs_f64() / tasks as f64;
+            let cpu_per = cpu.as_secs_f64() / tasks as f64 * 1e6;
+            println!(
+                "| grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.1} |",
+                1.0 / per_task,
+                per_task * 1e6,
+                cpu_per,
+                cpu_per / one
+            );
+        }
+        if let Some(cli) = cli {
+            println!(
+                "| `chorus run` (a process per task, compiles each time) | {:.1} | {:.0} | - | - |",
+                1.0 / cli.as_secs_f64(),
+                cli.as_secs_f64() * 1e6
+            );
+        }
+        for n in nodes {
+            n.leave().await;
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
