@@ -224,6 +224,14 @@ impl NodeMetrics {
         for st in ["running", "done", "cancelled", "backup"] {
             jobs.with_label_values(&[st]);
         }
+        let lookups = counter_vec(
+            "chorus_lookups_total",
+            "Lookups started at this node, by result (ok, error).",
+            "result",
+        )?;
+        for r in ["ok", "error"] {
+            lookups.with_label_values(&[r]);
+        }
         Ok(NodeMetrics {
             capacity_cores: gauge(
                 "chorus_capacity_cores",
@@ -304,11 +312,7 @@ impl NodeMetrics {
                 "Peers found dead (an RPC failed) and dropped from the routing state.",
             )?,
             lookup_hops,
-            lookups: counter_vec(
-                "chorus_lookups_total",
-                "Lookups started at this node, by result (ok, error).",
-                "result",
-            )?,
+            lookups,
             peers_connected: gauge(
                 "chorus_peers_connected",
                 "Live QUIC connections in this node's connection cache.",

@@ -221,7 +221,14 @@ impl Node {
         });
         if let Some(addr) = config.metrics {
             let (bound, task) = metrics::serve(addr, scrape.clone()).await?;
-            metrics_addr = Some(bound);
+            // A wildcard bind is announced with the node's advertised IP, so
+            // that `/sd` lists an address Prometheus can scrape.
+            let announced = if bound.ip().is_unspecified() {
+                SocketAddr::new(me.addr.ip(), bound.port())
+            } else {
+                bound
+            };
+            metrics_addr = Some(announced);
             tasks.push(task);
         }
         let capacity = Capacity::new(
