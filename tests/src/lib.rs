@@ -35,11 +35,22 @@ impl TestNode {
 
     /// Starts a node with a given config.
     pub fn start_with(config: NodeConfig) -> anyhow::Result<TestNode> {
+        Self::start_as(config, None)
+    }
+
+    /// Starts a node with a given config and, if given, identity.
+    pub fn start_as(
+        config: NodeConfig,
+        identity: Option<chorus_sdk::identity::Identity>,
+    ) -> anyhow::Result<TestNode> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let node = rt.block_on(Node::start(config))?;
+        let node = match identity {
+            Some(id) => rt.block_on(Node::start_with(config, id))?,
+            None => rt.block_on(Node::start(config))?,
+        };
         Ok(TestNode {
             id: node.me().id,
             addr: node.me().addr,

@@ -268,6 +268,63 @@ fn killing_the_coordinator_hands_the_job_to_the_next_owner() {
     assert_eq!(st.coordinator.id, chorus_tests::true_owner(&ids, job.0));
 }
 
+#[test]
+fn a_node_that_joins_in_front_of_the_coordinator_routes_clients_to_it() {
+    let mut nodes = start_cluster(3, |_, _| {}).expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(40, 60_000_000);
+    let spec = JobSpec::new(
+        &bundle(&submitter),
+        inputs(&work),
+        Some(Policy::new(2, None, None).expect("policy")),
+        None,
+        7,
+    )
+    .expect("spec");
+    let job = submit(nodes[0].addr, spec).expect("submitted");
+    let coordinator = status(nodes[0].addr, job).expect("status").coordinator.id;
+    // A new node whose position falls between the coordinator's predecessor
+    // and the job id: it becomes the owner of the job id.
+    let mut ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    ids.sort();
+    let at = ids
+        .iter()
+        .position(|i| *i == coordinator)
+        .expect("coordinator");
+    let pred = ids[(at + ids.len() - 1) % ids.len()];
+    let mut identity = None;
+    for _ in 0..100_000 {
+        let id = Identity::generate().expect("key");
+        if id.ring_pos().in_open_closed(pred, job.0) && id.ring_pos() != job.0 {
+            identity = Some(id);
+            break;
+        }
+    }
+    let Some(identity) = identity else {
+        panic!("no key lands in ({pred}, {job}] in 100000 tries");
+    };
+    let mut config = chorus_node::net::NodeConfig::new(([127, 0, 0, 1], 0).into());
+    config.cores = 1;
+    config.bootstrap = vec![nodes[0].addr];
+    let newcomer = TestNode::start_as(config, Some(identity)).expect("newcomer");
+    let newcomer_addr = newcomer.addr;
+    nodes.push(newcomer);
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    wait_until(Duration::from_secs(60), || {
+        chorus_tests::ring_consistent(&refs)
+    })
+    .expect("ring with the newcomer");
+    // Clients asking any node (the newcomer included) still reach the job.
+    let (st, results) = wait_for_results(
+        &[newcomer_addr, nodes[1].addr],
+        job,
+        Duration::from_secs(120),
+    )
+    .expect("results through the new owner");
+    check_outputs(&work, &results);
+    assert_eq!(st.verified, 40);
+}
+
 fn expect_error(r: Result<JobId, chorus_sdk::wire::WireError>, kind: &str) {
     match r {
         Err(e) => {

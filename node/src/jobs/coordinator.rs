@@ -695,7 +695,7 @@ impl Shared {
         {
             warn!(job = %id, error = %e, "could not write job state");
         }
-        let targets = self.backup_targets().await;
+        let targets = self.backup_targets(id).await;
         let mut sends = Vec::new();
         for peer in targets {
             let msg = {

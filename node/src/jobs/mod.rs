@@ -382,16 +382,30 @@ impl Shared {
     }
 
     /// The first successors (not this node) that keep copies of our jobs.
-    async fn backup_targets(&self) -> Vec<Peer> {
+    ///
+    /// When a node joined between our predecessor and us and now owns `job`,
+    /// it gets a copy too: clients are routed to it, and it forwards them to
+    /// us (the coordinator named in its copy) as long as we run the job.
+    async fn backup_targets(&self, job: JobId) -> Vec<Peer> {
         let Ok(view) = self.ring.view().await else {
             return Vec::new();
         };
         let mut out: Vec<Peer> = Vec::new();
+        let owner_elsewhere = view
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| !job.0.in_open_closed(p.id, self.me.id));
+        if owner_elsewhere
+            && let Ok(done) = self.ring.lookup(job.0).await
+            && done.owner.id != self.me.id
+        {
+            out.push(done.owner);
+        }
         for p in view.successors {
             if p.id != self.me.id && !out.iter().any(|q| q.id == p.id) {
                 out.push(p);
             }
-            if out.len() >= self.config.replicate_to {
+            if out.len() >= self.config.replicate_to + usize::from(owner_elsewhere) {
                 break;
             }
         }
@@ -747,6 +761,18 @@ impl Shared {
         loop {
             tick.tick().await;
             self.refresh_capacity();
+            // Finished jobs stay reachable: a successor that replaced a dead
+            // one, or a node that joined in front of us and now owns a job id,
+            // gets its copy (running jobs are copied by their drivers).
+            let finished: Vec<(JobId, Arc<JobHandle>)> = self
+                .jobs
+                .iter()
+                .filter(|e| e.value().state.lock().is_ok_and(|st| st.is_done()))
+                .map(|e| (*e.key(), e.value().clone()))
+                .collect();
+            for (job, handle) in finished {
+                self.persist_and_replicate(&handle, job).await;
+            }
             let copies: Vec<JobId> = self.backups.iter().map(|e| *e.key()).collect();
             for job in copies {
                 let unfinished = self
