@@ -21,6 +21,9 @@ use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec};
 use chorus_sdk::wire::{Request, Response};
 
+/// The prime-counting example (a real task of a few milliseconds).
+const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+
 /// A task that prints 8 bytes and returns: the least a task can do.
 const TRIVIAL: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write"
@@ -54,11 +57,11 @@ fn limits() -> Limits {
 async fn run_job(
     via: SocketAddr,
     bundle: &VerifiedBundle,
-    tasks: usize,
+    inputs: Vec<Vec<u8>>,
     replicas: u32,
     nonce: u64,
 ) -> (Duration, Duration, JobId, u64) {
-    let inputs = vec![Vec::new(); tasks];
+    let tasks = inputs.len();
     let policy = Policy::new(replicas, None, None).expect("policy");
     let spec = JobSpec::new(bundle, inputs, Some(policy), Some(limits()), nonce).expect("spec");
     let cpu0 = cpu_time();
@@ -189,7 +192,7 @@ fn main() {
         )
         .expect("bundle");
         // Warm up: bundles fetched, modules compiled on every node.
-        let _ = run_job(nodes[0].me().addr, &bundle, 400, 2, 0).await;
+        let _ = run_job(nodes[0].me().addr, &bundle, vec![Vec::new(); 400], 2, 0).await;
 
         println!("Chorus grid benchmark: 4 nodes on 127.0.0.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
         println!();
@@ -203,12 +206,72 @@ fn main() {
             one
         );
         for (replicas, nonce) in [(1u32, 1u64), (2, 2)] {
-            let (wall, cpu, job, replicas_run) =
-                run_job(nodes[1].me().addr, &bundle, tasks, replicas, nonce).await;
+            let (wall, cpu, job, replicas_run) = run_job(
+                nodes[1].me().addr,
+                &bundle,
+                vec![Vec::new(); tasks],
+                replicas,
+                nonce,
+            )
+            .await;
             let per_task = wall.as_secs_f64() / tasks as f64;
             let cpu_per = cpu.as_secs_f64() / tasks as f64 * 1e6;
             println!(
                 "| grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.1} |",
+                1.0 / per_task,
+                per_task * 1e6,
+                cpu_per,
+                cpu_per / one
+            );
+        }
+        // A real task: counting primes in a range of 2 million (about 2 ms).
+        let primes = Bundle::sign(
+            Manifest::new("primes", "1", submitter.public_key()),
+            PRIMES.to_vec(),
+            &submitter,
+        )
+        .expect("bundle");
+        let prime_inputs = |n: u64| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|i| {
+                    let lo = 1_000_000_000 + i * 2_000_000;
+                    rmp_serde::to_vec(&(lo, lo + 2_000_000)).expect("encode")
+                })
+                .collect()
+        };
+        let one_primes = {
+            let compiled = engine.module(PRIMES, &limits()).expect("compile primes");
+            let inputs = prime_inputs(200);
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            for input in inputs {
+                let spec = TaskSpec {
+                    input,
+                    args: Vec::new(),
+                    seed: 0,
+                    limits: limits(),
+                };
+                let r = engine.run_blocking(&compiled, spec).expect("run");
+                assert!(r.outcome.is_ok());
+            }
+            (t0.elapsed() / 200, cpu_time().saturating_sub(cpu0) / 200)
+        };
+        let one = one_primes.1.as_secs_f64() * 1e6;
+        println!(
+            "| primes (2M range), sandbox in process | {:.0} | {:.1} | {:.1} | 1.0 |",
+            1.0 / one_primes.0.as_secs_f64(),
+            one_primes.0.as_secs_f64() * 1e6,
+            one
+        );
+        let _ = run_job(nodes[0].me().addr, &primes, prime_inputs(8), 2, 100).await;
+        let n = 2_000u64;
+        for (replicas, nonce) in [(1u32, 101u64), (2, 102)] {
+            let (wall, cpu, job, replicas_run) =
+                run_job(nodes[2].me().addr, &primes, prime_inputs(n), replicas, nonce).await;
+            let per_task = wall.as_secs_f64() / n as f64;
+            let cpu_per = cpu.as_secs_f64() / n as f64 * 1e6;
+            println!(
+                "| primes, grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.2} |",
                 1.0 / per_task,
                 per_task * 1e6,
                 cpu_per,

@@ -325,6 +325,67 @@ fn a_node_that_joins_in_front_of_the_coordinator_routes_clients_to_it() {
     assert_eq!(st.verified, 40);
 }
 
+#[test]
+fn a_liar_that_takes_over_a_job_still_finishes_it_right() {
+    let liar_index = 3;
+    let base = std::env::temp_dir().join(format!("chorus-takeover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let mut nodes = start_cluster(4, |i, c| {
+        c.data_dir = Some(base.join(format!("n{i}")));
+        if i == liar_index {
+            c.chaos = Chaos::CorruptResults;
+        }
+    })
+    .expect("cluster");
+    let liar = nodes[liar_index].id;
+    let mut ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    ids.sort();
+    let at = ids.iter().position(|i| *i == liar).expect("liar");
+    // The node just before the liar coordinates; the liar is next in line.
+    let target = ids[(at + ids.len() - 1) % ids.len()];
+    let submitter = Identity::generate().expect("key");
+    let b = bundle(&submitter);
+    let work = ranges(40, 60_000_000);
+    let mut spec = None;
+    for nonce in 0..10_000u64 {
+        let s = JobSpec::new(
+            &b,
+            inputs(&work),
+            Some(Policy::new(2, None, None).expect("policy")),
+            None,
+            nonce,
+        )
+        .expect("spec");
+        if chorus_tests::true_owner(&ids, s.id().0) == target {
+            spec = Some(s);
+            break;
+        }
+    }
+    let spec = spec.expect("a nonce whose job the liar's predecessor owns");
+    let job = submit(nodes[0].addr, spec).expect("submitted");
+    assert_eq!(
+        status(nodes[0].addr, job).expect("status").coordinator.id,
+        target
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let dead = nodes.remove(
+        nodes
+            .iter()
+            .position(|n| n.id == target)
+            .expect("coordinator"),
+    );
+    dead.kill();
+    let (st, results) =
+        wait_for_results(&addrs(&nodes), job, Duration::from_secs(180)).expect("results");
+    eprintln!(
+        "after the coordinator died: coordinator {} (liar {liar}), {} failovers, {} rejected",
+        st.coordinator.id, st.failovers, st.disagreements
+    );
+    check_outputs(&work, &results);
+    assert_eq!(st.verified, 40);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 fn expect_error(r: Result<JobId, chorus_sdk::wire::WireError>, kind: &str) {
     match r {
         Err(e) => {

@@ -73,6 +73,8 @@ pub(super) struct JobState {
     cancelled: bool,
     failovers: u32,
     epoch: Instant,
+    /// When the last task was decided.
+    finished: Option<Instant>,
     rng: Rng,
     batches_in_flight: usize,
 }
@@ -152,12 +154,14 @@ impl JobState {
             cancelled: false,
             failovers,
             epoch: Instant::now(),
+            finished: None,
             rng: Rng::new(id.0.0 ^ 0x9e37_79b9_7f4a_7c15),
             batches_in_flight: 0,
         };
         if cancelled {
             state.cancel();
         }
+        state.note_finished();
         state
     }
 
@@ -168,6 +172,20 @@ impl JobState {
     /// Whether every task has a final result.
     pub(super) fn is_done(&self) -> bool {
         self.open.is_empty()
+    }
+
+    /// How long ago the job finished, if it has.
+    pub(super) fn finished_for(&self) -> Option<Duration> {
+        if !self.is_done() {
+            return None;
+        }
+        Some(self.finished.map_or(Duration::ZERO, |t| t.elapsed()))
+    }
+
+    fn note_finished(&mut self) {
+        if self.open.is_empty() && self.finished.is_none() {
+            self.finished = Some(Instant::now());
+        }
     }
 
     /// Whether the job was cancelled.
@@ -199,6 +217,7 @@ impl JobState {
                 votes: slot.verifier.vote_count(),
             });
         }
+        self.note_finished();
     }
 
     /// The job's progress as clients see it.
@@ -554,6 +573,7 @@ impl JobState {
         slot.result = Some(result.clone());
         let votes = slot.verifier.vote_count();
         self.open.retain(|&i| i != t);
+        self.note_finished();
         self.decided.push(DecidedTask {
             task: t,
             result,
@@ -584,7 +604,7 @@ pub(super) fn task_seed(job: JobId, task: u32) -> u64 {
 /// Drives one job until every task is decided (or it is cancelled).
 pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>, id: JobId) {
     let (tx, mut rx) = mpsc::unbounded_channel::<BatchDone>();
-    let mut last_replication = Instant::now() - Duration::from_secs(60);
+    let mut last_replication: Option<Instant> = None;
     loop {
         let batches = {
             let Ok(mut st) = handle.state.lock() else {
@@ -614,9 +634,9 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>, id: JobId
                 });
             });
         }
-        if last_replication.elapsed() >= shared.config.replicate_interval {
+        if last_replication.is_none_or(|t| t.elapsed() >= shared.config.replicate_interval) {
             shared.persist_and_replicate(&handle, id).await;
-            last_replication = Instant::now();
+            last_replication = Some(Instant::now());
         }
         tokio::select! {
             got = rx.recv() => {

@@ -5,11 +5,11 @@
 //!   forwarded, the node looks up the owner of the job id and forwards it there.
 //! - The owner (the coordinator) verifies the job, stores it, copies it to its
 //!   first successors, acknowledges it, and runs one driver task per job
-//!   ([`coordinator`]): placement by power of two choices over the capacity
+//!   (`coordinator.rs`): placement by power of two choices over the capacity
 //!   records it knows, batches of tasks per worker, quorum verification with
 //!   `chorus-core`'s [`TaskVerifier`](chorus_core::jobs::TaskVerifier),
 //!   reputation, and re-sending of lost replicas.
-//! - A worker ([`worker`]) fetches the bundle from the coordinator if it lacks
+//! - A worker (`worker.rs`) fetches the bundle from the coordinator if it lacks
 //!   it, verifies it, runs the batch in its sandbox and returns signed results.
 //! - Every backup checks, twice a second, whether it now owns a job it holds a
 //!   copy of (its coordinator died and the ring healed around it); if so it
@@ -82,6 +82,12 @@ pub struct JobsConfig {
     /// How long a backup waits for a coordinator's answer before it takes the
     /// job over. Default 2 s.
     pub liveness_timeout: Duration,
+    /// How long a finished job (and a finished copy) is kept for its
+    /// client, in memory and on disk. Default 1 hour.
+    pub keep_done: Duration,
+    /// Random lookups per takeover tick while a job runs here, to meet
+    /// workers beyond the capacity records gossip brings. Default 2.
+    pub sample_lookups: usize,
 }
 
 impl Default for JobsConfig {
@@ -97,6 +103,8 @@ impl Default for JobsConfig {
             distrust_below: -50,
             takeover_interval: Duration::from_millis(500),
             liveness_timeout: Duration::from_secs(2),
+            keep_done: Duration::from_secs(3600),
+            sample_lookups: 2,
         }
     }
 }
@@ -127,6 +135,8 @@ pub struct JobsDeps {
 
 /// A copy of another coordinator's job.
 struct Backup {
+    /// When the last copy arrived.
+    updated: std::time::Instant,
     coordinator: Option<Peer>,
     spec: Arc<JobSpec>,
     decided: std::collections::BTreeMap<u32, DecidedTask>,
@@ -227,6 +237,7 @@ impl Jobs {
                 shared.backups.insert(
                     id,
                     Arc::new(std::sync::Mutex::new(Backup {
+                        updated: std::time::Instant::now(),
                         coordinator: None,
                         spec: Arc::new(j.spec),
                         decided: j.decided,
@@ -640,6 +651,7 @@ impl Shared {
         let (_, backup) = self.backups.remove(&job)?;
         let b = match backup.lock() {
             Ok(g) => Backup {
+                updated: g.updated,
                 coordinator: g.coordinator.clone(),
                 spec: g.spec.clone(),
                 decided: g.decided.clone(),
@@ -719,6 +731,7 @@ impl Shared {
                     warn!(%job, error = %e, "could not store a job copy");
                 }
                 let b = Arc::new(std::sync::Mutex::new(Backup {
+                    updated: std::time::Instant::now(),
                     coordinator: Some(coordinator.clone()),
                     spec: Arc::new(*spec),
                     decided: Default::default(),
@@ -746,6 +759,7 @@ impl Shared {
             }
         }
         b.coordinator = Some(coordinator);
+        b.updated = std::time::Instant::now();
         for d in decided {
             b.decided.insert(d.task, d);
         }
@@ -754,13 +768,67 @@ impl Shared {
         Response::Job(JobResponse::Ok)
     }
 
+    /// Forgets jobs and copies finished longer than `keep_done` ago.
+    fn expire(&self) {
+        let keep = self.config.keep_done;
+        let old: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|e| {
+                e.value()
+                    .state
+                    .lock()
+                    .is_ok_and(|st| st.finished_for().is_some_and(|d| d > keep))
+            })
+            .map(|e| *e.key())
+            .collect();
+        for job in old {
+            self.jobs.remove(&job);
+            if let Some(store) = &self.store {
+                store.remove(Role::Primary, job);
+            }
+            info!(%job, "finished job expired");
+        }
+        let old: Vec<JobId> = self
+            .backups
+            .iter()
+            .filter(|e| {
+                e.value().lock().is_ok_and(|b| {
+                    (b.cancelled || b.decided.len() >= b.spec.inputs.len())
+                        && b.updated.elapsed() > keep
+                })
+            })
+            .map(|e| *e.key())
+            .collect();
+        for job in old {
+            self.backups.remove(&job);
+            if let Some(store) = &self.store {
+                store.remove(Role::Backup, job);
+            }
+        }
+    }
+
     /// Takeovers and capacity refreshes, until the node stops.
     async fn background(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.takeover_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rng = chorus_core::rng::Rng::new(self.me.id.0 ^ 0x5eed);
         loop {
             tick.tick().await;
             self.refresh_capacity();
+            self.expire();
+            // While jobs run here, sample the ring: each hop of a lookup
+            // answers with capacity records, so a coordinator meets workers
+            // beyond what gossip along its own ring links brought.
+            let running = self
+                .jobs
+                .iter()
+                .any(|e| e.value().state.lock().is_ok_and(|st| !st.is_done()));
+            if running {
+                for _ in 0..self.config.sample_lookups {
+                    let _ = self.ring.lookup(RingPos(rng.next_u64())).await;
+                }
+            }
             // Finished jobs stay reachable: a successor that replaced a dead
             // one, or a node that joined in front of us and now owns a job id,
             // gets its copy (running jobs are copied by their drivers).

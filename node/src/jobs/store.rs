@@ -106,13 +106,21 @@ impl Store {
         fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
         let bytes = rmp_serde::to_vec_named(spec).map_err(|e| StoreError::Encode(e.to_string()))?;
         let path = self.path(role, job, "spec");
-        let tmp = self.path(role, job, "spec.tmp");
+        // A temporary name of our own: two copies of one job may be stored at
+        // once (a coordinator's first copy racing its retry).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.path(role, job, &format!("spec.{}.{n}.tmp", std::process::id()));
         let mut f = File::create(&tmp).map_err(Self::io(&tmp))?;
         f.write_all(&bytes).map_err(Self::io(&tmp))?;
         f.sync_all().map_err(Self::io(&tmp))?;
         fs::rename(&tmp, &path).map_err(Self::io(&path))?;
         let log = self.path(role, job, "log");
-        File::create(&log).map_err(Self::io(&log))?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(Self::io(&log))?;
         Ok(())
     }
 
