@@ -153,6 +153,31 @@ fn main() {
         t0.elapsed() / n
     });
 
+    let prime_inputs = |n: u64| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let lo = 1_000_000_000 + i * 2_000_000;
+                rmp_serde::to_vec(&(lo, lo + 2_000_000)).expect("encode")
+            })
+            .collect()
+    };
+    let one_primes = {
+        let compiled = engine.module(PRIMES, &limits()).expect("compile primes");
+        let inputs = prime_inputs(200);
+        let cpu0 = cpu_time();
+        let t0 = Instant::now();
+        for input in inputs {
+            let spec = TaskSpec {
+                input,
+                args: Vec::new(),
+                seed: 0,
+                limits: limits(),
+            };
+            let r = engine.run_blocking(&compiled, spec).expect("run");
+            assert!(r.outcome.is_ok());
+        }
+        (t0.elapsed() / 200, cpu_time().saturating_sub(cpu0) / 200)
+    };
     // The grid: 4 nodes, one slot each, on this process's runtime.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -231,31 +256,6 @@ fn main() {
             &submitter,
         )
         .expect("bundle");
-        let prime_inputs = |n: u64| -> Vec<Vec<u8>> {
-            (0..n)
-                .map(|i| {
-                    let lo = 1_000_000_000 + i * 2_000_000;
-                    rmp_serde::to_vec(&(lo, lo + 2_000_000)).expect("encode")
-                })
-                .collect()
-        };
-        let one_primes = {
-            let compiled = engine.module(PRIMES, &limits()).expect("compile primes");
-            let inputs = prime_inputs(200);
-            let cpu0 = cpu_time();
-            let t0 = Instant::now();
-            for input in inputs {
-                let spec = TaskSpec {
-                    input,
-                    args: Vec::new(),
-                    seed: 0,
-                    limits: limits(),
-                };
-                let r = engine.run_blocking(&compiled, spec).expect("run");
-                assert!(r.outcome.is_ok());
-            }
-            (t0.elapsed() / 200, cpu_time().saturating_sub(cpu0) / 200)
-        };
         let one = one_primes.1.as_secs_f64() * 1e6;
         println!(
             "| primes (2M range), sandbox in process | {:.0} | {:.1} | {:.1} | 1.0 |",
