@@ -70,19 +70,37 @@ fn addrs(nodes: &[TestNode]) -> Vec<std::net::SocketAddr> {
     nodes.iter().map(|n| n.addr).collect()
 }
 
+/// A primes job over `work` with `replicas` (quorum: a majority).
+fn primes_job(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
+    JobSpec::new(
+        &bundle(submitter),
+        inputs(work),
+        Some(Policy::new(replicas, None, None).expect("policy")),
+        None,
+        nonce,
+    )
+    .expect("spec")
+}
+
+/// Waits until `job` has at least `n` verified tasks (asking `via`).
+fn wait_for_progress(via: std::net::SocketAddr, job: JobId, n: u32) {
+    wait_until(Duration::from_secs(60), || {
+        let s = status(via, job).map_err(|e| e.to_string())?;
+        if s.verified >= n {
+            Ok(())
+        } else {
+            Err(format!("{} verified", s.verified))
+        }
+    })
+    .expect("progress");
+}
+
 #[test]
 fn eight_nodes_run_a_200_task_job_with_two_replicas() {
     let nodes = start_cluster(8, |_, _| {}).expect("cluster");
     let submitter = Identity::generate().expect("key");
     let work = ranges(200, 2_000);
-    let spec = JobSpec::new(
-        &bundle(&submitter),
-        inputs(&work),
-        Some(Policy::new(2, None, None).expect("policy")),
-        None,
-        1,
-    )
-    .expect("spec");
+    let spec = primes_job(&submitter, &work, 2, 1);
     let t0 = Instant::now();
     let job = submit(nodes[3].addr, spec).expect("submitted");
     let (st, results) =
@@ -171,27 +189,12 @@ fn killing_two_workers_mid_job_loses_nothing() {
     let submitter = Identity::generate().expect("key");
     // Heavier tasks so that the job is still running when the workers die.
     let work = ranges(40, 60_000_000);
-    let spec = JobSpec::new(
-        &bundle(&submitter),
-        inputs(&work),
-        Some(Policy::new(2, None, None).expect("policy")),
-        None,
-        3,
-    )
-    .expect("spec");
+    let spec = primes_job(&submitter, &work, 2, 3);
     let job = submit(nodes[0].addr, spec).expect("submitted");
     let st = status(nodes[0].addr, job).expect("status");
     let coordinator = st.coordinator.id;
     // Wait for some progress, then kill two workers that are not the coordinator.
-    wait_until(Duration::from_secs(60), || {
-        let s = status(nodes[0].addr, job).map_err(|e| e.to_string())?;
-        if s.verified >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{} verified", s.verified))
-        }
-    })
-    .expect("progress");
+    wait_for_progress(nodes[0].addr, job, 2);
     let mut killed = Vec::new();
     let mut i = 0;
     while killed.len() < 2 && i < nodes.len() {
@@ -224,25 +227,10 @@ fn killing_the_coordinator_hands_the_job_to_the_next_owner() {
     let mut nodes = start_cluster(6, |_, _| {}).expect("cluster");
     let submitter = Identity::generate().expect("key");
     let work = ranges(40, 60_000_000);
-    let spec = JobSpec::new(
-        &bundle(&submitter),
-        inputs(&work),
-        Some(Policy::new(2, None, None).expect("policy")),
-        None,
-        4,
-    )
-    .expect("spec");
+    let spec = primes_job(&submitter, &work, 2, 4);
     let job = submit(nodes[1].addr, spec).expect("submitted");
     let coordinator = status(nodes[1].addr, job).expect("status").coordinator.id;
-    wait_until(Duration::from_secs(60), || {
-        let s = status(nodes[1].addr, job).map_err(|e| e.to_string())?;
-        if s.verified >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{} verified", s.verified))
-        }
-    })
-    .expect("progress");
+    wait_for_progress(nodes[1].addr, job, 2);
     let at = nodes
         .iter()
         .position(|n| n.id == coordinator)
@@ -273,14 +261,7 @@ fn a_node_that_joins_in_front_of_the_coordinator_routes_clients_to_it() {
     let mut nodes = start_cluster(3, |_, _| {}).expect("cluster");
     let submitter = Identity::generate().expect("key");
     let work = ranges(40, 60_000_000);
-    let spec = JobSpec::new(
-        &bundle(&submitter),
-        inputs(&work),
-        Some(Policy::new(2, None, None).expect("policy")),
-        None,
-        7,
-    )
-    .expect("spec");
+    let spec = primes_job(&submitter, &work, 2, 7);
     let job = submit(nodes[0].addr, spec).expect("submitted");
     let coordinator = status(nodes[0].addr, job).expect("status").coordinator.id;
     // A new node whose position falls between the coordinator's predecessor
