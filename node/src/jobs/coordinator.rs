@@ -2,7 +2,7 @@
 //! feeds their answers to the quorum logic of `chorus-core`, records decided
 //! tasks, and copies the job to the node's successors.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +61,8 @@ pub(super) struct JobState {
     spec: Arc<JobSpec>,
     bundle: Arc<VerifiedBundle>,
     tasks: Vec<TaskSlot>,
-    /// Undecided task indices.
-    open: Vec<u32>,
+    /// Undecided task indices, lowest first.
+    open: BTreeSet<u32>,
     /// Decided tasks in order of decision (what backups and the log receive).
     decided: Vec<DecidedTask>,
     persisted: usize,
@@ -108,7 +108,7 @@ impl JobState {
         config.replica_timeout = u64::MAX / 4;
         let n = spec.inputs.len();
         let mut tasks = Vec::with_capacity(n);
-        let mut open = Vec::new();
+        let mut open = BTreeSet::new();
         let mut log = Vec::new();
         let mut replicas_run = 0u64;
         let mut disagreements = 0u64;
@@ -129,7 +129,7 @@ impl JobState {
                 }
                 log.push(d.clone());
             } else {
-                open.push(index);
+                open.insert(index);
             }
             tasks.push(TaskSlot {
                 verifier: TaskVerifier::new(policy, config),
@@ -572,7 +572,7 @@ impl JobState {
         slot.candidates.clear();
         slot.result = Some(result.clone());
         let votes = slot.verifier.vote_count();
-        self.open.retain(|&i| i != t);
+        self.open.remove(&t);
         self.note_finished();
         self.decided.push(DecidedTask {
             task: t,
@@ -663,12 +663,13 @@ async fn send_batch(
     addr: SocketAddr,
     run: RunTasks,
 ) -> BatchOutcome {
+    // Every task of the batch may run to its wall-clock limit, one after the
+    // other; a worker that dies is noticed sooner, when its connection idles out.
     let n = run.tasks.len() as u64;
-    let per_round = n.div_ceil(1).max(1);
     let timeout = Duration::from_millis(
         run.limits
             .wall_ms
-            .saturating_mul(per_round.saturating_add(1))
+            .saturating_mul(n.saturating_add(1))
             .min(3_600_000),
     ) + shared.config.fetch_timeout;
     let answer = if worker == shared.me.id {
