@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod demo;
+pub mod limits;
 pub mod node;
 pub mod peers;
 pub mod results;

@@ -4,9 +4,10 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chorus_sdk::bundle::Bundle;
 
+use super::limits::LimitArgs;
 use crate::sandbox::{Engine, EngineConfig, Limits, Outcome, TaskReport, TaskSpec};
 
 /// Arguments of `chorus run`.
@@ -22,15 +23,9 @@ pub struct RunArgs {
     /// An argument for the task (repeat for more).
     #[arg(long = "arg", value_name = "A", allow_hyphen_values = true)]
     pub args: Vec<String>,
-    /// Fuel limit (about one unit per wasm instruction).
-    #[arg(long, value_name = "N")]
-    pub fuel: Option<u64>,
-    /// Linear memory limit in MiB.
-    #[arg(long, value_name = "N")]
-    pub memory_mb: Option<u64>,
-    /// Wall-clock deadline in seconds (fractions allowed).
-    #[arg(long, value_name = "S")]
-    pub timeout_s: Option<f64>,
+    /// Limit overrides (fuel, memory, wall clock).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Seed of the task's random stream.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
@@ -83,20 +78,7 @@ fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         tracing::info!(id = %bundle.id(), name = %bundle.manifest().name, "verified bundle");
         (bundle.module().to_vec(), bundle.manifest().limits)
     };
-    if let Some(fuel) = args.fuel {
-        limits.fuel = fuel;
-    }
-    if let Some(mb) = args.memory_mb {
-        limits.memory_bytes = mb
-            .checked_mul(1 << 20)
-            .context("--memory-mb is too large")?;
-    }
-    if let Some(s) = args.timeout_s {
-        if !(s.is_finite() && s > 0.0 && s < 1e9) {
-            bail!("--timeout-s must be a positive number of seconds");
-        }
-        limits.wall_ms = (s * 1000.0).ceil() as u64;
-    }
+    limits = args.limits.apply(limits)?;
     let input = match &args.input {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
@@ -167,9 +149,7 @@ mod tests {
             bundle: path.to_path_buf(),
             input: Some(PathBuf::from("/dev/null")),
             args: vec!["1".into(), "1000".into()],
-            fuel: None,
-            memory_mb: None,
-            timeout_s: None,
+            limits: LimitArgs::default(),
             seed: 0,
             data_dir: None,
             json: true,
@@ -194,7 +174,7 @@ mod tests {
         assert!(json["error"].is_null());
 
         let mut starved = args(&path);
-        starved.fuel = Some(1000);
+        starved.limits.fuel = Some(1000);
         let report = execute(starved).unwrap();
         assert_eq!(report.outcome, Outcome::FuelExhausted);
         assert_eq!(exit_code(&report.outcome), 1);

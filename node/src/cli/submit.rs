@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chorus_sdk::bundle::{Bundle, Limits, VerifiedBundle};
+use chorus_sdk::bundle::{Bundle, VerifiedBundle};
 use chorus_sdk::client::{Client, JobBuilder, sign_module};
 use chorus_sdk::identity::Identity;
 
+use super::limits::LimitArgs;
 use super::results::{finish, key_dir, read_inputs, save_names, wait_with_bar};
 
 /// Arguments of `chorus submit`.
@@ -35,15 +36,9 @@ pub struct SubmitArgs {
     /// (default: twice the replicas).
     #[arg(long, value_name = "M")]
     pub max_replicas: Option<u32>,
-    /// Fuel limit per task (about one unit per wasm instruction).
-    #[arg(long, value_name = "N")]
-    pub fuel: Option<u64>,
-    /// Linear memory limit per task, in MiB.
-    #[arg(long, value_name = "N")]
-    pub memory_mb: Option<u64>,
-    /// Wall-clock limit per task, in seconds (fractions allowed).
-    #[arg(long, value_name = "S")]
-    pub timeout_s: Option<f64>,
+    /// Limit overrides (fuel, memory, wall clock) for every task.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Directory for the outputs: OUT/<input name>, or OUT/<input name>.error.
     #[arg(long, value_name = "DIR", default_value = "chorus-out")]
     pub out: PathBuf,
@@ -79,7 +74,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut job = JobBuilder::new(&bundle)
         .inputs(inputs.into_iter().map(|(_, bytes)| bytes))
         .replicas(args.replicas)
-        .limits(limits(&args, bundle.manifest().limits)?);
+        .limits(args.limits.apply(bundle.manifest().limits)?);
     if let Some(q) = args.quorum {
         job = job.quorum(q);
     }
@@ -141,28 +136,11 @@ fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<Verifie
     sign_module(&name, bytes, identity).context("signing the module")
 }
 
-/// The manifest's limits with the command line's overrides.
-fn limits(args: &SubmitArgs, mut limits: Limits) -> anyhow::Result<Limits> {
-    if let Some(fuel) = args.fuel {
-        limits.fuel = fuel;
-    }
-    if let Some(mb) = args.memory_mb {
-        limits.memory_bytes = mb
-            .checked_mul(1 << 20)
-            .context("--memory-mb is too large")?;
-    }
-    if let Some(s) = args.timeout_s {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--timeout-s must be a positive number of seconds");
-        }
-        limits.wall_ms = ((s * 1000.0).ceil() as u64).max(1);
-    }
-    Ok(limits)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    use chorus_sdk::bundle::Limits;
 
     use super::*;
     use crate::cli::{Cli, Command};
@@ -187,14 +165,13 @@ mod tests {
     #[test]
     fn limits_come_from_the_manifest_unless_overridden() {
         let base = Limits::default();
-        assert_eq!(limits(&parse(&[]), base).unwrap(), base);
-        let l = limits(
-            &parse(&["--fuel", "1000", "--memory-mb", "64", "--timeout-s", "1.5"]),
-            base,
-        )
-        .unwrap();
+        assert_eq!(parse(&[]).limits.apply(base).unwrap(), base);
+        let l = parse(&["--fuel", "1000", "--memory-mb", "64", "--timeout-s", "1.5"])
+            .limits
+            .apply(base)
+            .unwrap();
         assert_eq!((l.fuel, l.memory_bytes, l.wall_ms), (1000, 64 << 20, 1500));
-        assert!(limits(&parse(&["--timeout-s", "0"]), base).is_err());
+        assert!(parse(&["--timeout-s", "0"]).limits.apply(base).is_err());
         let a = parse(&["--replicas", "3", "--quorum", "2", "--detach", "--json"]);
         assert_eq!(
             (a.replicas, a.quorum, a.detach, a.json),
