@@ -15,8 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chorus_core::RingPos;
-use chorus_node::net::NodeConfig;
-use chorus_tests::{TestNode, ring_consistent, wait_until};
+use chorus_tests::TestNode;
 use serde_json::Value;
 
 /// Every metric family name the node defines (the dashboards may use no other).
@@ -201,18 +200,12 @@ fn promtool_accepts_config_and_rules() {
 
 #[test]
 fn promtool_accepts_every_nodes_metrics() {
-    let start = |bootstrap: Vec<SocketAddr>| {
-        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
-        c.bootstrap = bootstrap;
+    let cluster = chorus_tests::start_cluster(3, |_, c| {
         c.metrics = Some(([127, 0, 0, 1], 0).into());
         c.cores = 2;
-        TestNode::start_with(c).expect("node starts")
-    };
-    let a = start(vec![]);
-    let b = start(vec![a.addr]);
-    let c = start(vec![a.addr]);
-    let nodes = [&a, &b, &c];
-    wait_until(Duration::from_secs(30), || ring_consistent(&nodes)).expect("ring forms");
+    })
+    .expect("cluster");
+    let nodes: Vec<&TestNode> = cluster.iter().collect();
     // Some lookups, so the hop histograms hold observations.
     for (i, n) in nodes.iter().enumerate() {
         for k in 0..5u64 {
@@ -220,13 +213,13 @@ fn promtool_accepts_every_nodes_metrics() {
             n.rt.block_on(n.node().lookup(key)).expect("lookup");
         }
     }
-    for n in nodes {
+    for n in &nodes {
         let maddr = n.node().metrics_addr().expect("metrics served");
         let text = http_get(maddr, "/metrics");
         assert!(text.contains("# HELP chorus_ring_successors "), "{text}");
         promtool(&["check", "metrics"], Some(&text));
     }
-    for n in [c, b, a] {
+    for n in cluster.into_iter().rev() {
         n.leave();
     }
 }

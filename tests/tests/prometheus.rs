@@ -19,12 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_core::jobs::Policy;
-use chorus_node::net::{NodeConfig, call_node};
+use chorus_node::net::call_node;
 use chorus_sdk::bundle::{Bundle, Manifest};
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, JobStatus};
 use chorus_sdk::wire::{Request, Response};
-use chorus_tests::{TestNode, ring_consistent, wait_until};
+use chorus_tests::{TestNode, wait_until};
 use serde_json::Value;
 
 const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
@@ -188,24 +188,14 @@ fn prometheus_scrapes_the_ring_and_every_dashboard_query_returns_data() {
     eprintln!("whole test took {:?}", began.elapsed());
 }
 
-/// Starts `NODES` nodes with metrics on loopback and waits for a consistent ring.
+/// Starts `NODES` nodes with metrics on loopback, in a consistent ring whose
+/// nodes know each other's capacity records.
 fn start_cluster() -> Vec<TestNode> {
-    let start = |bootstrap: Vec<SocketAddr>| {
-        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
-        c.bootstrap = bootstrap;
+    chorus_tests::start_cluster(NODES, |_, c| {
         c.metrics = Some(([127, 0, 0, 1], 0).into());
         c.cores = 2;
-        TestNode::start_with(c).expect("node starts")
-    };
-    let first = start(vec![]);
-    let boot = first.addr;
-    let mut nodes = vec![first];
-    for _ in 1..NODES {
-        nodes.push(start(vec![boot]));
-    }
-    let refs: Vec<&TestNode> = nodes.iter().collect();
-    wait_until(Duration::from_secs(30), || ring_consistent(&refs)).expect("ring forms");
-    nodes
+    })
+    .expect("cluster")
 }
 
 fn submit(client: &TestNode, to: SocketAddr) -> JobId {
