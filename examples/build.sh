@@ -13,9 +13,12 @@
 #
 # Builds are reproducible: every absolute path that could land in a module is
 # remapped (--remap-path-prefix, -ffile-prefix-map), debug info and symbols are
-# stripped, one codegen unit. The bytes still depend on the compiler, so the
-# toolchain is recorded in examples/wasm/TOOLCHAIN and --check says so when
-# the local one differs. CHORUS_WASM_TOOLCHAIN=debian|rustup forces a route.
+# stripped, one codegen unit (the `guest` profile in the top-level Cargo.toml).
+# The guests are members of the top-level workspace, so cargo hashes every
+# path crate relative to one root and the clone's location cannot change a
+# byte. The bytes still depend on the compiler, so the toolchain is recorded
+# in examples/wasm/TOOLCHAIN and --check says so when the local one differs.
+# CHORUS_WASM_TOOLCHAIN=debian|rustup forces a route.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,8 +47,7 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 # relaxed SIMD stays off.
 flags_common=(
   -C target-feature=+simd128
-  "--remap-path-prefix=$here=/chorus/examples"
-  "--remap-path-prefix=$repo/task-sdk=/chorus/task-sdk"
+  "--remap-path-prefix=$repo=/chorus"
   "--remap-path-prefix=$cargo_home=/cargo"
 )
 
@@ -87,15 +89,17 @@ echo "build.sh: Rust guests with $("$rustc_bin" -V) ($route)" >&2
 # CARGO_HOME pass through.
 clean_env=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "CARGO_HOME=$cargo_home"
   CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never LC_ALL=C)
+# examples/target, not the top-level target/: another cargo and other flags
+# would only evict each other's artifacts.
 (
-  cd "$here"
+  cd "$repo"
   "${clean_env[@]}" ${env_vars[@]+"${env_vars[@]}"} CARGO_ENCODED_RUSTFLAGS="$encoded" \
     CARGO_TARGET_DIR="$here/target" SOURCE_DATE_EPOCH=0 \
-    "${cargo_cmd[@]}" --locked --release --target wasm32-wasip1 \
+    "${cargo_cmd[@]}" --locked --profile guest --target wasm32-wasip1 \
     $(printf -- '-p %s ' "${rust_tasks[@]}")
 )
 for t in "${rust_tasks[@]}"; do
-  cp "$here/target/wasm32-wasip1/release/$t.wasm" "$out_dir/$t.wasm"
+  cp "$here/target/wasm32-wasip1/guest/$t.wasm" "$out_dir/$t.wasm"
 done
 
 # --- C guest ------------------------------------------------------------------
