@@ -80,6 +80,17 @@ else
   exit 1
 fi
 
+# Every path crate must lie under the workspace root: cargo hashes one outside
+# it by its absolute path, and then the clone's location changes the bytes.
+metadata="$(cd "$repo" && cargo metadata --locked --format-version 1)"
+outside="$(grep -o '"manifest_path":"[^"]*"' <<<"$metadata" | cut -d'"' -f4 |
+  grep -v -e "^$repo/" -e "^$cargo_home/registry/" -e "^$cargo_home/git/" || true)"
+if [[ -n "$outside" ]]; then
+  echo "build.sh: crates outside the workspace root would make the modules depend on the clone's path:" >&2
+  printf '  %s\n' $outside >&2
+  exit 1
+fi
+
 encoded="$(printf '%s\x1f' "${flags[@]}")"
 encoded="${encoded%$'\x1f'}"
 echo "build.sh: Rust guests with $("$rustc_bin" -V) ($route)" >&2
