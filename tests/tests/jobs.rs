@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chorus_core::RingPos;
 use chorus_core::jobs::Policy;
 use chorus_node::jobs::Chaos;
+use chorus_node::net::NodeConfig;
 use chorus_sdk::bundle::{Bundle, Limits, Manifest, VerifiedBundle};
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, TaskResult, sign_cancel};
@@ -83,6 +84,14 @@ fn primes_job(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce
 }
 
 /// Waits until `job` has at least `n` verified tasks (asking `via`).
+/// Batches of one task and one task in flight per worker core: progress
+/// comes a task at a time rather than a whole batch at once, so a test that
+/// kills nodes "mid-job" finds the job still running after its first results.
+fn one_task_at_a_time(_: usize, c: &mut NodeConfig) {
+    c.jobs.batch_tasks = 1;
+    c.jobs.queue_per_core = 1;
+}
+
 fn wait_for_progress(via: std::net::SocketAddr, job: JobId, n: u32) {
     wait_until(Duration::from_secs(60), || {
         let s = status(via, job).map_err(|e| e.to_string())?;
@@ -185,7 +194,7 @@ fn a_lying_node_is_outvoted_and_loses_reputation() {
 
 #[test]
 fn killing_two_workers_mid_job_loses_nothing() {
-    let mut nodes = start_cluster(7, |_, _| {}).expect("cluster");
+    let mut nodes = start_cluster(7, one_task_at_a_time).expect("cluster");
     let submitter = Identity::generate().expect("key");
     // Heavier tasks so that the job is still running when the workers die.
     let work = ranges(40, 60_000_000);
@@ -224,7 +233,7 @@ fn killing_two_workers_mid_job_loses_nothing() {
 
 #[test]
 fn killing_the_coordinator_hands_the_job_to_the_next_owner() {
-    let mut nodes = start_cluster(6, |_, _| {}).expect("cluster");
+    let mut nodes = start_cluster(6, one_task_at_a_time).expect("cluster");
     let submitter = Identity::generate().expect("key");
     let work = ranges(40, 60_000_000);
     let spec = primes_job(&submitter, &work, 2, 4);

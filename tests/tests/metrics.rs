@@ -78,11 +78,19 @@ fn nodes_serve_ring_metrics_and_service_discovery() {
             "{family} has no type"
         );
     }
-    let view = a.view().unwrap();
-    assert_eq!(
-        value(&text, "chorus_ring_successors "),
-        view.successors.len() as f64
-    );
+    // The gauge follows the ring: it equals the successor list's length once
+    // stabilization has settled (a scrape can land between two rounds).
+    wait_until(Duration::from_secs(10), || {
+        let (_, text) = get(maddr, "/metrics");
+        let have = value(&text, "chorus_ring_successors ");
+        let want = a.view().map_err(|e| e.to_string())?.successors.len() as f64;
+        if have == want {
+            Ok(())
+        } else {
+            Err(format!("gauge {have}, successor list {want}"))
+        }
+    })
+    .expect("chorus_ring_successors matches the successor list");
     assert_eq!(value(&text, "chorus_ring_predecessor_known "), 1.0);
     assert!(value(&text, "chorus_lookups_total{result=\"ok\"} ") >= 10.0);
     assert!(value(&text, "chorus_lookup_hops_count ") >= 10.0);
