@@ -19,7 +19,7 @@ use chorus_sdk::identity::{Identity, IdentityError, PeerId};
 use chorus_sdk::job::{JOB_FRAME_CAP, PeerList};
 use chorus_sdk::transport::{self, Transport, TransportError};
 use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -56,6 +56,82 @@ pub struct NodeConfig {
     pub chaos: Chaos,
     /// Jobs: batch sizes, timeouts, replication.
     pub jobs: JobsConfig,
+    /// What peers and clients may make this node hold at once.
+    pub serve: ServeLimits,
+}
+
+/// Request bodies up to this many bytes (ring traffic, status, lookups) draw
+/// on [`ServeLimits::small_request_memory`]; larger ones (job submissions,
+/// batches of task inputs) on [`ServeLimits::large_request_memory`].
+pub const SMALL_REQUEST: usize = 64 << 10;
+
+/// Bounds on what the peers and clients of one node can make it hold, so that
+/// no sender, hostile or just busy, can exhaust its memory or its tasks.
+///
+/// A request body is reserved by its announced length before a byte of it is
+/// read, and held until the answer is written. A request that does not fit
+/// gets a `busy` error at once (senders retry elsewhere or later); nothing
+/// waits for room.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// Incoming connections served at once; more are refused. Default 1024.
+    pub max_connections: usize,
+    /// Bytes of large request bodies held at once. Default 256 MiB, four
+    /// requests at the job frame cap; never less than one.
+    pub large_request_memory: usize,
+    /// Bytes of small request bodies held at once. Default 64 MiB.
+    pub small_request_memory: usize,
+    /// Time a sender has to deliver a whole request once it opened a stream.
+    /// Default 60 s.
+    pub request_read_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: 1024,
+            large_request_memory: 4 * JOB_FRAME_CAP,
+            small_request_memory: 64 << 20,
+            request_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The semaphores behind [`ServeLimits`], shared by the accept loop and every stream.
+#[derive(Debug, Clone)]
+struct Gate {
+    connections: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    read_timeout: Duration,
+}
+
+impl Gate {
+    fn new(limits: &ServeLimits) -> Self {
+        Gate {
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            large: Arc::new(Semaphore::new(
+                limits.large_request_memory.max(JOB_FRAME_CAP),
+            )),
+            small: Arc::new(Semaphore::new(
+                limits.small_request_memory.max(SMALL_REQUEST),
+            )),
+            read_timeout: limits.request_read_timeout,
+        }
+    }
+
+    /// Room for a request body of `len` bytes, or `Busy` at once.
+    fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit, FrameError> {
+        let pool = if len <= SMALL_REQUEST {
+            &self.small
+        } else {
+            &self.large
+        };
+        let permits = u32::try_from(len).map_err(|_| FrameError::Busy { len })?;
+        pool.clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| FrameError::Busy { len })
+    }
 }
 
 /// All cores but one, at least one.
@@ -81,6 +157,7 @@ impl NodeConfig {
             memory_mb: 2048,
             chaos: Chaos::Off,
             jobs: JobsConfig::default(),
+            serve: ServeLimits::default(),
         }
     }
 }
@@ -296,7 +373,13 @@ impl Node {
         };
         tasks.push(tokio::spawn(actor.run().instrument(span.clone())));
         tasks.push(tokio::spawn(
-            accept_loop(transport.clone(), tx.clone(), services).instrument(span),
+            accept_loop(
+                transport.clone(),
+                tx.clone(),
+                services,
+                Gate::new(&config.serve),
+            )
+            .instrument(span),
         ));
         info!(id = %me.id, addr = %me.addr, metrics = ?metrics_addr, cores, fuel_per_sec, "node started");
         Ok(Node {
@@ -599,12 +682,21 @@ impl MetricsSource for Scrape {
 }
 
 /// Accepts connections until the endpoint closes; each gets its own task.
-async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>, services: Services) {
+async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>, services: Services, gate: Gate) {
     while let Some(incoming) = transport.endpoint().accept().await {
+        let Ok(slot) = gate.connections.clone().try_acquire_owned() else {
+            transport.stats().error("conn_limit");
+            warn!(remote = %incoming.remote_address(), "refused connection: too many connections");
+            incoming.refuse();
+            continue;
+        };
         let transport = transport.clone();
         let tx = tx.clone();
         let services = services.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
+            // Held for as long as the connection is served.
+            let _slot = slot;
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -620,7 +712,7 @@ async fn accept_loop(transport: Transport, tx: mpsc::Sender<Cmd>, services: Serv
                 conn.close(1u32.into(), b"no peer identity");
                 return;
             };
-            serve_connection(conn, from, transport, tx, services).await;
+            serve_connection(conn, from, transport, tx, services, gate).await;
         });
     }
 }
@@ -631,6 +723,7 @@ async fn serve_connection(
     transport: Transport,
     tx: mpsc::Sender<Cmd>,
     services: Services,
+    gate: Gate,
 ) {
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -643,8 +736,9 @@ async fn serve_connection(
         let transport = transport.clone();
         let tx = tx.clone();
         let services = services.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, from, &transport, tx, &services).await;
+            serve_stream(send, recv, from, &transport, tx, &services, &gate).await;
         });
     }
 }
@@ -656,17 +750,27 @@ async fn serve_stream(
     transport: &Transport,
     tx: mpsc::Sender<Cmd>,
     services: &Services,
+    gate: &Gate,
 ) {
     // Job submissions carry a bundle and inputs: the cap is the job cap. The
-    // reader grows its buffer with the bytes that arrive, not with the prefix.
-    let request: Result<Request, FrameError> = frame::read(&mut recv, JOB_FRAME_CAP).await;
-    let response = match request {
-        Ok(req) => dispatch(req, from, &tx, services).await,
+    // body is reserved against the node's request memory before it is read,
+    // and the reader grows its buffer with the bytes that arrive.
+    let read = frame::read_reserved(&mut recv, JOB_FRAME_CAP, |len| gate.reserve(len));
+    let request: Result<(Request, usize, OwnedSemaphorePermit), FrameError> =
+        match tokio::time::timeout(gate.read_timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(FrameError::TimedOut(gate.read_timeout)),
+        };
+    let (response, _room) = match request {
+        Ok((req, _, room)) => (dispatch(req, from, &tx, services).await, Some(room)),
         Err(e) => {
             transport.stats().error(e.kind());
             warn!(peer = %from, error = %e, "bad request");
             let _ = recv.stop(1u32.into());
-            Response::Error(WireError::new(e.kind(), e.to_string()))
+            (
+                Response::Error(WireError::new(e.kind(), e.to_string())),
+                None,
+            )
         }
     };
     if let Err(e) = frame::write(&mut send, &response, JOB_FRAME_CAP).await {

@@ -42,6 +42,16 @@ pub enum FrameError {
     /// The QUIC stream failed while reading or writing.
     #[error("stream error: {0}")]
     Stream(String),
+    /// The reader cannot take a frame of this size now (its memory for
+    /// requests in flight is spoken for); the body was not read. Try later.
+    #[error("busy: no room for a frame of {len} bytes now")]
+    Busy {
+        /// Announced length.
+        len: usize,
+    },
+    /// The sender did not deliver a whole frame in time.
+    #[error("no whole frame within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl FrameError {
@@ -53,6 +63,8 @@ impl FrameError {
             FrameError::Encode(_) => "encode",
             FrameError::Truncated { .. } => "truncated",
             FrameError::Stream(_) => "stream",
+            FrameError::Busy { .. } => "busy",
+            FrameError::TimedOut(_) => "timeout",
         }
     }
 }
@@ -118,9 +130,25 @@ pub async fn read_sized<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     cap: usize,
 ) -> Result<(T, usize), FrameError> {
+    read_reserved(recv, cap, |_| Ok(()))
+        .await
+        .map(|(msg, size, ())| (msg, size))
+}
+
+/// Reads one frame from a QUIC stream, first asking `reserve` for room for a
+/// body of the announced length (under `cap`). `reserve` runs before a byte of
+/// the body is read; its error (say [`FrameError::Busy`]) ends the read, and
+/// its value (say a semaphore permit) is handed back with the message so the
+/// caller can hold it while it serves the request.
+pub async fn read_reserved<T: DeserializeOwned, R>(
+    recv: &mut quinn::RecvStream,
+    cap: usize,
+    reserve: impl FnOnce(usize) -> Result<R, FrameError>,
+) -> Result<(T, usize, R), FrameError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact(recv, &mut header).await?;
     let len = body_len(header, cap)?;
+    let reservation = reserve(len)?;
     // Grow with what actually arrives: a length prefix alone (under the cap)
     // does not make the reader allocate the whole frame up front.
     let mut body = Vec::with_capacity(len.min(64 << 10));
@@ -130,7 +158,7 @@ pub async fn read_sized<T: DeserializeOwned>(
         read_exact(recv, &mut chunk[..want]).await?;
         body.extend_from_slice(&chunk[..want]);
     }
-    Ok((decode(&body)?, HEADER_LEN + len))
+    Ok((decode(&body)?, HEADER_LEN + len, reservation))
 }
 
 /// Writes one frame to a QUIC stream (does not finish the stream); returns its size

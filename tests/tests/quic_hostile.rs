@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chorus_core::RingPos;
 use chorus_core::ring;
-use chorus_node::net::call_node;
+use chorus_node::net::{NodeConfig, ServeLimits, call_node};
 use chorus_sdk::frame::{self, RING_FRAME_CAP};
 use chorus_sdk::identity::Identity;
+use chorus_sdk::job::JOB_FRAME_CAP;
 use chorus_sdk::tls;
 use chorus_sdk::transport::{Transport, TransportError};
 use chorus_sdk::wire::{Request, Response};
@@ -143,9 +144,22 @@ fn hostile_input_is_refused_counted_and_the_node_keeps_serving() {
         expect_error(raw_exchange(&client, addr, &short).await, "truncated");
 
         // A Notify that speaks for a third node is answered but has no effect.
-        let before = call_node(addr, &Request::RingView, Duration::from_secs(5))
-            .await
-            .unwrap();
+        // First let the two-node ring settle (a's predecessor is b), so that
+        // honest stabilization cannot change it between the two views.
+        let b_id = b.id;
+        let mut before = None;
+        for _ in 0..100 {
+            let v = call_node(addr, &Request::RingView, Duration::from_secs(5))
+                .await
+                .unwrap();
+            if matches!(&v, Response::RingView(r) if r.predecessor.as_ref().map(|p| p.id) == Some(b_id))
+            {
+                before = Some(v);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = before.expect("a's predecessor becomes b within 10 s");
         let forged = Request::Ring {
             msg: ring::Request::Notify {
                 peer: ring::Peer {
@@ -163,7 +177,7 @@ fn hostile_input_is_refused_counted_and_the_node_keeps_serving() {
             .unwrap();
         match (before, after) {
             (Response::RingView(x), Response::RingView(y)) => {
-                assert_eq!(x.predecessor, y.predecessor)
+                assert_eq!(x.predecessor, y.predecessor, "the forged notify was taken")
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -228,4 +242,141 @@ async fn a_pos(client: &Transport, addr: SocketAddr) -> RingPos {
     chorus_sdk::transport::remote_peer(&conn)
         .unwrap()
         .ring_pos()
+}
+
+/// Opens a stream that announces a body of `len` bytes and sends only `sent` of them.
+async fn half_sent(conn: &quinn::Connection, len: usize, sent: usize) -> quinn::RecvStream {
+    let (mut send, recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+    send.write_all(&vec![0x90; sent]).await.unwrap();
+    // The send half stays open (dropping it would reset the stream): leak it
+    // into a task that holds it until the test's runtime ends.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(send);
+    });
+    recv
+}
+
+/// The answer on a stream, if one comes within `wait`.
+async fn answer_within(recv: &mut quinn::RecvStream, wait: Duration) -> Option<Response> {
+    tokio::time::timeout(wait, frame::read(recv, RING_FRAME_CAP))
+        .await
+        .ok()
+        .map(|r| r.expect("a well-formed answer"))
+}
+
+#[test]
+fn request_memory_connections_and_slow_senders_are_bounded() {
+    let read_timeout = Duration::from_secs(3);
+    let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into());
+    config.serve = ServeLimits {
+        max_connections: 6,
+        request_read_timeout: read_timeout,
+        ..ServeLimits::default()
+    };
+    let large_budget = config.serve.large_request_memory;
+    let a = TestNode::start_with(config).unwrap();
+    let addr = a.addr;
+    let stats = a.node().transport().stats().clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let me = Identity::generate().unwrap();
+        let client = Transport::client(&me, ([127, 0, 0, 1], 0).into()).unwrap();
+        let conn = client.connect(addr, None).await.unwrap();
+
+        // Streams that each announce a request at the job cap and send 1 KiB
+        // of it: the node reserves the announced size, so one more than fits
+        // in its large-request memory is told `busy` at once, without its body
+        // being read. The others are still waiting for their bytes.
+        let fit = large_budget / JOB_FRAME_CAP;
+        assert!(fit >= 1);
+        let mut streams = Vec::new();
+        for _ in 0..=fit {
+            streams.push(half_sent(&conn, JOB_FRAME_CAP, 1024).await);
+        }
+        let mut busy = 0;
+        let mut waiting = Vec::new();
+        for mut s in streams {
+            match answer_within(&mut s, Duration::from_millis(500)).await {
+                Some(Response::Error(e)) if e.kind == "busy" => busy += 1,
+                Some(other) => panic!("expected busy or no answer yet, got {other:?}"),
+                None => waiting.push(s),
+            }
+        }
+        assert_eq!(busy, 1, "exactly the request that did not fit is refused");
+        assert_eq!(waiting.len(), fit);
+        assert!(stats.errors_of("busy") >= 1);
+
+        // Small requests have their own memory: the node still answers them.
+        let view = call_node(addr, &Request::RingView, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(matches!(view, Response::RingView(_)), "{view:?}");
+
+        // The slow senders run out of time, are told so, and give their room back.
+        for mut s in waiting {
+            match answer_within(&mut s, read_timeout + Duration::from_secs(5)).await {
+                Some(Response::Error(e)) => assert_eq!(e.kind, "timeout", "{e}"),
+                other => panic!("expected a timeout error, got {other:?}"),
+            }
+        }
+        assert!(stats.errors_of("timeout") >= fit as u64);
+        // A whole large request (2 MiB of garbage) is read again: it fails to
+        // decode rather than being refused as busy.
+        let mut garbage = ((2usize << 20) as u32).to_be_bytes().to_vec();
+        garbage.extend(std::iter::repeat_n(0xc1u8, 2 << 20));
+        expect_error(raw_exchange(&client, addr, &garbage).await, "malformed");
+
+        // Connections: at most 6 are served at once (ours, and perhaps the
+        // call_node ones still closing); among 8 more, some are refused.
+        let mut extra = Vec::new();
+        let mut refused = 0;
+        for _ in 0..8 {
+            let t = Transport::client(&Identity::generate().unwrap(), ([127, 0, 0, 1], 0).into())
+                .unwrap();
+            let ok = match t.connect(addr, None).await {
+                // A refused connection may also show only at the first request.
+                Ok(_) => matches!(
+                    t.call::<_, Response>(
+                        addr,
+                        None,
+                        &Request::RingView,
+                        RING_FRAME_CAP,
+                        Duration::from_secs(5)
+                    )
+                    .await,
+                    Ok(Response::RingView(_))
+                ),
+                Err(_) => false,
+            };
+            if !ok {
+                refused += 1;
+            }
+            extra.push(t);
+        }
+        assert!(
+            refused >= 2,
+            "only {refused} of 8 extra connections refused"
+        );
+        assert!(stats.errors_of("conn_limit") >= 2);
+        // Closing them frees their places.
+        for t in &extra {
+            t.close();
+        }
+        client.close();
+        let mut served = false;
+        for _ in 0..50 {
+            if let Ok(Response::RingView(_)) =
+                call_node(addr, &Request::RingView, Duration::from_secs(2)).await
+            {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served, "a new connection is served once others closed");
+    });
+    assert_eq!(a.view().unwrap().me.id, a.id);
+    a.leave();
 }

@@ -688,7 +688,7 @@ async fn send_batch(
     match answer {
         Response::Job(JobResponse::Ran(s)) => BatchOutcome::Ran(s),
         Response::Job(JobResponse::Busy) => BatchOutcome::Busy,
-        Response::Error(e) if e.kind == "refused" => BatchOutcome::Busy,
+        Response::Error(e) if e.kind == "refused" || e.kind == "busy" => BatchOutcome::Busy,
         Response::Error(e) => BatchOutcome::Lost(e.to_string()),
         other => BatchOutcome::Lost(format!("unexpected answer: {other:?}")),
     }
