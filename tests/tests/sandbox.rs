@@ -691,6 +691,83 @@ fn compiled_modules_are_cached_on_disk_by_engine_config() {
 }
 
 #[test]
+fn the_disk_cache_keeps_recently_used_modules_within_its_bound() {
+    let dir = std::env::temp_dir().join(format!("chorus-sandbox-trim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let base = EngineConfig {
+        slots: 1,
+        ..EngineConfig::with_data_dir(&dir)
+    };
+    let cache = dir.join("modules");
+    let files = || -> Vec<(std::path::PathBuf, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .map(|e| e.expect("entry"))
+            .map(|e| (e.path(), e.metadata().expect("metadata").len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let modules: Vec<Vec<u8>> = (0..3)
+        .map(|i| command(&format!("(data (i32.const 100) \"module {i}\")"), ""))
+        .collect();
+
+    // The first module, compiled with no bound, tells the size of one file.
+    Engine::new(base.clone())
+        .expect("engine")
+        .module(&modules[0], &limits())
+        .expect("module");
+    let first = files();
+    assert_eq!(first.len(), 1);
+    let (f0, one) = first[0].clone();
+    // Room for two compiled modules, not three.
+    let config = EngineConfig {
+        disk_cache_bytes: 2 * one + one / 2,
+        ..base
+    };
+    Engine::new(config.clone())
+        .expect("engine")
+        .module(&modules[1], &limits())
+        .expect("module");
+    let second = files();
+    assert_eq!(second.len(), 2);
+    let f1 = second
+        .iter()
+        .map(|(p, _)| p.clone())
+        .find(|p| *p != f0)
+        .expect("second file");
+
+    // Both look old, module 0 the older; then module 0 is used again (loaded
+    // from disk), which makes module 1 the least recently used.
+    let now = std::time::SystemTime::now();
+    for (path, age) in [(&f0, 7200), (&f1, 3600)] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(now - Duration::from_secs(age))
+            .expect("set mtime");
+    }
+    let reuse = Engine::new(config.clone()).expect("engine");
+    reuse.module(&modules[0], &limits()).expect("module");
+    assert_eq!(reuse.cache_stats().loaded_from_disk, 1);
+
+    // A third module does not fit beside both: module 1 goes.
+    let third = Engine::new(config.clone()).expect("engine");
+    third.module(&modules[2], &limits()).expect("module");
+    assert_eq!(third.cache_stats().compiled, 1);
+    let left = files();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().any(|(p, _)| *p == f0),
+        "the recently used module stays"
+    );
+    assert!(!f1.exists(), "the least recently used module was evicted");
+    assert!(left.iter().map(|(_, n)| n).sum::<u64>() <= config.disk_cache_bytes);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
 fn a_module_runs_only_with_the_stack_it_was_compiled_for() {
     let e = engine();
     let m = command("", "");

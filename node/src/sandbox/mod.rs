@@ -126,6 +126,11 @@ pub struct EngineConfig {
     /// Where compiled modules are kept on disk (`DATA_DIR/modules`); `None`
     /// keeps them in memory only. Default `None`.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of compiled modules kept in `cache_dir`. Past it, the least
+    /// recently used files are deleted (a module loaded from disk counts as
+    /// used). Default 1 GiB: anyone may submit bundles, so without a bound
+    /// the cache would grow with every new module the node ever ran.
+    pub disk_cache_bytes: u64,
     /// Compiled modules kept in memory per stack size. Default 64.
     pub memory_cache_entries: usize,
     /// How often the epoch advances, i.e. the resolution of wall-clock
@@ -147,6 +152,7 @@ impl Default for EngineConfig {
             slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ceiling: Self::default_ceiling(),
             cache_dir: None,
+            disk_cache_bytes: 1 << 30,
             memory_cache_entries: 64,
             epoch_tick: Duration::from_millis(10),
             pooling: true,
@@ -751,8 +757,9 @@ impl Flavor {
                     .map_err(|e| SandboxError::InvalidModule(format!("{e:#}")))?;
                 stats.compiled.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(elapsed = ?started.elapsed(), "compiled");
-                if let Some(p) = &disk_path {
+                if let (Some(p), Some(dir)) = (&disk_path, &config.cache_dir) {
                     store_serialized(&m, p);
+                    trim_disk_cache(dir, config.disk_cache_bytes, p);
                 }
                 m
             }
@@ -827,7 +834,13 @@ impl Flavor {
         // the network is ever deserialized. wasmtime checks the version and
         // compatibility header and refuses a mismatch or a truncated file.
         match unsafe { Module::deserialize(&self.engine, &bytes) } {
-            Ok(m) => Some(m),
+            Ok(m) => {
+                // Recently used: the disk cache is trimmed oldest-modified first.
+                if let Ok(f) = fs::File::options().write(true).open(path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Some(m)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "dropping unusable cached module");
                 let _ = fs::remove_file(path);
@@ -858,6 +871,64 @@ fn store_serialized(module: &Module, path: &Path) {
         });
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled module");
+    }
+}
+
+/// Deletes the least recently used compiled modules in `dir` until their
+/// total size is at most `cap` bytes, never `keep` (the module just stored).
+/// Temporary files left by a crash (older than ten minutes) go too. Errors
+/// only leave files behind, so they are logged, not returned.
+fn trim_disk_cache(dir: &Path, cap: u64, keep: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(now);
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("cwasm") => {
+                total += meta.len();
+                if path != keep {
+                    files.push((modified, meta.len(), path));
+                }
+            }
+            Some(ext)
+                if ext.starts_with("tmp")
+                    && now
+                        .duration_since(modified)
+                        .is_ok_and(|age| age > Duration::from_secs(600)) =>
+            {
+                let _ = fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    if total <= cap {
+        return;
+    }
+    files.sort();
+    for (_, len, path) in files {
+        if total <= cap {
+            break;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                total -= len;
+                tracing::debug!(path = %path.display(), "evicted from the module cache");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot evict cached module")
+            }
+        }
     }
 }
 
