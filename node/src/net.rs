@@ -575,7 +575,6 @@ impl Actor {
     }
 
     fn drain_events(&mut self) {
-        let mut ring_changed = false;
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Lookup { id, result } => {
@@ -591,11 +590,9 @@ impl Actor {
                     }
                 }
                 Event::Joined { successor } => {
-                    ring_changed = true;
                     info!(successor = %successor.id, "joined the ring")
                 }
                 Event::NeighborsChanged => {
-                    ring_changed = true;
                     self.metrics.ring_neighbor_changes.inc();
                     debug!(
                     predecessor = ?self.core.predecessor().map(|p| p.id),
@@ -604,16 +601,16 @@ impl Actor {
                     )
                 }
                 Event::PeerDropped(p) => {
-                    ring_changed = true;
                     self.capacity.forget(p.id);
                     self.metrics.ring_peers_dropped.inc();
                     info!(peer = %p.id, addr = %p.addr, "dropped dead peer")
                 }
             }
         }
-        if ring_changed {
-            self.update_ring_gauges();
-        }
+        // Every time, not only on a neighbour change: the successor list and
+        // the fingers grow and shrink without the first successor or the
+        // predecessor changing (three atomic stores).
+        self.update_ring_gauges();
     }
 
     /// One ring RPC; its outcome goes back to the actor.
