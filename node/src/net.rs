@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub jobs: JobsConfig,
     /// What peers and clients may make this node hold at once.
     pub serve: ServeLimits,
+    /// Most bytes of compiled modules kept in `DATA_DIR/modules`. Default 1 GiB.
+    pub module_cache_bytes: u64,
 }
 
 /// Request bodies up to this many bytes (ring traffic, status, lookups) draw
@@ -158,6 +160,7 @@ impl NodeConfig {
             chaos: Chaos::Off,
             jobs: JobsConfig::default(),
             serve: ServeLimits::default(),
+            module_cache_bytes: 1 << 30,
         }
     }
 }
@@ -280,6 +283,7 @@ impl Node {
             None => EngineConfig::default(),
         };
         engine_config.slots = cores;
+        engine_config.disk_cache_bytes = config.module_cache_bytes;
         let engine = Engine::new(engine_config)?;
         let fuel_per_sec = {
             let engine = engine.clone();

@@ -41,6 +41,13 @@ pub struct NodeArgs {
     /// watch verification reject a liar. Never use it on a grid you share.
     #[arg(long, value_enum, value_name = "MODE")]
     pub chaos: Option<ChaosArg>,
+    /// Most incoming connections served at once (peers and clients); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most disk space for compiled modules in DATA_DIR/modules, in MiB; the
+    /// least recently used go first.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub module_cache_mb: u64,
 }
 
 /// Values of `chorus node --chaos`.
@@ -71,6 +78,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.cores = args.cores.unwrap_or_else(default_cores).max(1);
         config.memory_mb = args.memory_mb;
         config.chaos = args.chaos.map_or(Chaos::Off, Chaos::from);
+        config.serve.max_connections = args.max_connections.max(1);
+        config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
         let config_chaos = config.chaos;
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(
