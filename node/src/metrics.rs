@@ -320,7 +320,7 @@ impl NodeMetrics {
             rpc_calls: counter("chorus_rpc_calls_total", "RPCs this node sent.")?,
             rpc_errors: counter_vec(
                 "chorus_rpc_errors_total",
-                "RPC, stream and handshake errors by kind (timeout, malformed, oversized, handshake, busy, conn_limit, ...).",
+                "RPC, stream and handshake errors by kind (timeout, malformed, oversized, handshake, busy, conn_limit, read_timeout, ...).",
                 "kind",
             )?,
             bytes_sent: counter(

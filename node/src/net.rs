@@ -79,12 +79,13 @@ pub struct ServeLimits {
     /// Incoming connections served at once; more are refused. Default 1024.
     pub max_connections: usize,
     /// Bytes of large request bodies held at once. Default 256 MiB, four
-    /// requests at the job frame cap; never less than one.
+    /// requests at the job frame cap; raised to one job frame cap if set lower
+    /// (or a job at the cap could never be received).
     pub large_request_memory: usize,
     /// Bytes of small request bodies held at once. Default 64 MiB.
     pub small_request_memory: usize,
-    /// Time a sender has to deliver a whole request once it opened a stream.
-    /// Default 60 s.
+    /// Time a sender has to deliver a whole request once it opened a stream;
+    /// then it is answered `read_timeout`. Default 60 s.
     pub request_read_timeout: Duration,
 }
 

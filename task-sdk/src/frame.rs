@@ -64,7 +64,7 @@ impl FrameError {
             FrameError::Truncated { .. } => "truncated",
             FrameError::Stream(_) => "stream",
             FrameError::Busy { .. } => "busy",
-            FrameError::TimedOut(_) => "timeout",
+            FrameError::TimedOut(_) => "read_timeout",
         }
     }
 }

@@ -317,11 +317,11 @@ fn request_memory_connections_and_slow_senders_are_bounded() {
         // The slow senders run out of time, are told so, and give their room back.
         for mut s in waiting {
             match answer_within(&mut s, read_timeout + Duration::from_secs(5)).await {
-                Some(Response::Error(e)) => assert_eq!(e.kind, "timeout", "{e}"),
-                other => panic!("expected a timeout error, got {other:?}"),
+                Some(Response::Error(e)) => assert_eq!(e.kind, "read_timeout", "{e}"),
+                other => panic!("expected a read_timeout error, got {other:?}"),
             }
         }
-        assert!(stats.errors_of("timeout") >= fit as u64);
+        assert!(stats.errors_of("read_timeout") >= fit as u64);
         // A whole large request (2 MiB of garbage) is read again: it fails to
         // decode rather than being refused as busy.
         let mut garbage = ((2usize << 20) as u32).to_be_bytes().to_vec();
