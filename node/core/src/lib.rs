@@ -10,13 +10,15 @@
 //! - [`ring`]: the Chord state machine ([`RingNode`]) and its messages
 //!   ([`Request`], [`Response`], [`Step`]): join, stabilize, rectify, fix
 //!   fingers, check predecessor, iterative lookups, graceful leave.
-//! - [`sim`]: a deterministic simulator running up to 10^5 [`RingNode`]s in one
+//! - [`sim`]: deterministic simulators: up to 10^6 [`RingNode`]s in one
 //!   process, with latency, failures, churn and invariant checks against an
-//!   oracle.
+//!   oracle ([`sim::ring`]); and one job's state machine against 10^5
+//!   modelled workers, honest, lying or colluding ([`sim::jobs`]).
 //! - [`rng`]: a tiny seeded PRNG so that a seed replays the same run forever.
-//! - [`jobs`]: replication [`jobs::Policy`], per-task quorum verification
-//!   ([`jobs::TaskVerifier`]), worker [`jobs::Reputation`] and power-of-two
-//!   placement ([`jobs::choose_worker`]).
+//! - [`jobs`]: the per-job state machine ([`jobs::JobMachine`]: events in,
+//!   actions out), replication [`jobs::Policy`], per-task quorum verification
+//!   ([`jobs::TaskVerifier`]), worker [`jobs::Reputation`] and placement
+//!   policies behind one seam ([`jobs::Placement`]).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 

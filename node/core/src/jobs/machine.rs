@@ -1,0 +1,923 @@
+//! The job state machine: one [`JobMachine`] per coordinated job.
+//!
+//! It holds what decides a job's results (one [`TaskVerifier`] per open task,
+//! which tasks want workers, which batches are out) and nothing else: no
+//! clock, no I/O, no metrics, no locks. The caller (the node's coordinator, or
+//! the job simulator) owns all of those and drives it the way the ring actor
+//! drives [`crate::RingNode`]:
+//!
+//! 1. feed events, each with the current time in ms:
+//!    [`JobMachine::place`] with the workers it may use (capacity records with
+//!    free slots and reputation) and a [`Placement`] policy;
+//!    [`JobMachine::handle_batch_done`] with a batch's answers,
+//!    [`JobMachine::handle_batch_busy`] when the worker refused it,
+//!    [`JobMachine::handle_batch_lost`] when it failed or timed out (or its
+//!    signature did not hold); [`JobMachine::handle_cancel`]; and
+//!    [`JobMachine::handle_tick`] at [`JobMachine::poll_timeout`];
+//! 2. drain [`JobMachine::poll_action`] after each event and perform what it
+//!    says: send a batch, record a decision, apply a late vote to reputation,
+//!    store and copy the job ([`Action::Checkpoint`]), report it done.
+//!
+//! A batch is identified by the [`BatchId`] the machine gave it: answers can
+//! only speak for the tasks and the worker of that batch, so a worker cannot
+//! vote on a task it was not given.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Candidate, Digest, Placement, Policy, ResultOutcome, TaskConfig, TaskVerifier, Verdict,
+    WorkerId,
+};
+use crate::ring::Time;
+use crate::rng::Rng;
+
+/// Most rejected results a machine remembers for its status.
+pub const MAX_REJECTIONS_KEPT: usize = 1000;
+
+/// Tuning of a [`JobMachine`] that is not part of the job's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    /// Most tasks in one batch to one worker. Default 64.
+    pub batch_tasks: usize,
+    /// Workers at or below this reputation get no work while at least
+    /// `replicas` others exist; `None` never distrusts. Default `Some(-50)`
+    /// (five disagreements with nothing good in between).
+    pub distrust_below: Option<i32>,
+    /// A task for which every known worker is excluded fails after this
+    /// many ms without a running replica. Default 10 000.
+    pub no_worker_grace: Time,
+    /// A replica with no answer this many ms after it was sent is lost.
+    /// Default: never (the node's calls carry their own timeouts).
+    pub replica_timeout: Time,
+    /// At most one [`Action::Checkpoint`] per this many ms while tasks are
+    /// being decided (and one when the job is done). Default 200.
+    pub checkpoint_interval: Time,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            batch_tasks: 64,
+            distrust_below: Some(-50),
+            no_worker_grace: 10_000,
+            replica_timeout: Time::MAX / 4,
+            checkpoint_interval: 200,
+        }
+    }
+}
+
+/// A batch the machine asked to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BatchId(pub u64);
+
+/// One task's answer in a returned batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer<P> {
+    /// A reproducible outcome: a vote for `digest`. `payload` is what the
+    /// caller wants back if this digest is accepted (the output bytes).
+    Vote {
+        /// The outcome digest.
+        digest: Digest,
+        /// The caller's data for that outcome.
+        payload: P,
+    },
+    /// A machine-dependent outcome (wall-clock timeout, host error): no vote.
+    NoVerdict,
+}
+
+/// How a replica ended, for the caller's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicaEnd {
+    /// It returned a vote.
+    Voted,
+    /// It returned no verdict.
+    NoVerdict,
+    /// It was lost (error, timeout, missing from the answer, bad signature).
+    Lost,
+    /// The worker refused it as busy.
+    Busy,
+}
+
+impl ReplicaEnd {
+    /// A stable name for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaEnd::Voted => "voted",
+            ReplicaEnd::NoVerdict => "no_verdict",
+            ReplicaEnd::Lost => "lost",
+            ReplicaEnd::Busy => "busy",
+        }
+    }
+}
+
+/// A task's final decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision<W, P> {
+    /// The task.
+    pub task: u32,
+    /// The verdict (accepted with its voters, or failed with the reason).
+    pub verdict: Verdict<W>,
+    /// The payload of the accepted digest (`None` when the task failed).
+    pub accepted: Option<P>,
+    /// Replicas that voted before the verdict.
+    pub votes: u32,
+}
+
+/// What the caller must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action<W, P> {
+    /// Send these tasks to this worker and report back with `batch`.
+    SendBatch {
+        /// The batch's id, for the answer.
+        batch: BatchId,
+        /// The worker.
+        worker: W,
+        /// Task indices.
+        tasks: Vec<u32>,
+    },
+    /// Replicas of a batch ended this way (for metrics).
+    ReplicasEnded {
+        /// The worker.
+        worker: W,
+        /// How.
+        end: ReplicaEnd,
+        /// How many.
+        count: u32,
+    },
+    /// A task is decided: record its result and apply the verdict to
+    /// reputation.
+    Decided(Decision<W, P>),
+    /// A vote arrived after its task was accepted: credit or debit the
+    /// worker's reputation.
+    LateVote {
+        /// The task.
+        task: u32,
+        /// The worker.
+        worker: W,
+        /// Whether it agrees with the accepted result.
+        agrees: bool,
+    },
+    /// Store the decisions made since the last checkpoint and copy them to
+    /// the backups.
+    Checkpoint,
+    /// Every task is decided (emitted once).
+    Done,
+}
+
+/// A decided task as restored from a snapshot (its result is the caller's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored<W> {
+    /// The task.
+    pub task: u32,
+    /// Replicas that voted.
+    pub votes: u32,
+    /// Workers whose votes were rejected.
+    pub disagreeing: Vec<W>,
+}
+
+struct Slot<W, P> {
+    verifier: TaskVerifier<W>,
+    /// The first payload seen for each digest, until the task is decided.
+    payloads: Vec<(Digest, P)>,
+    /// When the task first found every known worker excluded.
+    starving_since: Option<Time>,
+}
+
+struct Batch<W> {
+    worker: W,
+    tasks: Vec<u32>,
+}
+
+/// The state machine of one job (see the [module docs](self)).
+pub struct JobMachine<W, P> {
+    policy: Policy,
+    task_config: TaskConfig,
+    config: MachineConfig,
+    tasks: u32,
+    /// Undecided tasks.
+    open: BTreeSet<u32>,
+    /// Undecided tasks that want more replicas now.
+    wanting: BTreeSet<u32>,
+    /// Tasks with replicas out or votes in (created on first assignment,
+    /// dropped when decided and nothing runs).
+    slots: HashMap<u32, Slot<W, P>>,
+    batches: HashMap<BatchId, Batch<W>>,
+    next_batch: u64,
+    replicas_run: u64,
+    disagreements: u64,
+    rejected: Vec<(u32, W)>,
+    cancelled: bool,
+    finished_at: Option<Time>,
+    undecided_since_checkpoint: bool,
+    last_checkpoint: Option<Time>,
+    rng: Rng,
+    actions: VecDeque<Action<W, P>>,
+}
+
+impl<W: WorkerId, P: Clone> JobMachine<W, P> {
+    /// A job of `tasks` tasks, none decided. The policy is assumed valid.
+    pub fn new(policy: Policy, tasks: u32, config: MachineConfig, seed: u64) -> Self {
+        Self::restore(policy, tasks, config, seed, std::iter::empty(), false)
+    }
+
+    /// A job carried on from a snapshot: `decided` tasks are final (their
+    /// votes and rejections are counted again), the rest open; a cancelled
+    /// job has every open task cancelled.
+    pub fn restore(
+        policy: Policy,
+        tasks: u32,
+        config: MachineConfig,
+        seed: u64,
+        decided: impl IntoIterator<Item = Restored<W>>,
+        cancelled: bool,
+    ) -> Self {
+        let mut task_config = TaskConfig::for_policy(&policy);
+        task_config.replica_timeout = config.replica_timeout;
+        let mut m = JobMachine {
+            policy,
+            task_config,
+            config,
+            tasks,
+            open: (0..tasks).collect(),
+            wanting: BTreeSet::new(),
+            slots: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
+            replicas_run: 0,
+            disagreements: 0,
+            rejected: Vec::new(),
+            cancelled: false,
+            finished_at: None,
+            undecided_since_checkpoint: false,
+            last_checkpoint: None,
+            rng: Rng::new(seed),
+            actions: VecDeque::new(),
+        };
+        for d in decided {
+            if !m.open.remove(&d.task) {
+                continue;
+            }
+            m.replicas_run += u64::from(d.votes);
+            m.note_rejected(d.task, &d.disagreeing);
+        }
+        m.wanting = m.open.clone();
+        if cancelled {
+            m.handle_cancel(0);
+        }
+        if m.open.is_empty() {
+            m.finished_at = Some(0);
+        }
+        m
+    }
+
+    /// The job's policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Tasks in the job.
+    pub fn tasks(&self) -> u32 {
+        self.tasks
+    }
+
+    /// Whether every task is decided.
+    pub fn is_done(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Whether every task is decided and no batch is out any more.
+    pub fn is_finished(&self) -> bool {
+        self.open.is_empty() && self.batches.is_empty()
+    }
+
+    /// When the last task was decided (0 for a job restored finished).
+    pub fn finished_at(&self) -> Option<Time> {
+        self.finished_at
+    }
+
+    /// Whether the submitter cancelled the job.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Undecided tasks with no replica running.
+    pub fn pending(&self) -> u32 {
+        self.open.len() as u32 - self.running()
+    }
+
+    /// Undecided tasks with at least one replica running.
+    pub fn running(&self) -> u32 {
+        let n = self
+            .slots
+            .iter()
+            .filter(|(t, s)| self.open.contains(t) && s.verifier.running_count() > 0)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Replicas that returned a vote, over all tasks (late ones included).
+    pub fn replicas_run(&self) -> u64 {
+        self.replicas_run
+    }
+
+    /// Votes that disagreed with an accepted result.
+    pub fn disagreements(&self) -> u64 {
+        self.disagreements
+    }
+
+    /// The first [`MAX_REJECTIONS_KEPT`] rejected results: (task, worker).
+    pub fn rejected(&self) -> &[(u32, W)] {
+        &self.rejected
+    }
+
+    /// Batches sent and not answered.
+    pub fn batches_out(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// The next action to perform, if any.
+    pub fn poll_action(&mut self) -> Option<Action<W, P>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_tick`] has something to do (a replica times out, a
+    /// checkpoint is due, a starving task may fail), if ever.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut next: Option<Time> = None;
+        let mut at = |t: Time| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.undecided_since_checkpoint {
+            at(self
+                .last_checkpoint
+                .map_or(0, |t| t.saturating_add(self.config.checkpoint_interval)));
+        }
+        for s in self.slots.values() {
+            if let Some(t) = s.verifier.poll_timeout() {
+                at(t);
+            }
+            if let Some(since) = s.starving_since {
+                at(since.saturating_add(self.config.no_worker_grace));
+            }
+        }
+        next
+    }
+
+    /// Time passes: replicas past their timeout are lost, a due checkpoint
+    /// is emitted.
+    pub fn handle_tick(&mut self, now: Time) {
+        let timed_out: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.verifier.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in timed_out {
+            if let Some(s) = self.slots.get_mut(&t) {
+                let lost = s.verifier.handle_timeout(now);
+                for worker in lost {
+                    self.actions.push_back(Action::ReplicasEnded {
+                        worker,
+                        end: ReplicaEnd::Lost,
+                        count: 1,
+                    });
+                }
+            }
+            self.settle(t, now);
+        }
+        self.maybe_checkpoint(now);
+    }
+
+    /// Places replicas of the tasks that want them on `candidates` (the
+    /// workers known now, with their free slots and reputation), by
+    /// `placement`, lowest task first, at most `batch_tasks` per worker; emits
+    /// one [`Action::SendBatch`] per worker chosen. A task for which every
+    /// known worker is excluded fails after `no_worker_grace`.
+    pub fn place(
+        &mut self,
+        now: Time,
+        mut candidates: Vec<Candidate<W>>,
+        placement: &mut dyn Placement<W>,
+    ) {
+        if self.open.is_empty() || self.wanting.is_empty() {
+            return;
+        }
+        let known: Vec<W> = candidates.iter().map(|c| c.id.clone()).collect();
+        if let Some(floor) = self.config.distrust_below {
+            let trusted = candidates.iter().filter(|c| c.reputation > floor).count();
+            if trusted >= self.policy.replicas as usize {
+                candidates.retain(|c| c.reputation > floor);
+            }
+        }
+        let batch_cap = self.config.batch_tasks.max(1);
+        let mut pool: Vec<usize> = (0..candidates.len())
+            .filter(|&i| candidates[i].free_slots > 0)
+            .collect();
+        let mut at: Vec<usize> = vec![usize::MAX; candidates.len()];
+        for (p, &i) in pool.iter().enumerate() {
+            at[i] = p;
+        }
+        let mut per_worker: HashMap<usize, Vec<u32>> = HashMap::new();
+        let mut cursor = 0u32;
+        let mut touched = Vec::new();
+        while !pool.is_empty() {
+            let Some(&t) = self.wanting.range(cursor..).next() else {
+                break;
+            };
+            cursor = t.saturating_add(1);
+            let (policy, task_config) = (self.policy, self.task_config);
+            let slot = self.slots.entry(t).or_insert_with(|| Slot {
+                verifier: TaskVerifier::new(policy, task_config),
+                payloads: Vec::new(),
+                starving_since: None,
+            });
+            let mut wanted = slot.verifier.wanted_replicas();
+            while wanted > 0 && !pool.is_empty() {
+                let verifier = &slot.verifier;
+                let chosen = placement.choose(
+                    &candidates,
+                    &pool,
+                    &|w: &W| verifier.is_excluded(w),
+                    &mut self.rng,
+                );
+                let Some(p) = chosen else { break };
+                let i = pool[p];
+                if slot.verifier.assign(now, candidates[i].id.clone()).is_err() {
+                    break;
+                }
+                wanted -= 1;
+                slot.starving_since = None;
+                let list = per_worker.entry(i).or_default();
+                list.push(t);
+                let c = &mut candidates[i];
+                c.free_slots = c.free_slots.saturating_sub(1);
+                if c.free_slots == 0 || list.len() >= batch_cap {
+                    // Out of the pool: swap the last entry into its place.
+                    let last = pool.len() - 1;
+                    pool.swap(p, last);
+                    at[pool[p]] = p;
+                    pool.pop();
+                    at[i] = usize::MAX;
+                }
+            }
+            if wanted > 0 && slot.verifier.running_count() == 0 {
+                // Nobody outside the workers that already had it: it starves,
+                // and after a grace period fails rather than hang.
+                let verifier = &slot.verifier;
+                let all_excluded = verifier.excluded_count() >= known.len()
+                    && known.iter().all(|w| verifier.is_excluded(w));
+                if all_excluded {
+                    let since = *slot.starving_since.get_or_insert(now);
+                    if now.saturating_sub(since) >= self.config.no_worker_grace {
+                        slot.verifier.fail_no_workers();
+                    }
+                }
+            }
+            touched.push(t);
+        }
+        for t in touched {
+            self.settle(t, now);
+        }
+        let mut sends: Vec<(usize, Vec<u32>)> = per_worker.into_iter().collect();
+        sends.sort_unstable_by_key(|(i, _)| *i);
+        for (i, tasks) in sends {
+            let batch = BatchId(self.next_batch);
+            self.next_batch += 1;
+            let worker = candidates[i].id.clone();
+            self.batches.insert(
+                batch,
+                Batch {
+                    worker: worker.clone(),
+                    tasks: tasks.clone(),
+                },
+            );
+            self.actions.push_back(Action::SendBatch {
+                batch,
+                worker,
+                tasks,
+            });
+        }
+        self.maybe_checkpoint(now);
+    }
+
+    /// A batch came back with `answers` (by task index). Tasks of the batch
+    /// missing from the answers are lost; answers for tasks not in the batch
+    /// are ignored. Unknown batches are ignored.
+    pub fn handle_batch_done(
+        &mut self,
+        now: Time,
+        batch: BatchId,
+        answers: impl IntoIterator<Item = (u32, Answer<P>)>,
+    ) {
+        let Some(Batch { worker, tasks }) = self.batches.remove(&batch) else {
+            return;
+        };
+        let mut by_task: HashMap<u32, Answer<P>> = HashMap::new();
+        for (t, a) in answers {
+            by_task.entry(t).or_insert(a);
+        }
+        let (mut voted, mut no_verdict, mut lost) = (0u32, 0u32, 0u32);
+        for t in tasks {
+            let Some(slot) = self.slots.get_mut(&t) else {
+                continue;
+            };
+            match by_task.remove(&t) {
+                Some(Answer::Vote { digest, payload }) => {
+                    voted += 1;
+                    match slot.verifier.handle_result(now, &worker, digest) {
+                        ResultOutcome::Counted => {
+                            self.replicas_run += 1;
+                            if !slot.payloads.iter().any(|(d, _)| *d == digest) {
+                                slot.payloads.push((digest, payload));
+                            }
+                        }
+                        ResultOutcome::AfterVerdict { agrees } => {
+                            self.replicas_run += 1;
+                            if !agrees {
+                                self.disagreements += 1;
+                                if self.rejected.len() < MAX_REJECTIONS_KEPT {
+                                    self.rejected.push((t, worker.clone()));
+                                }
+                            }
+                            self.actions.push_back(Action::LateVote {
+                                task: t,
+                                worker: worker.clone(),
+                                agrees,
+                            });
+                        }
+                        ResultOutcome::Ignored => {}
+                    }
+                }
+                Some(Answer::NoVerdict) => {
+                    no_verdict += 1;
+                    slot.verifier.handle_no_verdict(now, &worker);
+                }
+                None => {
+                    lost += 1;
+                    slot.verifier.handle_lost(now, &worker);
+                }
+            }
+            self.settle(t, now);
+        }
+        for (end, count) in [
+            (ReplicaEnd::Voted, voted),
+            (ReplicaEnd::NoVerdict, no_verdict),
+            (ReplicaEnd::Lost, lost),
+        ] {
+            if count > 0 {
+                self.actions.push_back(Action::ReplicasEnded {
+                    worker: worker.clone(),
+                    end,
+                    count,
+                });
+            }
+        }
+        self.maybe_checkpoint(now);
+    }
+
+    /// The worker refused the batch as busy: its tasks go elsewhere (or to
+    /// it later), at no cost in attempts.
+    pub fn handle_batch_busy(&mut self, now: Time, batch: BatchId) {
+        self.end_batch(now, batch, ReplicaEnd::Busy);
+    }
+
+    /// The batch failed (connection error, timeout, an answer that does not
+    /// verify): its replicas are lost and re-sent elsewhere.
+    pub fn handle_batch_lost(&mut self, now: Time, batch: BatchId) {
+        self.end_batch(now, batch, ReplicaEnd::Lost);
+    }
+
+    fn end_batch(&mut self, now: Time, batch: BatchId, end: ReplicaEnd) {
+        let Some(Batch { worker, tasks }) = self.batches.remove(&batch) else {
+            return;
+        };
+        let count = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+        for t in tasks {
+            if let Some(slot) = self.slots.get_mut(&t) {
+                if end == ReplicaEnd::Busy {
+                    slot.verifier.handle_busy(now, &worker);
+                } else {
+                    slot.verifier.handle_lost(now, &worker);
+                }
+            }
+            self.settle(t, now);
+        }
+        self.actions
+            .push_back(Action::ReplicasEnded { worker, end, count });
+        self.maybe_checkpoint(now);
+    }
+
+    /// The submitter cancelled the job: every undecided task fails with
+    /// [`super::FailReason::Cancelled`]. Batches out stay out (their answers
+    /// are ignored but still counted for reputation).
+    pub fn handle_cancel(&mut self, now: Time) {
+        if self.cancelled {
+            return;
+        }
+        self.cancelled = true;
+        let open: Vec<u32> = self.open.iter().copied().collect();
+        for t in open {
+            let (policy, task_config) = (self.policy, self.task_config);
+            let slot = self.slots.entry(t).or_insert_with(|| Slot {
+                verifier: TaskVerifier::new(policy, task_config),
+                payloads: Vec::new(),
+                starving_since: None,
+            });
+            slot.verifier.cancel();
+            self.settle(t, now);
+        }
+        self.emit_checkpoint(now);
+    }
+
+    /// After any change to task `t`: decide it if its verifier has a verdict,
+    /// keep the wanting set right, drop its slot once nothing runs.
+    fn settle(&mut self, t: u32, now: Time) {
+        let Some(slot) = self.slots.get_mut(&t) else {
+            return;
+        };
+        if self.open.contains(&t) {
+            if let Some(verdict) = slot.verifier.verdict().cloned() {
+                let accepted = match &verdict {
+                    Verdict::Accepted { digest, .. } => slot
+                        .payloads
+                        .iter()
+                        .position(|(d, _)| d == digest)
+                        .map(|i| slot.payloads.swap_remove(i).1),
+                    Verdict::Failed { .. } => None,
+                };
+                slot.payloads.clear();
+                let votes = slot.verifier.vote_count();
+                self.open.remove(&t);
+                self.wanting.remove(&t);
+                if let Verdict::Accepted { disagreeing, .. } = &verdict {
+                    let disagreeing = disagreeing.clone();
+                    self.note_rejected(t, &disagreeing);
+                }
+                self.undecided_since_checkpoint = true;
+                self.actions.push_back(Action::Decided(Decision {
+                    task: t,
+                    verdict,
+                    accepted,
+                    votes,
+                }));
+                if self.open.is_empty() {
+                    self.finished_at = Some(now);
+                    self.actions.push_back(Action::Done);
+                    self.emit_checkpoint(now);
+                }
+            } else if slot.verifier.wanted_replicas() > 0 {
+                self.wanting.insert(t);
+            } else {
+                self.wanting.remove(&t);
+            }
+        }
+        let drop_slot = self
+            .slots
+            .get(&t)
+            .is_some_and(|s| s.verifier.is_done() && s.verifier.running_count() == 0);
+        if drop_slot {
+            self.slots.remove(&t);
+        }
+    }
+
+    fn note_rejected(&mut self, t: u32, disagreeing: &[W]) {
+        self.disagreements += disagreeing.len() as u64;
+        for w in disagreeing {
+            if self.rejected.len() < MAX_REJECTIONS_KEPT {
+                self.rejected.push((t, w.clone()));
+            }
+        }
+    }
+
+    fn maybe_checkpoint(&mut self, now: Time) {
+        if self.undecided_since_checkpoint
+            && self
+                .last_checkpoint
+                .is_none_or(|t| now >= t.saturating_add(self.config.checkpoint_interval))
+        {
+            self.emit_checkpoint(now);
+        }
+    }
+
+    fn emit_checkpoint(&mut self, now: Time) {
+        self.undecided_since_checkpoint = false;
+        self.last_checkpoint = Some(now);
+        self.actions.push_back(Action::Checkpoint);
+    }
+}
+
+impl<W: WorkerId, P> std::fmt::Debug for JobMachine<W, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobMachine")
+            .field("tasks", &self.tasks)
+            .field("open", &self.open.len())
+            .field("batches_out", &self.batches.len())
+            .field("cancelled", &self.cancelled)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{FailReason, PlacementPolicy};
+
+    type M = JobMachine<u32, &'static str>;
+
+    fn cands(ids: &[u32], free: u32) -> Vec<Candidate<u32>> {
+        ids.iter()
+            .map(|&id| Candidate {
+                id,
+                free_slots: free,
+                fuel_per_sec: 1,
+                reputation: 0,
+            })
+            .collect()
+    }
+
+    fn drain(m: &mut M) -> Vec<Action<u32, &'static str>> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn sends(actions: &[Action<u32, &'static str>]) -> Vec<(BatchId, u32, Vec<u32>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendBatch {
+                    batch,
+                    worker,
+                    tasks,
+                } => Some((*batch, *worker, tasks.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn vote(d: u8, p: &'static str) -> Answer<&'static str> {
+        Answer::Vote {
+            digest: [d; 32],
+            payload: p,
+        }
+    }
+
+    fn machine(tasks: u32) -> M {
+        let policy = Policy::new(2, None, None).unwrap();
+        JobMachine::new(policy, tasks, MachineConfig::default(), 1)
+    }
+
+    #[test]
+    fn a_job_runs_to_done_with_checkpoints() {
+        let mut m = machine(3);
+        m.place(0, cands(&[1, 2, 3], 8), &mut PlacementPolicy::TwoChoices);
+        let out = sends(&drain(&mut m));
+        // 3 tasks x 2 replicas, each task on two distinct workers.
+        assert_eq!(out.iter().map(|s| s.2.len()).sum::<usize>(), 6);
+        assert_eq!(m.running(), 3);
+        assert_eq!(m.pending(), 0);
+        for (batch, _, tasks) in &out {
+            let answers: Vec<_> = tasks.iter().map(|&t| (t, vote(t as u8, "ok"))).collect();
+            m.handle_batch_done(10, *batch, answers);
+        }
+        let actions = drain(&mut m);
+        let decided: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Decided(d) => Some((d.task, d.accepted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decided.len(), 3);
+        assert!(decided.iter().all(|(_, p)| *p == Some("ok")));
+        assert!(actions.contains(&Action::Done));
+        assert!(actions.contains(&Action::Checkpoint));
+        assert!(m.is_finished());
+        assert_eq!(m.finished_at(), Some(10));
+        assert_eq!(m.replicas_run(), 6);
+    }
+
+    #[test]
+    fn answers_cannot_speak_for_other_tasks_or_batches() {
+        let mut m = machine(2);
+        m.place(0, cands(&[1, 2], 1), &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        assert_eq!(out.len(), 2, "one task on each of the two workers");
+        let (b0, w0, t0) = out[0].clone();
+        assert_eq!(t0, vec![0]);
+        // Worker w0 answers for its task and also claims task 1, twice.
+        m.handle_batch_done(
+            5,
+            b0,
+            vec![(0, vote(7, "a")), (1, vote(9, "x")), (1, vote(9, "x"))],
+        );
+        // An unknown batch and a replayed one change nothing.
+        m.handle_batch_done(6, BatchId(99), vec![(1, vote(9, "x"))]);
+        m.handle_batch_done(6, b0, vec![(1, vote(9, "x"))]);
+        let acts = drain(&mut m);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Decided(_))));
+        assert_eq!(m.replicas_run(), 1);
+        assert_ne!(w0, out[1].1);
+    }
+
+    #[test]
+    fn busy_and_lost_batches_go_elsewhere() {
+        let mut m = machine(1);
+        m.place(0, cands(&[1, 2], 4), &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        assert_eq!(out.len(), 2);
+        m.handle_batch_busy(1, out[0].0);
+        m.handle_batch_lost(1, out[1].0);
+        let acts = drain(&mut m);
+        assert!(acts.contains(&Action::ReplicasEnded {
+            worker: out[0].1,
+            end: ReplicaEnd::Busy,
+            count: 1
+        }));
+        assert_eq!(m.pending(), 1);
+        // The busy worker may be asked again; the lost one may not.
+        m.place(2, cands(&[1, 2, 3], 4), &mut PlacementPolicy::Uniform);
+        let again = sends(&drain(&mut m));
+        let workers: Vec<u32> = again.iter().map(|s| s.1).collect();
+        assert_eq!(again.len(), 2);
+        assert!(!workers.contains(&out[1].1), "{workers:?}");
+    }
+
+    #[test]
+    fn a_task_with_every_worker_excluded_fails_after_the_grace() {
+        let policy = Policy::new(1, None, Some(2)).unwrap();
+        let mut m: M = JobMachine::new(policy, 1, MachineConfig::default(), 3);
+        m.place(0, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        m.handle_batch_done(1, out[0].0, vec![(0, Answer::NoVerdict)]);
+        drain(&mut m);
+        m.place(2, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        assert!(sends(&drain(&mut m)).is_empty());
+        assert_eq!(m.poll_timeout(), Some(2 + 10_000));
+        m.place(5_000, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        assert!(!m.is_done());
+        m.place(10_002, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        let acts = drain(&mut m);
+        assert!(acts.iter().any(|a| matches!(
+            a,
+            Action::Decided(Decision {
+                verdict: Verdict::Failed {
+                    reason: FailReason::NoWorkers,
+                    ..
+                },
+                ..
+            })
+        )));
+        assert!(m.is_done());
+    }
+
+    #[test]
+    fn cancel_decides_every_open_task_and_restore_counts_the_past() {
+        let mut m = machine(4);
+        m.handle_cancel(3);
+        let acts = drain(&mut m);
+        let cancelled = acts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Decided(Decision {
+                        verdict: Verdict::Failed {
+                            reason: FailReason::Cancelled,
+                            ..
+                        },
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(cancelled, 4);
+        assert!(m.is_cancelled() && m.is_finished());
+        let policy = Policy::new(2, None, None).unwrap();
+        let past = vec![
+            Restored {
+                task: 1,
+                votes: 3,
+                disagreeing: vec![9],
+            },
+            Restored {
+                task: 7, // not in the job: ignored
+                votes: 2,
+                disagreeing: vec![],
+            },
+        ];
+        let r: M = JobMachine::restore(policy, 3, MachineConfig::default(), 1, past, false);
+        assert_eq!(r.replicas_run(), 3);
+        assert_eq!(r.rejected(), &[(1, 9)]);
+        assert_eq!(r.pending(), 2);
+    }
+
+    #[test]
+    fn distrusted_workers_get_nothing_while_enough_others_exist() {
+        let mut m = machine(20);
+        let mut c = cands(&[1, 2, 3], 64);
+        c[2].reputation = -60;
+        m.place(0, c, &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        assert!(out.iter().all(|s| s.1 != 3), "{out:?}");
+        assert_eq!(out.iter().map(|s| s.2.len()).sum::<usize>(), 40);
+    }
+}
