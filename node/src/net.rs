@@ -18,7 +18,7 @@ use chorus_sdk::frame::{self, FrameError, RING_FRAME_CAP};
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
 use chorus_sdk::job::{JOB_FRAME_CAP, PeerList};
 use chorus_sdk::transport::{self, Transport, TransportError};
-use chorus_sdk::wire::{LookupAnswer, Peer, Request, Response, RingView, WireError};
+use chorus_sdk::wire::{ErrorKind, LookupAnswer, Peer, Request, Response, RingView, WireError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -190,6 +190,10 @@ pub enum NodeError {
     /// The capacity record could not be signed.
     #[error(transparent)]
     Capacity(#[from] CapacityError),
+    /// The job service could not start (its store is locked by another
+    /// node on the same data dir, or damaged); nothing was changed.
+    #[error(transparent)]
+    Jobs(#[from] crate::jobs::JobsError),
 }
 
 /// A handle to the ring actor: lookups and views for the node's services.
@@ -357,7 +361,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             chaos: config.chaos,
             config: config.jobs.clone(),
-        });
+        })?;
         tasks.push(jobs_task);
         let services = Services {
             capacity: capacity.clone(),
@@ -788,7 +792,12 @@ async fn dispatch(
     tx: &mpsc::Sender<Cmd>,
     services: &Services,
 ) -> Response {
-    let stopped = || Response::Error(WireError::new("stopped", "the node is shutting down"));
+    let stopped = || {
+        Response::Error(WireError::new(
+            ErrorKind::Stopped,
+            "the node is shutting down",
+        ))
+    };
     match req {
         Request::Ring { msg, capacity } => {
             services.capacity.absorb(&capacity);
@@ -832,7 +841,7 @@ async fn dispatch(
                     owner: done.owner,
                     hops: done.hops,
                 }),
-                Ok(Err(e)) => Response::Error(WireError::new("lookup", e.to_string())),
+                Ok(Err(e)) => Response::Error(WireError::new(ErrorKind::Lookup, e.to_string())),
                 Err(_) => stopped(),
             }
         }

@@ -72,7 +72,7 @@ use crate::job::{
     TaskResult, sign_cancel,
 };
 use crate::transport::{Transport, TransportError};
-use crate::wire::{Request, Response, WireError};
+use crate::wire::{ErrorKind, Request, Response, WireError};
 
 /// How patient a [`Client`] is. The defaults ride out the death of a
 /// coordinator (its successor takes the job over within seconds).
@@ -88,7 +88,10 @@ pub struct ClientConfig {
     pub retry_for: Duration,
     /// Most attempts of one request, over all nodes. Default 64.
     pub max_attempts: u32,
-    /// Time between two status polls of [`Client::wait`]. Default 200 ms.
+    /// Longest a [`Client::wait`] or [`Client::watch`] request is held open
+    /// at the coordinator waiting for the job to change (progress is pushed:
+    /// the answer comes as soon as something changes). Default 10 s, the
+    /// most a node holds one ([`crate::job::MAX_WATCH_MS`]).
     pub poll_interval: Duration,
 }
 
@@ -99,7 +102,7 @@ impl Default for ClientConfig {
             submit_timeout: Duration::from_secs(60),
             retry_for: Duration::from_secs(60),
             max_attempts: 64,
-            poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(crate::job::MAX_WATCH_MS),
         }
     }
 }
@@ -169,7 +172,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The node's wire error kind, when a node refused the request.
-    pub fn kind(&self) -> Option<&str> {
+    pub fn kind(&self) -> Option<&ErrorKind> {
         match self {
             ClientError::Node { error, .. } => Some(&error.kind),
             _ => None,
@@ -298,10 +301,11 @@ impl Client {
         self.results_inner(job, Known::Maybe).await
     }
 
-    /// Progress of `job`, polled every `interval`: the first status, then
-    /// every status that differs from the one before, until the job is done
-    /// (that status is the last) or a poll fails for good (the error is the
-    /// last item). Dropping the receiver stops the polling.
+    /// Progress of `job`, pushed: the first status, then every status that
+    /// differs from the one before, as soon as the coordinator has it (each
+    /// request is held open up to `interval` waiting for a change), until the
+    /// job is done (that status is the last) or a request fails for good (the
+    /// error is the last item). Dropping the receiver stops it.
     pub fn watch(
         &self,
         job: JobId,
@@ -313,7 +317,12 @@ impl Client {
             let mut last: Option<JobStatus> = None;
             let mut known = Known::Maybe;
             loop {
-                let status = match client.status_inner(job, known).await {
+                let after = last.as_ref().map(|s| s.version);
+                let status = tokio::select! {
+                    s = client.watch_inner(job, after, interval, known) => s,
+                    _ = tx.closed() => return,
+                };
+                let status = match status {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -331,10 +340,6 @@ impl Client {
                 if done {
                     return;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = tx.closed() => return,
-                }
             }
         });
         rx
@@ -345,8 +350,8 @@ impl Client {
         self.wait_with(job, |_| {}).await
     }
 
-    /// [`Client::wait`], calling `progress` with every status polled (every
-    /// [`ClientConfig::poll_interval`]).
+    /// [`Client::wait`], calling `progress` with every status as the
+    /// coordinator pushes it (at least every [`ClientConfig::poll_interval`]).
     pub async fn wait_with(
         &self,
         job: JobId,
@@ -355,8 +360,9 @@ impl Client {
         let interval = self.inner.config.poll_interval;
         let mut known = Known::Maybe;
         let mut refreshed = Instant::now();
+        let mut after: Option<u64> = None;
         loop {
-            let status = self.status_inner(job, known).await?;
+            let status = self.watch_inner(job, after, interval, known).await?;
             known = Known::Acknowledged;
             progress(&status);
             if status.done || status.cancelled {
@@ -366,13 +372,22 @@ impl Client {
                 if results.decided() == results.len() || results.status.cancelled {
                     return Ok(results);
                 }
+                // Not caught up: ask again shortly rather than hold a watch
+                // on a version that will not change.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                after = None;
+            } else if after == Some(status.version) {
+                // Nothing changed within the wait; a coordinator that moved
+                // starts its versions afresh, so take whatever it has next.
+                after = None;
+            } else {
+                after = Some(status.version);
             }
             // Learn of nodes that joined while the job runs, for failover.
             if refreshed.elapsed() > Duration::from_secs(10) {
                 refreshed = Instant::now();
                 let _ = self.peers().await;
             }
-            tokio::time::sleep(interval).await;
         }
     }
 
@@ -402,6 +417,34 @@ impl Client {
             forwarded: false,
         });
         match self.call(&req, known, false).await? {
+            (_, Response::Job(JobResponse::Status(s))) => Ok(*s),
+            (node, other) => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// The status once its version passes `after` (at once when `after` is
+    /// `None`), or as it is after `wait`.
+    async fn watch_inner(
+        &self,
+        job: JobId,
+        after: Option<u64>,
+        wait: Duration,
+        known: Known,
+    ) -> Result<JobStatus, ClientError> {
+        let Some(after) = after else {
+            return self.status_inner(job, known).await;
+        };
+        let wait_ms = u64::try_from(wait.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(crate::job::MAX_WATCH_MS);
+        let req = Request::Job(JobRequest::Watch {
+            job,
+            after,
+            wait_ms,
+            forwarded: false,
+        });
+        let timeout = self.inner.config.call_timeout + Duration::from_millis(wait_ms);
+        match self.call_with(&req, known, timeout).await? {
             (_, Response::Job(JobResponse::Status(s))) => Ok(*s),
             (node, other) => Err(unexpected(node, &other)),
         }
@@ -466,6 +509,17 @@ impl Client {
         } else {
             cfg.call_timeout
         };
+        self.call_with(req, known, timeout).await
+    }
+
+    /// [`Client::call`] with its own timeout per attempt.
+    async fn call_with(
+        &self,
+        req: &Request,
+        known: Known,
+        timeout: Duration,
+    ) -> Result<(SocketAddr, Response), ClientError> {
+        let cfg = &self.inner.config;
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -477,7 +531,7 @@ impl Client {
                 .await;
             let err = match result {
                 Ok(Response::Error(error)) => {
-                    let retry = retryable(&error.kind, known);
+                    let retry = retryable(error.kind.clone(), known);
                     let err = ClientError::Node { node, error };
                     if !retry {
                         return Err(err);
@@ -548,11 +602,10 @@ impl Client {
 }
 
 /// Whether a node's error says "try again, maybe elsewhere".
-fn retryable(kind: &str, known: Known) -> bool {
-    match kind {
-        "unavailable" | "busy" => true,
-        "unknown_job" => known == Known::Acknowledged,
-        _ => false,
+fn retryable(kind: impl Into<ErrorKind>, known: Known) -> bool {
+    match kind.into() {
+        ErrorKind::UnknownJob => known == Known::Acknowledged,
+        k => k.is_retryable(),
     }
 }
 
@@ -592,6 +645,7 @@ fn empty_status(job: JobId) -> JobStatus {
         cancelled: false,
         failovers: 0,
         reputation: Vec::new(),
+        version: 0,
     }
 }
 

@@ -32,6 +32,14 @@ impl PeerId {
     }
 }
 
+/// A peer id equals the ring position it derives: tests and displays name
+/// workers by the position `chorus ring` shows.
+impl PartialEq<RingPos> for PeerId {
+    fn eq(&self, other: &RingPos) -> bool {
+        self.ring_pos() == *other
+    }
+}
+
 impl fmt::Display for PeerId {
     /// Peers are shown by their ring position, 16 hex digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,6 +6,7 @@
 //! input. The node that owns that position on the ring coordinates the job;
 //! any node accepts a client's request and forwards it there.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -17,13 +18,15 @@ use serde_bytes::ByteBuf;
 
 use crate::bundle::{Bundle, BundleError, BundleId, Limits, VerifiedBundle};
 use crate::capacity::SignedCapacity;
-use crate::identity::{self, Identity};
+use crate::identity::{self, Identity, PeerId};
 use crate::outcome::Outcome;
 use crate::wire::Peer;
 
 /// Cap on one frame of job traffic (a submission with its bundle and inputs,
 /// a page of results, a batch of tasks): 64 MiB.
 pub const JOB_FRAME_CAP: usize = 64 << 20;
+/// Longest a [`JobRequest::Watch`] is held open, in ms.
+pub const MAX_WATCH_MS: u64 = 10_000;
 /// Most tasks in one job.
 pub const MAX_TASKS: usize = 100_000;
 /// Domain separation of job ids.
@@ -268,14 +271,14 @@ pub struct Rejection {
     /// The task.
     pub task: u32,
     /// The worker whose result disagreed with the accepted one.
-    pub worker: RingPos,
+    pub worker: PeerId,
 }
 
 /// A worker's standing with a coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerReputation {
     /// The worker.
-    pub worker: RingPos,
+    pub worker: PeerId,
     /// Its score: +1 per agreement, −10 per disagreement.
     pub score: i32,
     /// Accepted results it agreed with.
@@ -315,6 +318,9 @@ pub struct JobStatus {
     pub failovers: u32,
     /// The coordinator's reputation table, best first.
     pub reputation: Vec<WorkerReputation>,
+    /// Grows with every change of the job at its coordinator (a task
+    /// decided, a cancel); [`JobRequest::Watch`] waits for it to pass a value.
+    pub version: u64,
 }
 
 /// A page of final results.
@@ -423,11 +429,73 @@ pub struct DecidedTask {
     /// The final result.
     pub result: TaskResult,
     /// Workers whose vote was accepted.
-    pub agreeing: Vec<RingPos>,
+    pub agreeing: Vec<PeerId>,
     /// Workers whose vote disagreed.
-    pub disagreeing: Vec<RingPos>,
+    pub disagreeing: Vec<PeerId>,
     /// Replicas that voted.
     pub votes: u32,
+}
+
+/// Everything a job is at a coordinator, in one shape: what the store keeps,
+/// what a successor's copy holds, and what a successor takes the job over from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSnapshot {
+    /// The job as submitted.
+    pub spec: JobSpec,
+    /// Decided tasks by index.
+    pub decided: BTreeMap<u32, DecidedTask>,
+    /// Whether the submitter cancelled it.
+    pub cancelled: bool,
+    /// Times the job moved to a new coordinator because the previous one died.
+    pub failovers: u32,
+}
+
+impl JobSnapshot {
+    /// A job just submitted: nothing decided.
+    pub fn new(spec: JobSpec) -> JobSnapshot {
+        JobSnapshot {
+            spec,
+            decided: BTreeMap::new(),
+            cancelled: false,
+            failovers: 0,
+        }
+    }
+
+    /// Whether every task is decided.
+    pub fn is_done(&self) -> bool {
+        self.cancelled || self.decided.len() >= self.spec.inputs.len()
+    }
+
+    /// Applies an update from the coordinator.
+    pub fn apply(&mut self, update: JobUpdate) {
+        for d in update.decided {
+            if (d.task as usize) < self.spec.inputs.len() {
+                self.decided.insert(d.task, d);
+            }
+        }
+        self.cancelled |= update.cancelled;
+        self.failovers = self.failovers.max(update.failovers);
+    }
+}
+
+/// What changed in a job since a backup's last copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    /// Tasks decided since the last copy.
+    pub decided: Vec<DecidedTask>,
+    /// Whether the job was cancelled.
+    pub cancelled: bool,
+    /// Failovers so far.
+    pub failovers: u32,
+}
+
+/// A copy sent to a backup: the whole job the first time, then updates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobCopy {
+    /// The whole job (a backup that has not seen it).
+    Full(Box<JobSnapshot>),
+    /// What changed since the last copy the backup acknowledged.
+    Update(JobUpdate),
 }
 
 /// Job traffic: client requests (forwarded to the coordinator) and node-to-node work.
@@ -446,6 +514,20 @@ pub enum JobRequest {
     Status {
         /// The job.
         job: JobId,
+        /// As in `Submit`.
+        forwarded: bool,
+    },
+    /// A job's progress once it has changed: answered with
+    /// [`JobResponse::Status`] as soon as the job's `version` is above
+    /// `after`, or after `wait_ms` (at most [`MAX_WATCH_MS`]) with the status
+    /// as it is. Progress is pushed, not polled.
+    Watch {
+        /// The job.
+        job: JobId,
+        /// The last version the client saw.
+        after: u64,
+        /// How long to wait for a change, in ms.
+        wait_ms: u64,
         /// As in `Submit`.
         forwarded: bool,
     },
@@ -479,16 +561,10 @@ pub enum JobRequest {
         /// The coordinator sending the copy (asked whether it is alive before
         /// a backup takes the job over).
         coordinator: Peer,
-        /// The job's spec (`None` when the backup already has it).
-        spec: Option<Box<JobSpec>>,
         /// The job.
         job: JobId,
-        /// Tasks decided since the last copy (or all of them with a spec).
-        decided: Vec<DecidedTask>,
-        /// Whether the job was cancelled.
-        cancelled: bool,
-        /// Failovers so far.
-        failovers: u32,
+        /// The whole job, or what changed.
+        copy: JobCopy,
     },
 }
 
@@ -506,10 +582,9 @@ pub enum JobResponse {
     Status(Box<JobStatus>),
     /// A page of results.
     Results(Box<ResultsPage>),
-    /// The worker ran the batch.
+    /// The worker ran the batch. (A worker with no room answers
+    /// [`crate::wire::ErrorKind::Busy`].)
     Ran(Box<SignedResults>),
-    /// The worker has no free slot; ask another.
-    Busy,
     /// The bundle asked for, in its canonical encoding.
     Bundle(ByteBuf),
     /// The backup needs the full spec before it can take the update.

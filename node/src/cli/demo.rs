@@ -239,7 +239,7 @@ async fn converge(nodes: &[Node]) -> anyhow::Result<()> {
 fn rejections_by_worker(s: &JobStatus) -> Vec<(RingPos, usize)> {
     let mut by: BTreeMap<RingPos, usize> = BTreeMap::new();
     for r in &s.rejected {
-        *by.entry(r.worker).or_default() += 1;
+        *by.entry(r.worker.ring_pos()).or_default() += 1;
     }
     let mut v: Vec<(RingPos, usize)> = by.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -303,7 +303,7 @@ fn report_text(
             w.score,
             w.agreed,
             w.disagreed,
-            who(members, w.worker)
+            who(members, w.worker.ring_pos())
         ));
     }
     out.push_str("metrics (Prometheus; /sd lists the whole ring):\n");
@@ -358,11 +358,18 @@ mod tests {
 
     use super::*;
 
+    /// A peer id whose ring position is `pos` (what these tests name workers by).
+    fn peer_at(pos: u64) -> chorus_sdk::identity::PeerId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&pos.to_be_bytes());
+        chorus_sdk::identity::PeerId(b)
+    }
+
     #[test]
     fn rejections_are_grouped_by_worker_most_first_and_the_liar_is_marked() {
         let rej = |task, w| Rejection {
             task,
-            worker: RingPos(w),
+            worker: peer_at(w),
         };
         let status = JobStatus {
             job: JobId(RingPos(9)),
@@ -382,6 +389,7 @@ mod tests {
             cancelled: false,
             failovers: 0,
             reputation: Vec::new(),
+            version: 0,
         };
         assert_eq!(
             rejections_by_worker(&status),

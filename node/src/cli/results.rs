@@ -339,6 +339,7 @@ mod tests {
             cancelled: false,
             failovers: 0,
             reputation: Vec::new(),
+            version: 0,
         }
     }
 

@@ -10,11 +10,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use chorus_core::sim::jobs::{self, JobSimConfig};
 use chorus_core::sim::{Report, Sim, SimConfig};
 
-/// Arguments of `chorus sim`.
+/// Arguments of `chorus sim`: the ring simulator, or `chorus sim jobs`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimArgs {
+    /// `jobs`: simulate one job against many modelled workers instead.
+    #[command(subcommand)]
+    pub what: Option<SimWhat>,
     /// Nodes in the ring.
     #[arg(long, default_value_t = 1000)]
     pub nodes: usize,
@@ -62,8 +67,72 @@ pub struct SimArgs {
     pub json: bool,
 }
 
+/// What else `chorus sim` can simulate.
+#[derive(Debug, clap::Subcommand)]
+pub enum SimWhat {
+    /// One job's state machine (the node's own placement, quorum and
+    /// reputation code) against many modelled workers, some lying, in virtual
+    /// time; seeded and replayable.
+    Jobs(JobSimArgs),
+}
+
+/// Arguments of `chorus sim jobs`.
+#[derive(Debug, clap::Args)]
+pub struct JobSimArgs {
+    /// Modelled workers.
+    #[arg(long, default_value_t = 1000)]
+    pub workers: u32,
+    /// Tasks in the job.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: u32,
+    /// Replicas started per task.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Equal results that accept a task (default: a majority of replicas).
+    #[arg(long)]
+    pub quorum: Option<u32>,
+    /// Most replicas that vote on one task (default: 2 x replicas).
+    #[arg(long)]
+    pub max_replicas: Option<u32>,
+    /// Fraction of the workers that lie (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub saboteurs: f64,
+    /// Saboteurs lie on the same tasks (a fraction --lie-rate of all tasks,
+    /// chosen by the task) with the same wrong output, so they always agree.
+    /// Without it each saboteur lies on its own with a wrong output of its own.
+    #[arg(long)]
+    pub collude: bool,
+    /// Probability that a saboteur lies on a replica (without --collude), or
+    /// the fraction of tasks targeted (with --collude).
+    #[arg(long, default_value_t = 1.0)]
+    pub lie_rate: f64,
+    /// Placement policy: uniform (the closed forms' model) or two-choices
+    /// (the node's: free slots, speed, reputation).
+    #[arg(long, default_value = "uniform")]
+    pub placement: chorus_core::jobs::PlacementPolicy,
+    /// Give no work to workers at or below this reputation while enough
+    /// others exist (the node uses -50); off by default.
+    #[arg(long, allow_negative_numbers = true)]
+    pub distrust_below: Option<i32>,
+    /// Task slots per worker.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Most tasks in one batch to one worker.
+    #[arg(long, default_value_t = 64)]
+    pub batch_tasks: usize,
+    /// Seed of the whole run; the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs `chorus sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(SimWhat::Jobs(a)) = args.what {
+        return run_jobs(a);
+    }
     if args.nodes == 0 || args.nodes > u32::MAX as usize {
         bail!("--nodes must be between 1 and {}", u32::MAX);
     }
@@ -214,6 +283,75 @@ fn print_summary(r: &Report, args: &SimArgs, repair_error: Option<&str>) {
         r.peak_rss_mb,
         r.routing_bytes_per_node
     );
+}
+
+/// Runs `chorus sim jobs`.
+fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let policy = chorus_core::jobs::Policy::new(args.replicas, args.quorum, args.max_replicas)
+        .context("policy")?;
+    let mut cfg = JobSimConfig {
+        workers: args.workers,
+        tasks: args.tasks,
+        policy,
+        saboteurs: args.saboteurs,
+        collude: args.collude,
+        lie_rate: args.lie_rate,
+        seed: args.seed,
+        placement: args.placement,
+        slots: args.slots.max(1),
+        ..JobSimConfig::default()
+    };
+    cfg.machine.distrust_below = args.distrust_below;
+    cfg.machine.batch_tasks = args.batch_tasks.max(1);
+    let mut report = jobs::run(&cfg).with_context(|| format!("seed {}", args.seed))?;
+    report.seconds = start.elapsed().as_secs_f64();
+    let rss = peak_rss_mb().unwrap_or(0.0);
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["peak_rss_mb"] = serde_json::json!(rss);
+        v["placement"] = serde_json::json!(args.placement.as_str());
+        v["collude"] = serde_json::json!(args.collude);
+        println!("{v}");
+    } else {
+        println!(
+            "jobs: {} workers ({} saboteurs, {}), {} tasks, R {} Q {} max {}, {} placement, seed {}",
+            report.workers,
+            report.saboteurs,
+            if args.collude {
+                "colluding"
+            } else {
+                "each on its own"
+            },
+            report.tasks,
+            policy.replicas,
+            policy.quorum,
+            policy.max_replicas,
+            args.placement.as_str(),
+            args.seed
+        );
+        let closed = report
+            .closed_form
+            .map_or(String::new(), |c| format!(" (closed form {c:.4})"));
+        println!(
+            "accepted {}  wrong {}  error rate {:.4}{closed}  failed {}",
+            report.accepted, report.wrong_accepted, report.error_rate, report.failed
+        );
+        println!(
+            "replicas {} ({:.2} per task), {} rejected, {} batches; reputation: saboteurs {:.1}, honest {:.1}",
+            report.replicas_run,
+            report.replicas_per_task,
+            report.disagreements,
+            report.batches,
+            report.saboteur_reputation,
+            report.honest_reputation
+        );
+        println!(
+            "cost: {:.2} s wall, {:.1} s virtual, peak RSS {rss:.0} MiB",
+            report.seconds, report.virtual_seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB; Linux only.

@@ -118,6 +118,13 @@ mod tests {
 
     use super::*;
 
+    /// A peer id whose ring position is `pos` (what these tests name workers by).
+    fn peer_at(pos: u64) -> chorus_sdk::identity::PeerId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&pos.to_be_bytes());
+        chorus_sdk::identity::PeerId(b)
+    }
+
     #[test]
     fn json_names_every_field_with_hex_ids() {
         let s = JobStatus {
@@ -135,17 +142,18 @@ mod tests {
             disagreements: 1,
             rejected: vec![Rejection {
                 task: 3,
-                worker: RingPos(2),
+                worker: peer_at(2),
             }],
             done: false,
             cancelled: false,
             failovers: 1,
             reputation: vec![WorkerReputation {
-                worker: RingPos(2),
+                worker: peer_at(2),
                 score: -10,
                 agreed: 0,
                 disagreed: 1,
             }],
+            version: 3,
         };
         let v = status_json(&s);
         assert_eq!(v["job"], "00000000000000ff");

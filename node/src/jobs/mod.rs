@@ -2,20 +2,35 @@
 //! job's tasks, the worker that runs them, and the store that keeps both.
 //!
 //! - A client's request may reach any node; unless it is already marked as
-//!   forwarded, the node looks up the owner of the job id and forwards it there.
+//!   forwarded, the node looks up the owner of the job id and forwards it
+//!   there (`routing.rs`, the one place that does).
 //! - The owner (the coordinator) verifies the job, stores it, copies it to its
 //!   first successors, acknowledges it, and runs one driver task per job
-//!   (`coordinator.rs`): placement by power of two choices over the capacity
-//!   records it knows, batches of tasks per worker, quorum verification with
-//!   `chorus-core`'s [`TaskVerifier`](chorus_core::jobs::TaskVerifier),
-//!   reputation, and re-sending of lost replicas.
+//!   (`coordinator.rs`) that feeds `chorus-core`'s
+//!   [`JobMachine`](chorus_core::jobs::JobMachine) (placement, quorum,
+//!   retries) and performs its actions; metrics are recorded there, from the
+//!   actions.
 //! - A worker (`worker.rs`) fetches the bundle from the coordinator if it lacks
 //!   it, verifies it, runs the batch in its sandbox and returns signed results.
-//! - Every backup checks, twice a second, whether it now owns a job it holds a
-//!   copy of (its coordinator died and the ring healed around it); if so it
-//!   carries the job on from the copy.
+//! - Copies (`replication.rs`): every backup checks, twice a second, whether
+//!   it now owns a job it holds a copy of (its coordinator died and the ring
+//!   healed around it); if so it carries the job on from the copy.
+//! - One [`JobSnapshot`] shape is stored (`store.rs`, redb), copied and taken
+//!   over from.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the service ([`Jobs`]), its configuration, the dispatch of
+//!   [`JobRequest`]s, metrics sync and the background loop.
+//! - `routing.rs`: owner lookup and forwarding; status, watch, results, cancel.
+//! - `coordinator.rs`: the driver of one job's state machine.
+//! - `replication.rs`: copies of other coordinators' jobs, takeovers, expiry.
+//! - `worker.rs`: running a batch in the sandbox; serving bundles.
+//! - `store.rs`: the job store.
 
 mod coordinator;
+mod replication;
+mod routing;
 mod store;
 mod worker;
 
@@ -25,14 +40,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chorus_core::RingPos;
-use chorus_core::jobs::Reputation;
+use chorus_core::jobs::{MachineConfig, PlacementPolicy, Reputation, Verdict};
 use chorus_sdk::bundle::{BundleId, VerifiedBundle};
 use chorus_sdk::identity::{Identity, PeerId};
-use chorus_sdk::job::{
-    DecidedTask, JOB_FRAME_CAP, JobError, JobId, JobRequest, JobResponse, JobSpec, verify_cancel,
-};
+use chorus_sdk::job::{JobError, JobId, JobRequest, JobSnapshot, WorkerReputation};
 use chorus_sdk::transport::Transport;
-use chorus_sdk::wire::{Peer, Request, Response, WireError};
+use chorus_sdk::wire::{ErrorKind, Peer, Response, WireError};
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -41,7 +54,8 @@ use crate::capacity::Capacity;
 use crate::metrics::NodeMetrics;
 use crate::net::RingHandle;
 use crate::sandbox::Engine;
-use coordinator::{JobHandle, JobState};
+use coordinator::JobHandle;
+use replication::Backup;
 pub use store::{Role, Store, StoreError};
 pub use worker::outcome_label;
 
@@ -77,6 +91,8 @@ pub struct JobsConfig {
     /// Workers at or below this reputation get no work while enough others
     /// exist. Default -50 (five disagreements with nothing good in between).
     pub distrust_below: i32,
+    /// How replicas are placed. Default power of two choices.
+    pub placement: PlacementPolicy,
     /// How often backups check whether they now own a job. Default 500 ms.
     pub takeover_interval: Duration,
     /// How long a backup waits for a coordinator's answer before it takes the
@@ -101,6 +117,7 @@ impl Default for JobsConfig {
             no_worker_grace: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(10),
             distrust_below: -50,
+            placement: PlacementPolicy::TwoChoices,
             takeover_interval: Duration::from_millis(500),
             liveness_timeout: Duration::from_secs(2),
             keep_done: Duration::from_secs(3600),
@@ -133,21 +150,20 @@ pub struct JobsDeps {
     pub config: JobsConfig,
 }
 
-/// A copy of another coordinator's job.
-struct Backup {
-    /// When the last copy arrived.
-    updated: std::time::Instant,
-    coordinator: Option<Peer>,
-    spec: Arc<JobSpec>,
-    decided: std::collections::BTreeMap<u32, DecidedTask>,
-    cancelled: bool,
-    failovers: u32,
+/// Why the job service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// The job store could not be opened (another node on the same data dir,
+    /// a damaged file, no permission); nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Everything the service's parts share.
 pub(crate) struct Shared {
     identity: Arc<Identity>,
     me: Peer,
+    peer_id: PeerId,
     transport: Transport,
     ring: RingHandle,
     capacity: Capacity,
@@ -160,8 +176,10 @@ pub(crate) struct Shared {
     jobs: DashMap<JobId, Arc<JobHandle>>,
     backups: DashMap<JobId, Arc<std::sync::Mutex<Backup>>>,
     /// Tasks this coordinator has in flight per worker.
-    inflight: DashMap<RingPos, usize>,
-    reputation: std::sync::Mutex<Reputation<RingPos>>,
+    inflight: DashMap<PeerId, usize>,
+    /// Workers' reputation with this coordinator, over all its jobs. A std
+    /// mutex: held only to read or bump a score, never across an await.
+    reputation: std::sync::Mutex<Reputation<PeerId>>,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
     fetch_lock: tokio::sync::Mutex<()>,
     /// Tasks this worker has accepted and not finished.
@@ -188,30 +206,28 @@ impl std::fmt::Debug for Jobs {
 
 fn job_error(e: &JobError) -> WireError {
     let kind = match e {
-        JobError::Bundle(_) => "bad_bundle",
-        JobError::Policy(_) => "bad_policy",
-        JobError::NoTasks => "no_tasks",
-        JobError::TooManyTasks(_) => "too_many_tasks",
-        JobError::InputTooLarge { .. } => "input_too_large",
-        JobError::ModuleTooLarge { .. } => "module_too_large",
+        JobError::Bundle(_) => ErrorKind::BadBundle,
+        JobError::Policy(_) => ErrorKind::BadPolicy,
+        JobError::NoTasks => ErrorKind::NoTasks,
+        JobError::TooManyTasks(_) => ErrorKind::TooManyTasks,
+        JobError::InputTooLarge { .. } => ErrorKind::InputTooLarge,
+        JobError::ModuleTooLarge { .. } => ErrorKind::ModuleTooLarge,
     };
     WireError::new(kind, e.to_string())
 }
 
-fn unknown(job: JobId) -> Response {
-    Response::Error(WireError::new(
-        "unknown_job",
-        format!("no job {job} is known here"),
-    ))
-}
-
 impl Jobs {
-    /// Starts the service: loads stored jobs and backups, resumes the jobs,
-    /// and runs the background loop (takeovers, capacity refresh).
-    pub fn start(deps: JobsDeps) -> (Jobs, JoinHandle<()>) {
-        let store = deps.data_dir.as_deref().map(Store::new);
+    /// Starts the service: opens the store, loads stored jobs and copies,
+    /// resumes the jobs, and runs the background loop (takeovers, capacity
+    /// refresh, expiry).
+    pub fn start(deps: JobsDeps) -> Result<(Jobs, JoinHandle<()>), JobsError> {
+        let store = match deps.data_dir.as_deref() {
+            Some(dir) => Some(Store::open(dir)?),
+            None => None,
+        };
         let cores = deps.engine.config().slots;
         let shared = Arc::new(Shared {
+            peer_id: deps.identity.peer_id(),
             identity: deps.identity,
             me: deps.me,
             transport: deps.transport,
@@ -233,31 +249,21 @@ impl Jobs {
             promote_lock: tokio::sync::Mutex::new(()),
         });
         if let Some(store) = &shared.store {
-            for (id, j) in store.load_all(Role::Backup) {
+            for (id, snapshot) in store.load_all(Role::Backup)? {
                 shared.backups.insert(
                     id,
                     Arc::new(std::sync::Mutex::new(Backup {
                         updated: std::time::Instant::now(),
                         coordinator: None,
-                        spec: Arc::new(j.spec),
-                        decided: j.decided,
-                        cancelled: j.cancelled,
-                        failovers: j.failovers,
+                        snapshot,
                     })),
                 );
             }
-            for (id, j) in store.load_all(Role::Primary) {
-                match j.spec.verify() {
+            for (id, snapshot) in store.load_all(Role::Primary)? {
+                match snapshot.spec.verify() {
                     Ok(bundle) => {
-                        info!(job = %id, decided = j.decided.len(), "resuming a stored job");
-                        shared.launch(
-                            id,
-                            Arc::new(j.spec),
-                            Arc::new(bundle),
-                            j.decided,
-                            j.cancelled,
-                            j.failovers,
-                        );
+                        info!(job = %id, decided = snapshot.decided.len(), "resuming a stored job");
+                        shared.launch(id, snapshot, Arc::new(bundle));
                     }
                     Err(e) => warn!(job = %id, error = %e, "stored job no longer verifies"),
                 }
@@ -265,74 +271,56 @@ impl Jobs {
         }
         let bg = shared.clone();
         let task = tokio::spawn(async move { bg.background().await });
-        (Jobs { shared }, task)
+        Ok((Jobs { shared }, task))
     }
 
-    /// Answers one job request from `from`.
+    /// Answers one job request from `from`: the one dispatch of job traffic.
     pub async fn handle(&self, req: JobRequest, from: PeerId) -> Response {
         let s = &self.shared;
         match req {
             JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded).await,
             JobRequest::Status { job, forwarded } => {
-                s.routed(
-                    job,
-                    forwarded,
-                    JobRequest::Status {
-                        job,
-                        forwarded: true,
-                    },
-                )
-                .await
+                s.routed(job, forwarded, routing::Ask::Status).await
+            }
+            JobRequest::Watch {
+                job,
+                after,
+                wait_ms,
+                forwarded,
+            } => {
+                s.routed(job, forwarded, routing::Ask::Watch { after, wait_ms })
+                    .await
             }
             JobRequest::Results {
                 job,
                 from: first,
                 forwarded,
             } => {
-                s.routed(
-                    job,
-                    forwarded,
-                    JobRequest::Results {
-                        job,
-                        from: first,
-                        forwarded: true,
-                    },
-                )
-                .await
+                s.routed(job, forwarded, routing::Ask::Results { from: first })
+                    .await
             }
             JobRequest::Cancel {
                 job,
                 signature,
                 forwarded,
             } => {
-                s.routed(
-                    job,
-                    forwarded,
-                    JobRequest::Cancel {
-                        job,
-                        signature,
-                        forwarded: true,
-                    },
-                )
-                .await
+                s.routed(job, forwarded, routing::Ask::Cancel { signature })
+                    .await
             }
             JobRequest::Run(run) => s.run_batch(*run, from.ring_pos()).await,
             JobRequest::FetchBundle { bundle } => s.serve_bundle(bundle, from),
             JobRequest::Replicate {
                 coordinator,
-                spec,
                 job,
-                decided,
-                cancelled,
-                failovers,
+                copy,
             } => {
                 if coordinator.id != from.ring_pos() {
                     return Response::Error(WireError::new(
-                        "forbidden",
+                        ErrorKind::Forbidden,
                         "a copy must come from the coordinator it names",
                     ));
                 }
-                s.take_copy(job, coordinator, spec, decided, cancelled, failovers)
+                s.take_copy(job, coordinator, copy)
             }
         }
     }
@@ -392,37 +380,6 @@ impl Shared {
         self.capacity.refresh(u32::try_from(free).unwrap_or(0));
     }
 
-    /// The first successors (not this node) that keep copies of our jobs.
-    ///
-    /// When a node joined between our predecessor and us and now owns `job`,
-    /// it gets a copy too: clients are routed to it, and it forwards them to
-    /// us (the coordinator named in its copy) as long as we run the job.
-    async fn backup_targets(&self, job: JobId) -> Vec<Peer> {
-        let Ok(view) = self.ring.view().await else {
-            return Vec::new();
-        };
-        let mut out: Vec<Peer> = Vec::new();
-        let owner_elsewhere = view
-            .predecessor
-            .as_ref()
-            .is_some_and(|p| !job.0.in_open_closed(p.id, self.me.id));
-        if owner_elsewhere
-            && let Ok(done) = self.ring.lookup(job.0).await
-            && done.owner.id != self.me.id
-        {
-            out.push(done.owner);
-        }
-        for p in view.successors {
-            if p.id != self.me.id && !out.iter().any(|q| q.id == p.id) {
-                out.push(p);
-            }
-            if out.len() >= self.config.replicate_to + usize::from(owner_elsewhere) {
-                break;
-            }
-        }
-        out
-    }
-
     /// Whether this node owns `key` by its current view.
     async fn owns(&self, key: RingPos) -> bool {
         let Ok(view) = self.ring.view().await else {
@@ -434,342 +391,85 @@ impl Shared {
         }
     }
 
+    /// The state machine's tuning, from the service's.
+    fn machine_config(&self) -> MachineConfig {
+        MachineConfig {
+            batch_tasks: self.config.batch_tasks.max(1),
+            distrust_below: Some(self.config.distrust_below),
+            no_worker_grace: u64::try_from(self.config.no_worker_grace.as_millis())
+                .unwrap_or(u64::MAX),
+            // Calls carry their own timeouts; the machine's is a safety net.
+            replica_timeout: u64::MAX / 4,
+            checkpoint_interval: u64::try_from(self.config.replicate_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Runs a job here from its snapshot: a driver task feeds its machine.
     fn launch(
         self: &Arc<Self>,
         id: JobId,
-        spec: Arc<JobSpec>,
+        snapshot: JobSnapshot,
         bundle: Arc<VerifiedBundle>,
-        decided: std::collections::BTreeMap<u32, DecidedTask>,
-        cancelled: bool,
-        failovers: u32,
     ) -> Arc<JobHandle> {
         self.remember_bundle(bundle.clone());
-        let handle = Arc::new(JobHandle {
-            bundle_id: bundle.id(),
-            state: std::sync::Mutex::new(JobState::new(
-                id, spec, bundle, decided, cancelled, failovers,
-            )),
-            wake: tokio::sync::Notify::new(),
-        });
+        let handle = Arc::new(JobHandle::new(id, snapshot, bundle, self.machine_config()));
         self.jobs.insert(id, handle.clone());
-        tokio::spawn(coordinator::drive(self.clone(), handle.clone(), id));
+        tokio::spawn(coordinator::drive(self.clone(), handle.clone()));
         handle
     }
 
-    async fn submit(self: &Arc<Self>, spec: JobSpec, forwarded: bool) -> Response {
-        let bundle = match spec.verify() {
-            Ok(b) => b,
-            Err(e) => return Response::Error(job_error(&e)),
+    /// The reputation table, best first.
+    fn reputation_table(&self) -> Vec<WorkerReputation> {
+        let Ok(r) = self.reputation.lock() else {
+            return Vec::new();
         };
-        let id = spec.id();
-        if self.jobs.contains_key(&id) {
-            return self.accepted(id);
-        }
-        if !forwarded {
-            match self.ring.lookup(id.0).await {
-                Ok(done) if done.owner.id != self.me.id => {
-                    let req = Request::Job(JobRequest::Submit {
-                        spec: Box::new(spec),
-                        forwarded: true,
-                    });
-                    return self.forward(done.owner, &req).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Response::Error(WireError::new(
-                        "unavailable",
-                        format!("cannot find the coordinator of job {id}: {e}"),
-                    ));
-                }
-            }
-        }
-        let live = self.capacity.list().len();
-        if let Err(e) = spec.policy.check_workers(live) {
-            return Response::Error(WireError::new("not_enough_workers", e.to_string()));
-        }
-        let spec = Arc::new(spec);
-        if let Some(store) = &self.store
-            && let Err(e) = store.save_spec(Role::Primary, id, &spec)
-        {
-            return Response::Error(WireError::new(
-                "store",
-                format!("could not store job {id}: {e}"),
-            ));
-        }
-        let _ = self.backups.remove(&id);
-        let handle = self.launch(id, spec, Arc::new(bundle), Default::default(), false, 0);
-        // Copy the job to the successors before acknowledging it, so that the
-        // death of this node right after the answer loses nothing.
-        self.persist_and_replicate(&handle, id).await;
-        self.metrics.jobs_submitted.inc();
-        info!(job = %id, "job accepted");
-        self.accepted(id)
+        r.snapshot()
+            .into_iter()
+            .map(|e| WorkerReputation {
+                worker: e.worker,
+                score: e.score,
+                agreed: e.agreed,
+                disagreed: e.disagreed,
+            })
+            .collect()
     }
 
-    fn accepted(&self, job: JobId) -> Response {
-        Response::Job(JobResponse::Accepted {
-            job,
-            coordinator: self.me.clone(),
-        })
+    fn reputation_of(&self, w: PeerId) -> i32 {
+        self.reputation.lock().map_or(0, |r| r.score(&w))
     }
 
-    async fn forward(&self, owner: Peer, req: &Request) -> Response {
-        match self
-            .transport
-            .call::<_, Response>(
-                owner.addr,
-                Some(owner.id),
-                req,
-                JOB_FRAME_CAP,
-                self.config.fetch_timeout.saturating_mul(3),
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => Response::Error(WireError::new(
-                "unavailable",
-                format!(
-                    "the coordinator {} at {} did not answer: {e}",
-                    owner.id, owner.addr
-                ),
-            )),
+    fn apply_verdict(&self, v: &Verdict<PeerId>) {
+        if let Ok(mut r) = self.reputation.lock() {
+            r.apply(v);
         }
     }
 
-    /// Status, results and cancel: answered here when this node coordinates
-    /// the job, else forwarded to the owner of its id.
-    async fn routed(self: &Arc<Self>, job: JobId, forwarded: bool, onward: JobRequest) -> Response {
-        if let Some(h) = self.jobs.get(&job).map(|h| h.clone()) {
-            return self.local(&h, onward);
-        }
-        if !forwarded {
-            match self.ring.lookup(job.0).await {
-                Ok(done) if done.owner.id != self.me.id => {
-                    return self.forward(done.owner, &Request::Job(onward)).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Response::Error(WireError::new(
-                        "unavailable",
-                        format!("cannot find the coordinator of job {job}: {e}"),
-                    ));
-                }
-            }
-        }
-        // We are the owner (by our lookup or the forwarder's): carry the job
-        // on from our copy if we have one.
-        match self.promote(job).await {
-            Some(h) => self.local(&h, onward),
-            None => {
-                // A copy whose coordinator is alive: ask it.
-                let coordinator = self
-                    .backups
-                    .get(&job)
-                    .and_then(|b| b.lock().ok().and_then(|b| b.coordinator.clone()));
-                match coordinator {
-                    Some(c) if c.id != self.me.id => self.forward(c, &Request::Job(onward)).await,
-                    _ => unknown(job),
-                }
+    fn late_vote(&self, w: PeerId, agrees: bool) {
+        if let Ok(mut r) = self.reputation.lock() {
+            if agrees {
+                r.record_agree(&w);
+            } else {
+                r.record_disagree(&w);
             }
         }
     }
 
-    fn local(&self, h: &Arc<JobHandle>, req: JobRequest) -> Response {
-        let Ok(mut st) = h.state.lock() else {
-            return Response::Error(WireError::new("internal", "job state poisoned"));
+    fn inflight_of(&self, w: PeerId) -> usize {
+        self.inflight.get(&w).map_or(0, |v| *v)
+    }
+
+    fn add_inflight(&self, w: PeerId, delta: i64) {
+        let mut e = self.inflight.entry(w).or_insert(0);
+        *e = if delta >= 0 {
+            e.saturating_add(delta as usize)
+        } else {
+            e.saturating_sub(delta.unsigned_abs() as usize)
         };
-        match req {
-            JobRequest::Status { .. } => Response::Job(JobResponse::Status(Box::new(
-                st.status(self.me.clone(), self),
-            ))),
-            JobRequest::Results { from, .. } => {
-                let status = st.status(self.me.clone(), self);
-                Response::Job(JobResponse::Results(Box::new(st.page(from, status))))
-            }
-            JobRequest::Cancel { job, signature, .. } => {
-                let Some(key) = st.spec().submitter() else {
-                    return Response::Error(WireError::new("forbidden", "job has no submitter"));
-                };
-                if !verify_cancel(job, &key, &signature) {
-                    return Response::Error(WireError::new(
-                        "forbidden",
-                        format!("only the submitter of job {job} can cancel it"),
-                    ));
-                }
-                if !st.is_done() {
-                    st.cancel();
-                    if let Some(store) = &self.store {
-                        let _ = store.append(Role::Primary, job, &LogEntry::Cancelled);
-                    }
-                    info!(%job, "job cancelled");
-                }
-                h.wake.notify_one();
-                Response::Job(JobResponse::Status(Box::new(
-                    st.status(self.me.clone(), self),
-                )))
-            }
-            _ => Response::Error(WireError::new("internal", "not a local job request")),
-        }
     }
 
-    /// Whether the coordinator that sent us a copy of `job` still runs it.
-    /// A ring view can be briefly wrong (a stale predecessor while the ring
-    /// converges), so a backup asks before it takes a job over.
-    async fn coordinator_alive(&self, job: JobId) -> bool {
-        let coordinator = self
-            .backups
-            .get(&job)
-            .and_then(|b| b.lock().ok().and_then(|b| b.coordinator.clone()));
-        let Some(c) = coordinator else {
-            return false;
-        };
-        if c.id == self.me.id {
-            return false;
-        }
-        let req = Request::Job(JobRequest::Status {
-            job,
-            forwarded: true,
-        });
-        matches!(
-            self.transport
-                .call::<_, Response>(c.addr, Some(c.id), &req, JOB_FRAME_CAP, self.config.liveness_timeout)
-                .await,
-            Ok(Response::Job(JobResponse::Status(s))) if s.coordinator.id == c.id
-        )
-    }
-
-    /// Turns a backup copy into a coordinated job, unless its coordinator
-    /// still runs it.
-    async fn promote(self: &Arc<Self>, job: JobId) -> Option<Arc<JobHandle>> {
-        let _one = self.promote_lock.lock().await;
-        if let Some(h) = self.jobs.get(&job) {
-            return Some(h.clone());
-        }
-        if !self.backups.contains_key(&job) || self.coordinator_alive(job).await {
-            return None;
-        }
-        let (_, backup) = self.backups.remove(&job)?;
-        let b = match backup.lock() {
-            Ok(g) => Backup {
-                updated: g.updated,
-                coordinator: g.coordinator.clone(),
-                spec: g.spec.clone(),
-                decided: g.decided.clone(),
-                cancelled: g.cancelled,
-                failovers: g.failovers,
-            },
-            Err(_) => return None,
-        };
-        let bundle = match b.spec.verify() {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(%job, error = %e, "backup copy does not verify; dropped");
-                return None;
-            }
-        };
-        let failovers = b.failovers.saturating_add(1);
-        if let Some(store) = &self.store {
-            let r = store
-                .save_spec(Role::Primary, job, &b.spec)
-                .and_then(|()| {
-                    store.append(
-                        Role::Primary,
-                        job,
-                        &LogEntry::Decided(b.decided.values().cloned().collect()),
-                    )
-                })
-                .and_then(|()| store.append(Role::Primary, job, &LogEntry::Failovers(failovers)));
-            if let Err(e) = r {
-                warn!(%job, error = %e, "could not store a taken-over job");
-            }
-            if b.cancelled {
-                let _ = store.append(Role::Primary, job, &LogEntry::Cancelled);
-            }
-            store.remove(Role::Backup, job);
-        }
-        self.metrics.job_failovers.inc();
-        info!(%job, decided = b.decided.len(), "taking over a job whose coordinator is gone");
-        Some(self.launch(
-            job,
-            b.spec,
-            Arc::new(bundle),
-            b.decided,
-            b.cancelled,
-            failovers,
-        ))
-    }
-
-    /// Keeps (or updates) a copy of another coordinator's job.
-    fn take_copy(
-        &self,
-        job: JobId,
-        coordinator: Peer,
-        spec: Option<Box<JobSpec>>,
-        decided: Vec<DecidedTask>,
-        cancelled: bool,
-        failovers: u32,
-    ) -> Response {
-        if self.jobs.contains_key(&job) {
-            // We coordinate it ourselves (a takeover raced the old owner):
-            // our state is at least as new.
-            return Response::Job(JobResponse::Ok);
-        }
-        let entry = match (self.backups.get(&job).map(|b| b.clone()), spec) {
-            (_, Some(spec)) => {
-                if spec.id() != job {
-                    return Response::Error(WireError::new(
-                        "bad_job",
-                        "spec does not match the job id",
-                    ));
-                }
-                if let Err(e) = spec.verify() {
-                    return Response::Error(job_error(&e));
-                }
-                if let Some(store) = &self.store
-                    && let Err(e) = store.save_spec(Role::Backup, job, &spec)
-                {
-                    warn!(%job, error = %e, "could not store a job copy");
-                }
-                let b = Arc::new(std::sync::Mutex::new(Backup {
-                    updated: std::time::Instant::now(),
-                    coordinator: Some(coordinator.clone()),
-                    spec: Arc::new(*spec),
-                    decided: Default::default(),
-                    cancelled: false,
-                    failovers,
-                }));
-                self.backups.insert(job, b.clone());
-                b
-            }
-            (Some(b), None) => b,
-            (None, None) => return Response::Job(JobResponse::NeedSpec),
-        };
-        let Ok(mut b) = entry.lock() else {
-            return Response::Error(WireError::new("internal", "backup poisoned"));
-        };
-        if let Some(store) = &self.store {
-            if !decided.is_empty() {
-                let _ = store.append(Role::Backup, job, &LogEntry::Decided(decided.clone()));
-            }
-            if cancelled && !b.cancelled {
-                let _ = store.append(Role::Backup, job, &LogEntry::Cancelled);
-            }
-            if failovers != b.failovers {
-                let _ = store.append(Role::Backup, job, &LogEntry::Failovers(failovers));
-            }
-        }
-        b.coordinator = Some(coordinator);
-        b.updated = std::time::Instant::now();
-        for d in decided {
-            b.decided.insert(d.task, d);
-        }
-        b.cancelled |= cancelled;
-        b.failovers = failovers;
-        Response::Job(JobResponse::Ok)
-    }
-
-    /// Forgets jobs and copies finished longer than `keep_done` ago.
-    fn expire(&self) {
+    /// Forgets jobs finished longer than `keep_done` ago.
+    fn expire_jobs(&self) {
         let keep = self.config.keep_done;
         let old: Vec<JobId> = self
             .jobs
@@ -784,31 +484,16 @@ impl Shared {
             .collect();
         for job in old {
             self.jobs.remove(&job);
-            if let Some(store) = &self.store {
-                store.remove(Role::Primary, job);
+            if let Some(store) = &self.store
+                && let Err(e) = store.remove(Role::Primary, job)
+            {
+                warn!(%job, error = %e, "could not remove an expired job from the store");
             }
             info!(%job, "finished job expired");
         }
-        let old: Vec<JobId> = self
-            .backups
-            .iter()
-            .filter(|e| {
-                e.value().lock().is_ok_and(|b| {
-                    (b.cancelled || b.decided.len() >= b.spec.inputs.len())
-                        && b.updated.elapsed() > keep
-                })
-            })
-            .map(|e| *e.key())
-            .collect();
-        for job in old {
-            self.backups.remove(&job);
-            if let Some(store) = &self.store {
-                store.remove(Role::Backup, job);
-            }
-        }
     }
 
-    /// Takeovers and capacity refreshes, until the node stops.
+    /// Takeovers, capacity refreshes and expiry, until the node stops.
     async fn background(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.takeover_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -816,7 +501,8 @@ impl Shared {
         loop {
             tick.tick().await;
             self.refresh_capacity();
-            self.expire();
+            self.expire_jobs();
+            self.expire_copies();
             // While jobs run here, sample the ring: each hop of a lookup
             // answers with capacity records, so a coordinator meets workers
             // beyond what gossip along its own ring links brought.
@@ -832,32 +518,16 @@ impl Shared {
             // Finished jobs stay reachable: a successor that replaced a dead
             // one, or a node that joined in front of us and now owns a job id,
             // gets its copy (running jobs are copied by their drivers).
-            let finished: Vec<(JobId, Arc<JobHandle>)> = self
+            let finished: Vec<Arc<JobHandle>> = self
                 .jobs
                 .iter()
                 .filter(|e| e.value().state.lock().is_ok_and(|st| st.is_done()))
-                .map(|e| (*e.key(), e.value().clone()))
+                .map(|e| e.value().clone())
                 .collect();
-            for (job, handle) in finished {
-                self.persist_and_replicate(&handle, job).await;
+            for handle in finished {
+                self.persist_and_replicate(&handle).await;
             }
-            let copies: Vec<JobId> = self.backups.iter().map(|e| *e.key()).collect();
-            for job in copies {
-                let unfinished = self
-                    .backups
-                    .get(&job)
-                    .and_then(|b| {
-                        b.lock()
-                            .ok()
-                            .map(|b| b.decided.len() < b.spec.inputs.len() && !b.cancelled)
-                    })
-                    .unwrap_or(false);
-                if unfinished && self.owns(job.0).await {
-                    self.promote(job).await;
-                }
-            }
+            self.take_over_orphans().await;
         }
     }
 }
-
-use store::LogEntry;

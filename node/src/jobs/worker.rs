@@ -11,7 +11,7 @@ use chorus_sdk::job::{
     JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult,
 };
 use chorus_sdk::outcome::{self, Outcome};
-use chorus_sdk::wire::{Request, Response, WireError};
+use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
 use serde_bytes::ByteBuf;
 use tracing::{debug, warn};
 
@@ -70,7 +70,10 @@ impl Shared {
         let _admitted = Admission { shared: self, n };
         if before > 0 && before + n > queue {
             self.metrics.worker_busy.inc();
-            return Response::Job(JobResponse::Busy);
+            return Response::Error(WireError::new(
+                ErrorKind::Busy,
+                format!("{before} tasks queued here; {n} more do not fit in {queue}"),
+            ));
         }
         self.refresh_capacity();
         let bundle = match self.bundle_for(run.bundle, run.coordinator, from).await {
@@ -85,13 +88,15 @@ impl Shared {
                 // Not the task's fault and not ours to lower: the coordinator
                 // sends it to someone who donates more.
                 return Response::Error(WireError::new(
-                    "refused",
+                    ErrorKind::Busy,
                     format!("the task's {name} limit is above what this node donates"),
                 ));
             }
             Err(e) => match e.into_outcome() {
                 Ok(outcome) => Err(outcome),
-                Err(e) => return Response::Error(WireError::new("sandbox", e.to_string())),
+                Err(e) => {
+                    return Response::Error(WireError::new(ErrorKind::Sandbox, e.to_string()));
+                }
             },
         };
         let mut handles = Vec::with_capacity(n);
@@ -193,18 +198,20 @@ impl Shared {
                 self.config.fetch_timeout,
             )
             .await
-            .map_err(|e| WireError::new("bundle", format!("cannot fetch bundle {id}: {e}")))?;
+            .map_err(|e| {
+                WireError::new(ErrorKind::Bundle, format!("cannot fetch bundle {id}: {e}"))
+            })?;
         let bytes = match resp {
             Response::Job(JobResponse::Bundle(b)) => b,
             Response::Error(e) => {
                 return Err(WireError::new(
-                    "bundle",
+                    ErrorKind::Bundle,
                     format!("coordinator refused bundle {id}: {e}"),
                 ));
             }
             other => {
                 return Err(WireError::new(
-                    "bundle",
+                    ErrorKind::Bundle,
                     format!("unexpected answer to a bundle fetch: {other:?}"),
                 ));
             }
@@ -213,7 +220,7 @@ impl Shared {
             .and_then(|b| b.verify_as(&id))
             .map_err(|e| {
                 warn!(bundle = %id, error = %e, "refused a bundle from a coordinator");
-                WireError::new("bad_bundle", e.to_string())
+                WireError::new(ErrorKind::BadBundle, e.to_string())
             })?;
         let verified = Arc::new(verified);
         self.remember_bundle(verified.clone());
@@ -226,7 +233,7 @@ impl Shared {
         if self.bundles.len() >= MAX_BUNDLES {
             // Forget one that no running job here coordinates.
             let coordinated: std::collections::HashSet<BundleId> =
-                self.jobs.iter().map(|j| j.value().bundle_id).collect();
+                self.jobs.iter().map(|j| j.value().bundle.id()).collect();
             let victim = self
                 .bundles
                 .iter()
@@ -243,9 +250,9 @@ impl Shared {
     pub(super) fn serve_bundle(&self, id: BundleId, _from: PeerId) -> Response {
         match self.bundles.get(&id).map(|b| b.encode()) {
             Some(Ok(bytes)) => Response::Job(JobResponse::Bundle(ByteBuf::from(bytes))),
-            Some(Err(e)) => Response::Error(WireError::new("bundle", e.to_string())),
+            Some(Err(e)) => Response::Error(WireError::new(ErrorKind::Bundle, e.to_string())),
             None => Response::Error(WireError::new(
-                "unknown_bundle",
+                ErrorKind::UnknownBundle,
                 format!("no bundle {id} here"),
             )),
         }

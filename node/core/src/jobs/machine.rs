@@ -104,7 +104,7 @@ impl ReplicaEnd {
     /// A stable name for metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            ReplicaEnd::Voted => "voted",
+            ReplicaEnd::Voted => "vote",
             ReplicaEnd::NoVerdict => "no_verdict",
             ReplicaEnd::Lost => "lost",
             ReplicaEnd::Busy => "busy",

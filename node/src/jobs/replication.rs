@@ -1,0 +1,200 @@
+//! Copies of other coordinators' jobs: keeping them, forwarding to their
+//! coordinator while it lives, taking a job over when it is gone, and
+//! forgetting finished copies.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chorus_sdk::job::{JOB_FRAME_CAP, JobCopy, JobId, JobRequest, JobResponse, JobSnapshot};
+use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
+use tracing::{info, warn};
+
+use super::coordinator::JobHandle;
+use super::{Role, Shared, job_error};
+
+/// A copy of another coordinator's job.
+pub(super) struct Backup {
+    /// When the last copy arrived.
+    pub(super) updated: Instant,
+    /// The coordinator that sent it (`None` when loaded from the store).
+    pub(super) coordinator: Option<Peer>,
+    /// The job as copied.
+    pub(super) snapshot: JobSnapshot,
+}
+
+impl Shared {
+    /// Keeps (or updates) a copy of another coordinator's job.
+    pub(super) fn take_copy(&self, job: JobId, coordinator: Peer, copy: JobCopy) -> Response {
+        if self.jobs.contains_key(&job) {
+            // We coordinate it ourselves (a takeover raced the old owner):
+            // our state is at least as new.
+            return Response::Job(JobResponse::Ok);
+        }
+        let entry = match copy {
+            JobCopy::Full(snapshot) => {
+                if snapshot.spec.id() != job {
+                    return Response::Error(WireError::new(
+                        ErrorKind::BadJob,
+                        "spec does not match the job id",
+                    ));
+                }
+                if let Err(e) = snapshot.spec.verify() {
+                    return Response::Error(job_error(&e));
+                }
+                if let Some(store) = &self.store
+                    && let Err(e) = store.put_job(Role::Backup, job, &snapshot)
+                {
+                    // Refused, so the coordinator sends the whole copy again.
+                    warn!(%job, error = %e, "could not store a job copy");
+                    return Response::Error(WireError::new(
+                        ErrorKind::Store,
+                        format!("could not store the copy of job {job}: {e}"),
+                    ));
+                }
+                let b = Arc::new(std::sync::Mutex::new(Backup {
+                    updated: Instant::now(),
+                    coordinator: Some(coordinator),
+                    snapshot: *snapshot,
+                }));
+                self.backups.insert(job, b);
+                return Response::Job(JobResponse::Ok);
+            }
+            JobCopy::Update(update) => {
+                let Some(b) = self.backups.get(&job).map(|b| b.clone()) else {
+                    return Response::Job(JobResponse::NeedSpec);
+                };
+                (b, update)
+            }
+        };
+        let (b, update) = entry;
+        let Ok(mut b) = b.lock() else {
+            return Response::Error(WireError::new(ErrorKind::Internal, "backup poisoned"));
+        };
+        if let Some(store) = &self.store {
+            let mut r = Ok(());
+            if !update.decided.is_empty() {
+                r = store.add_decided(Role::Backup, job, &update.decided);
+            }
+            if r.is_ok() && update.cancelled && !b.snapshot.cancelled {
+                r = store.set_cancelled(Role::Backup, job);
+            }
+            if r.is_ok() && update.failovers != b.snapshot.failovers {
+                r = store.set_failovers(Role::Backup, job, update.failovers);
+            }
+            if let Err(e) = r {
+                // Ask for the whole copy next time rather than lose this part.
+                warn!(%job, error = %e, "could not store a job update");
+                return Response::Job(JobResponse::NeedSpec);
+            }
+        }
+        b.coordinator = Some(coordinator);
+        b.updated = Instant::now();
+        b.snapshot.apply(update);
+        Response::Job(JobResponse::Ok)
+    }
+
+    /// Forgets a copy (the job is coordinated here now).
+    pub(super) fn drop_copy(&self, job: JobId) {
+        if self.backups.remove(&job).is_some()
+            && let Some(store) = &self.store
+            && let Err(e) = store.remove(Role::Backup, job)
+        {
+            warn!(%job, error = %e, "could not remove a job copy from the store");
+        }
+    }
+
+    /// The coordinator named in our copy of `job`.
+    pub(super) fn copy_coordinator(&self, job: JobId) -> Option<Peer> {
+        self.backups
+            .get(&job)
+            .and_then(|b| b.lock().ok().and_then(|b| b.coordinator.clone()))
+    }
+
+    /// Whether the coordinator that sent us a copy of `job` still runs it.
+    /// A ring view can be briefly wrong (a stale predecessor while the ring
+    /// converges), so a backup asks before it takes a job over.
+    async fn coordinator_alive(&self, job: JobId) -> bool {
+        let Some(c) = self.copy_coordinator(job) else {
+            return false;
+        };
+        if c.id == self.me.id {
+            return false;
+        }
+        let req = Request::Job(JobRequest::Status {
+            job,
+            forwarded: true,
+        });
+        matches!(
+            self.transport
+                .call::<_, Response>(c.addr, Some(c.id), &req, JOB_FRAME_CAP, self.config.liveness_timeout)
+                .await,
+            Ok(Response::Job(JobResponse::Status(s))) if s.coordinator.id == c.id
+        )
+    }
+
+    /// Turns a copy into a coordinated job, unless its coordinator still
+    /// runs it.
+    pub(super) async fn promote(self: &Arc<Self>, job: JobId) -> Option<Arc<JobHandle>> {
+        let _one = self.promote_lock.lock().await;
+        if let Some(h) = self.jobs.get(&job) {
+            return Some(h.clone());
+        }
+        if !self.backups.contains_key(&job) || self.coordinator_alive(job).await {
+            return None;
+        }
+        let (_, backup) = self.backups.remove(&job)?;
+        let mut snapshot = match backup.lock() {
+            Ok(g) => g.snapshot.clone(),
+            Err(_) => return None,
+        };
+        let bundle = match snapshot.spec.verify() {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%job, error = %e, "backup copy does not verify; dropped");
+                return None;
+            }
+        };
+        snapshot.failovers = snapshot.failovers.saturating_add(1);
+        if let Some(store) = &self.store
+            && let Err(e) = store.promote(job, snapshot.failovers)
+        {
+            warn!(%job, error = %e, "could not store a taken-over job; it runs from memory");
+        }
+        self.metrics.job_failovers.inc();
+        info!(%job, decided = snapshot.decided.len(), "taking over a job whose coordinator is gone");
+        Some(self.launch(job, snapshot, Arc::new(bundle)))
+    }
+
+    /// Takes over every unfinished copy whose job this node now owns.
+    pub(super) async fn take_over_orphans(self: &Arc<Self>) {
+        let copies: Vec<JobId> = self.backups.iter().map(|e| *e.key()).collect();
+        for job in copies {
+            let unfinished = self
+                .backups
+                .get(&job)
+                .and_then(|b| b.lock().ok().map(|b| !b.snapshot.is_done()))
+                .unwrap_or(false);
+            if unfinished && self.owns(job.0).await {
+                self.promote(job).await;
+            }
+        }
+    }
+
+    /// Forgets finished copies not updated for `keep_done`.
+    pub(super) fn expire_copies(&self) {
+        let keep = self.config.keep_done;
+        let old: Vec<JobId> = self
+            .backups
+            .iter()
+            .filter(|e| {
+                e.value()
+                    .lock()
+                    .is_ok_and(|b| b.snapshot.is_done() && b.updated.elapsed() > keep)
+            })
+            .map(|e| *e.key())
+            .collect();
+        for job in old {
+            self.drop_copy(job);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Routing of client requests: any node takes them, the owner of the job id
+//! (the coordinator) answers them. Owner lookup and forwarding live here and
+//! nowhere else: submissions and every per-job question (status, watch,
+//! results, cancel) go through [`Shared::owner_elsewhere`] and
+//! [`Shared::forward`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_core::RingPos;
+use chorus_sdk::job::{
+    JOB_FRAME_CAP, JobId, JobRequest, JobResponse, JobSnapshot, JobSpec, MAX_WATCH_MS,
+    verify_cancel,
+};
+use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
+use serde_bytes::ByteBuf;
+use tracing::info;
+
+use super::coordinator::JobHandle;
+use super::{Role, Shared, job_error};
+
+/// A per-job question, answered by the job's coordinator.
+#[derive(Clone, Debug)]
+pub(super) enum Ask {
+    /// The status now.
+    Status,
+    /// The status once its version passes `after`, or after `wait_ms`.
+    Watch {
+        /// The version the client saw.
+        after: u64,
+        /// How long to wait, in ms.
+        wait_ms: u64,
+    },
+    /// A page of results from task `from`.
+    Results {
+        /// First task.
+        from: u32,
+    },
+    /// Cancel, signed by the submitter.
+    Cancel {
+        /// The submitter's signature.
+        signature: ByteBuf,
+    },
+}
+
+impl Ask {
+    /// The request that carries this question to the coordinator.
+    fn onward(&self, job: JobId) -> Request {
+        let req = match self.clone() {
+            Ask::Status => JobRequest::Status {
+                job,
+                forwarded: true,
+            },
+            Ask::Watch { after, wait_ms } => JobRequest::Watch {
+                job,
+                after,
+                wait_ms,
+                forwarded: true,
+            },
+            Ask::Results { from } => JobRequest::Results {
+                job,
+                from,
+                forwarded: true,
+            },
+            Ask::Cancel { signature } => JobRequest::Cancel {
+                job,
+                signature,
+                forwarded: true,
+            },
+        };
+        Request::Job(req)
+    }
+}
+
+fn unknown(job: JobId) -> Response {
+    Response::Error(WireError::new(
+        ErrorKind::UnknownJob,
+        format!("no job {job} is known here"),
+    ))
+}
+
+impl Shared {
+    /// The owner of `key` when it is another node; `Ok(None)` when it is us.
+    pub(super) async fn owner_elsewhere(&self, key: RingPos) -> Result<Option<Peer>, Response> {
+        match self.ring.lookup(key).await {
+            Ok(done) if done.owner.id != self.me.id => Ok(Some(done.owner)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(Response::Error(WireError::new(
+                ErrorKind::Unavailable,
+                format!("cannot find the owner of {key}: {e}"),
+            ))),
+        }
+    }
+
+    /// Sends `req` on to `owner` and returns its answer.
+    pub(super) async fn forward(&self, owner: Peer, req: &Request) -> Response {
+        match self
+            .transport
+            .call::<_, Response>(
+                owner.addr,
+                Some(owner.id),
+                req,
+                JOB_FRAME_CAP,
+                self.config.fetch_timeout.saturating_mul(3),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Response::Error(WireError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the coordinator {} at {} did not answer: {e}",
+                    owner.id, owner.addr
+                ),
+            )),
+        }
+    }
+
+    /// Takes a submission: forwarded to the owner of its id unless that is
+    /// us; the owner checks it, stores it, copies it to its successors, and
+    /// only then acknowledges it.
+    pub(super) async fn submit(self: &Arc<Self>, spec: JobSpec, forwarded: bool) -> Response {
+        let bundle = match spec.verify() {
+            Ok(b) => b,
+            Err(e) => return Response::Error(job_error(&e)),
+        };
+        let id = spec.id();
+        if self.jobs.contains_key(&id) {
+            return self.accepted(id);
+        }
+        if !forwarded {
+            match self.owner_elsewhere(id.0).await {
+                Ok(Some(owner)) => {
+                    let req = Request::Job(JobRequest::Submit {
+                        spec: Box::new(spec),
+                        forwarded: true,
+                    });
+                    return self.forward(owner, &req).await;
+                }
+                Ok(None) => {}
+                Err(e) => return e,
+            }
+        }
+        let live = self.capacity.list().len();
+        if let Err(e) = spec.policy.check_workers(live) {
+            return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, e.to_string()));
+        }
+        let snapshot = JobSnapshot::new(spec);
+        if let Some(store) = &self.store
+            && let Err(e) = store.put_job(Role::Primary, id, &snapshot)
+        {
+            return Response::Error(WireError::new(
+                ErrorKind::Store,
+                format!("could not store job {id}: {e}"),
+            ));
+        }
+        self.drop_copy(id);
+        let handle = self.launch(id, snapshot, Arc::new(bundle));
+        // Copy the job to the successors before acknowledging it, so that the
+        // death of this node right after the answer loses nothing.
+        self.persist_and_replicate(&handle).await;
+        self.metrics.jobs_submitted.inc();
+        info!(job = %id, "job accepted");
+        self.accepted(id)
+    }
+
+    fn accepted(&self, job: JobId) -> Response {
+        Response::Job(JobResponse::Accepted {
+            job,
+            coordinator: self.me.clone(),
+        })
+    }
+
+    /// Status, watch, results and cancel: answered here when this node
+    /// coordinates the job, else forwarded to the owner of its id (or, from
+    /// a copy, to the coordinator that sent it).
+    pub(super) async fn routed(
+        self: &Arc<Self>,
+        job: JobId,
+        forwarded: bool,
+        ask: Ask,
+    ) -> Response {
+        if let Some(h) = self.jobs.get(&job).map(|h| h.clone()) {
+            return self.local(&h, ask).await;
+        }
+        if !forwarded {
+            match self.owner_elsewhere(job.0).await {
+                Ok(Some(owner)) => return self.forward(owner, &ask.onward(job)).await,
+                Ok(None) => {}
+                Err(e) => return e,
+            }
+        }
+        // We are the owner (by our lookup or the forwarder's): carry the job
+        // on from our copy if we have one.
+        match self.promote(job).await {
+            Some(h) => self.local(&h, ask).await,
+            None => match self.copy_coordinator(job) {
+                // A copy whose coordinator is alive: ask it.
+                Some(c) if c.id != self.me.id => self.forward(c, &ask.onward(job)).await,
+                _ => unknown(job),
+            },
+        }
+    }
+
+    async fn local(&self, h: &Arc<JobHandle>, ask: Ask) -> Response {
+        let internal =
+            || Response::Error(WireError::new(ErrorKind::Internal, "job state poisoned"));
+        match ask {
+            Ask::Status => match h.state.lock() {
+                Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
+                Err(_) => internal(),
+            },
+            Ask::Watch { after, wait_ms } => {
+                let mut rx = h.version.subscribe();
+                let wait = Duration::from_millis(wait_ms.min(MAX_WATCH_MS));
+                // Done jobs never change again: answer at once.
+                let done = h.state.lock().is_ok_and(|st| st.is_done());
+                if !done {
+                    let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > after)).await;
+                }
+                match h.state.lock() {
+                    Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
+                    Err(_) => internal(),
+                }
+            }
+            Ask::Results { from } => match h.state.lock() {
+                Ok(st) => Response::Job(JobResponse::Results(Box::new(h.page(&st, from, self)))),
+                Err(_) => internal(),
+            },
+            Ask::Cancel { signature } => {
+                let job = h.id;
+                let Some(key) = h
+                    .state
+                    .lock()
+                    .ok()
+                    .and_then(|st| st.snapshot.spec.submitter())
+                else {
+                    return Response::Error(WireError::new(
+                        ErrorKind::Forbidden,
+                        "job has no submitter",
+                    ));
+                };
+                if !verify_cancel(job, &key, &signature) {
+                    return Response::Error(WireError::new(
+                        ErrorKind::Forbidden,
+                        format!("only the submitter of job {job} can cancel it"),
+                    ));
+                }
+                if h.cancel(self) {
+                    info!(%job, "job cancelled");
+                    self.persist_and_replicate(h).await;
+                }
+                match h.state.lock() {
+                    Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
+                    Err(_) => internal(),
+                }
+            }
+        }
+    }
+}
