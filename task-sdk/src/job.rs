@@ -518,9 +518,10 @@ pub enum JobRequest {
         forwarded: bool,
     },
     /// A job's progress once it has changed: answered with
-    /// [`JobResponse::Status`] as soon as the job's `version` is above
-    /// `after`, or after `wait_ms` (at most [`MAX_WATCH_MS`]) with the status
-    /// as it is. Progress is pushed, not polled.
+    /// [`JobResponse::Status`] as soon as the job's `version` differs from
+    /// `after` (at once when it already does, or the job is done), or after
+    /// `wait_ms` (at most [`MAX_WATCH_MS`]) with the status as it is.
+    /// Progress is pushed, not polled.
     Watch {
         /// The job.
         job: JobId,

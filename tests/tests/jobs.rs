@@ -498,3 +498,86 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
         other => panic!("the submitter's cancel: {other:?}"),
     }
 }
+
+/// `Watch` through any node (forwarded to the coordinator): held while the
+/// job does not change, answered as soon as it does, at once when the
+/// client's version is stale or the job is done; a watch on an unknown job
+/// is refused like a status.
+#[test]
+fn watch_pushes_each_change_and_returns_at_once_when_done() {
+    let nodes = start_cluster(4, one_task_at_a_time).expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    // Heavy enough that tasks are decided one by one over seconds.
+    let work = ranges(6, 60_000_000);
+    let job = submit(nodes[1].addr, primes_job(&submitter, &work, 2, 11)).expect("submitted");
+    let watch = |via: usize, after: u64, wait_ms: u64| {
+        let t0 = Instant::now();
+        let r = ask(
+            nodes[via].addr,
+            &Request::Job(JobRequest::Watch {
+                job,
+                after,
+                wait_ms,
+                forwarded: false,
+            }),
+        );
+        match r {
+            Ok(Response::Job(JobResponse::Status(s))) => (*s, t0.elapsed()),
+            other => panic!("watch: {other:?}"),
+        }
+    };
+    let first = status(nodes[2].addr, job).expect("status");
+    assert!(!first.done, "the job is still running: {first:?}");
+    // A version the coordinator never had: answered at once.
+    let (_, took) = watch(3, first.version + 1_000, 8_000);
+    assert!(took < Duration::from_secs(4), "stale version held {took:?}");
+    // Each watch returns on a change, with a newer version, and the job
+    // makes progress between them; bounded in count and time.
+    let mut seen = first.version;
+    let mut verified = first.verified;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut changes = 0;
+    while Instant::now() < deadline && changes < 50 {
+        let (s, _) = watch(changes % 4, seen, 10_000);
+        if s.version == seen {
+            assert!(!s.done, "a done job is answered with its final version");
+            continue;
+        }
+        assert!(
+            s.version > seen,
+            "versions only grow: {} -> {}",
+            seen,
+            s.version
+        );
+        assert!(s.verified >= verified);
+        seen = s.version;
+        verified = s.verified;
+        changes += 1;
+        if s.done {
+            break;
+        }
+    }
+    assert_eq!(verified, 6, "every task verified after {changes} changes");
+    assert!(changes >= 2, "progress came in several pushes, not one");
+    // Done: answered at once even with the current version.
+    let (s, took) = watch(0, seen, 10_000);
+    assert!(s.done);
+    assert!(
+        took < Duration::from_secs(4),
+        "a done job held the watch {took:?}"
+    );
+    // Unknown job: refused, not held.
+    let unknown = JobId(RingPos(0x0bad_0bad_0bad_0bad));
+    match ask(
+        nodes[0].addr,
+        &Request::Job(JobRequest::Watch {
+            job: unknown,
+            after: 0,
+            wait_ms: 10_000,
+            forwarded: false,
+        }),
+    ) {
+        Ok(Response::Error(e)) => assert_eq!(e.kind, "unknown_job", "{e}"),
+        other => panic!("watch of an unknown job: {other:?}"),
+    }
+}

@@ -213,10 +213,12 @@ impl Shared {
             Ask::Watch { after, wait_ms } => {
                 let mut rx = h.version.subscribe();
                 let wait = Duration::from_millis(wait_ms.min(MAX_WATCH_MS));
-                // Done jobs never change again: answer at once.
+                // Answer at once when the job is done (it never changes
+                // again) or its version differs from the client's: newer, or
+                // from another coordinator's history (after a failover).
                 let done = h.state.lock().is_ok_and(|st| st.is_done());
-                if !done {
-                    let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > after)).await;
+                if !done && *rx.borrow() == after {
+                    let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v != after)).await;
                 }
                 match h.state.lock() {
                     Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
