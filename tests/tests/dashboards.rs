@@ -356,12 +356,13 @@ fn promtool(args: &[&str], input: Option<&str>) -> String {
     text
 }
 
-/// A plain HTTP/1.1 GET of the node's metrics server; the body.
+/// A plain HTTP/1.1 GET of the node's metrics server; the body. It reads to
+/// the end, so it asks the server to close (HTTP/1.1 keeps connections open).
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");

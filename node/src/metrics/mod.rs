@@ -5,8 +5,8 @@
 //! # Layout
 //!
 //! - this file: the registry, [`NodeMetrics`] and its text exposition.
-//! - `http.rs`: [`serve`], the HTTP server of `/metrics` and `/sd`, fed by a
-//!   [`MetricsSource`].
+//! - `http.rs`: [`serve`], the bounded HTTP/1.1 server (axum on hyper) of
+//!   `/metrics` and `/sd`, fed by a [`MetricsSource`].
 //!
 //! Metric families:
 //!
@@ -53,7 +53,9 @@ use tracing::warn;
 
 mod http;
 
-pub use http::{MetricsSource, serve};
+pub use http::{
+    HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD, MetricsSource, WRITE_STALL_TIMEOUT, serve,
+};
 
 /// Errors creating metrics or their server.
 #[derive(Debug, thiserror::Error)]
