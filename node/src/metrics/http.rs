@@ -6,7 +6,7 @@
 //! - `GET /metrics`: the Prometheus text format, `text/plain; version=0.0.4; charset=utf-8`.
 //! - `GET /sd`: a Prometheus HTTP service-discovery document, `application/json`.
 //! - `HEAD` on both: the same headers, no body.
-//! - gzip when the request says `Accept-Encoding: gzip` (Prometheus always does).
+//! - gzip when the request says `Accept-Encoding: gzip` (Prometheus does by default).
 //! - 404 with a hint on any other path, 405 (with `Allow`) for any other method,
 //!   431 for a request head over [`MAX_REQUEST_HEAD`] bytes.
 //! - HTTP/1.1 keep-alive: Prometheus and browsers reuse the connection.
@@ -17,9 +17,10 @@
 //! stop reading a response for more than [`WRITE_STALL_TIMEOUT`], or make the
 //! server buffer more than [`MAX_REQUEST_HEAD`] bytes of request head.
 //!
-//! axum's own `serve` takes no limits, hence the accept loop here (it is the
-//! one hyper-util documents): a semaphore slot, `accept`, one task per
-//! connection running `hyper::server::conn::http1`.
+//! axum's own `serve` takes no limits, hence the accept loop here: a
+//! semaphore slot, `accept`, one task per connection running
+//! `hyper::server::conn::http1` on the axum router. Connection tasks outlive
+//! an aborted server task by at most those timeouts, as they did before.
 
 use std::future::Future;
 use std::io;
