@@ -19,7 +19,7 @@ use chorus_tests::TestNode;
 use serde_json::Value;
 
 /// Every metric family name the node defines (the dashboards may use no other).
-const METRICS_SOURCE: &str = include_str!("../../node/src/metrics.rs");
+const METRICS_SOURCE: &str = include_str!("../../node/src/metrics/mod.rs");
 
 #[test]
 fn every_dashboard_is_well_formed() {
@@ -97,7 +97,9 @@ fn every_dashboard_is_well_formed() {
                 }
                 check_datasource(&t["datasource"], &ds_uid, &at, &mut problems);
                 for m in unknown_metrics(expr) {
-                    problems.push(format!("{at}: {m} is not defined in node/src/metrics.rs"));
+                    problems.push(format!(
+                        "{at}: {m} is not defined in node/src/metrics/mod.rs"
+                    ));
                 }
             }
         }
@@ -180,7 +182,7 @@ fn alert_rules_read_only_defined_metrics() {
     let unknown = unknown_metrics(&rules);
     assert!(
         unknown.is_empty(),
-        "alerts.yml reads metrics node/src/metrics.rs does not define: {unknown:?}"
+        "alerts.yml reads metrics node/src/metrics/mod.rs does not define: {unknown:?}"
     );
 }
 
@@ -287,7 +289,7 @@ fn check_datasource(ds: &Value, uid: &str, at: &str, problems: &mut Vec<String>)
     }
 }
 
-/// Names `chorus_*` in `text` that `node/src/metrics.rs` does not define
+/// Names `chorus_*` in `text` that `node/src/metrics/mod.rs` does not define
 /// (histogram series `_bucket`, `_sum` and `_count` count as their family).
 fn unknown_metrics(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -354,12 +356,13 @@ fn promtool(args: &[&str], input: Option<&str>) -> String {
     text
 }
 
-/// A plain HTTP/1.1 GET of the node's metrics server; the body.
+/// A plain HTTP/1.1 GET of the node's metrics server; the body. It reads to
+/// the end, so it asks the server to close (HTTP/1.1 keeps connections open).
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");

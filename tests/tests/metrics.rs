@@ -1,6 +1,6 @@
 //! `/metrics` and `/sd` of real nodes, over real HTTP on 127.0.0.1.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -8,16 +8,83 @@ use chorus_core::RingPos;
 use chorus_node::net::NodeConfig;
 use chorus_tests::{TestNode, ring_consistent, wait_until};
 
-fn http(addr: SocketAddr, request: &[u8]) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+/// One HTTP/1.1 response read off a connection.
+struct Reply {
+    /// The status line.
+    status: String,
+    /// Header lines, names lower-cased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response; its body is framed by `Content-Length` or chunked
+/// encoding, and absent when `head_only` (the answer to a HEAD).
+fn read_reply(r: &mut BufReader<TcpStream>, head_only: bool) -> Reply {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a status line");
+    let status = line.trim_end().to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("a header line");
+        let Some((n, v)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only {
+        return reply;
+    }
+    if reply.header("transfer-encoding") == Some("chunked") {
+        loop {
+            line.clear();
+            r.read_line(&mut line).expect("a chunk size");
+            let size = usize::from_str_radix(line.trim(), 16).expect("a hex chunk size");
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).expect("a chunk");
+            if size == 0 {
+                break;
+            }
+            reply.body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let len = reply
+            .header("content-length")
+            .map_or(0, |l| l.parse().expect("a length"));
+        reply.body = vec![0; len];
+        r.read_exact(&mut reply.body).expect("the body");
+    }
+    reply
+}
+
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("a full HTTP response");
+    BufReader::new(s)
+}
+
+/// Sends `request` on a new connection and reads one answer: (status line, body).
+fn http(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut c = connect(addr);
+    c.get_mut().write_all(request).unwrap();
+    let reply = read_reply(&mut c, false);
     (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
+        reply.status,
+        String::from_utf8(reply.body).expect("a UTF-8 body"),
     )
 }
 
@@ -122,6 +189,48 @@ fn nodes_serve_ring_metrics_and_service_discovery() {
     huge.extend_from_slice(b"\r\n\r\n");
     assert!(http(maddr, &huge).0.contains("431"));
     assert!(get(maddr, "/metrics").0.contains("200"));
+
+    // One kept-alive connection, as Prometheus uses: plain, gzip, HEAD, GET.
+    let mut conn = connect(maddr);
+    conn.get_mut()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let plain = read_reply(&mut conn, false);
+    assert!(plain.status.contains("200"), "{}", plain.status);
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(plain.header("content-encoding"), None);
+    conn.get_mut()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        .unwrap();
+    let zipped = read_reply(&mut conn, false);
+    assert!(zipped.status.contains("200"), "{}", zipped.status);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped.body[..])
+        .read_to_string(&mut text)
+        .expect("a gzip body");
+    assert!(
+        text.contains("# TYPE chorus_ring_successors gauge"),
+        "{text}"
+    );
+    assert!(zipped.body.len() < text.len() / 2);
+    conn.get_mut()
+        .write_all(b"HEAD /sd HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let head = read_reply(&mut conn, true);
+    assert!(head.status.contains("200"), "{}", head.status);
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    assert!(head.header("content-length").is_some());
+    // Had the HEAD answer carried a body, it would stand where this status line is.
+    conn.get_mut()
+        .write_all(b"GET /sd HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let sd = read_reply(&mut conn, false);
+    assert!(sd.status.starts_with("HTTP/1.1 200"), "{}", sd.status);
+    assert_eq!(sd.header("content-type"), Some("application/json"));
 
     for n in [c, b, a] {
         n.leave();
