@@ -6,6 +6,7 @@
 //! input. The node that owns that position on the ring coordinates the job;
 //! any node accepts a client's request and forwards it there.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -428,6 +429,20 @@ pub struct DecidedTask {
     pub disagreeing: Vec<RingPos>,
     /// Replicas that voted.
     pub votes: u32,
+}
+
+/// A job's whole state, the one shape it has everywhere: what a coordinator
+/// stores, copies to its successors, and what a successor takes over from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSnapshot {
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Tasks decided so far, by task index (each equal to its `task`).
+    pub decided: BTreeMap<u32, DecidedTask>,
+    /// Whether the submitter cancelled it.
+    pub cancelled: bool,
+    /// How many times it moved to a new coordinator.
+    pub failovers: u32,
 }
 
 /// Job traffic: client requests (forwarded to the coordinator) and node-to-node work.
