@@ -18,3 +18,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod sandbox;
+// Temporary: built here until `jobs/mod.rs` declares it.
+#[path = "jobs/store_redb.rs"]
+pub mod store_redb;
