@@ -533,7 +533,12 @@ fn encode_tasks<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
 
     use chorus_core::RingPos;
     use chorus_core::jobs::Policy;
@@ -543,6 +548,17 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
+
+    /// Selects the crash test's child mode: the data dir it writes to.
+    const CRASH_DIR: &str = "CHORUS_STORE_CRASH_DIR";
+    /// The child's round (keeps job ids apart between rounds) and seed.
+    const CRASH_ROUND: &str = "CHORUS_STORE_CRASH_ROUND";
+    /// Selects the lock test's child mode: the data dir it tries to open.
+    const LOCK_DIR: &str = "CHORUS_STORE_LOCK_DIR";
+    /// Overrides the crash test's seed, to replay a failure.
+    const SEED: &str = "CHORUS_STORE_CRASH_SEED";
+    /// Tasks of every job the crash child writes.
+    const TASKS: u32 = 8;
 
     #[test]
     fn every_operation_round_trips_and_roles_stay_apart() {
@@ -708,6 +724,221 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_second_process_cannot_open_the_store() {
+        let dir = TempDir::new("lock");
+        let store = Store::open(&dir.0).unwrap();
+        assert!(matches!(
+            Store::open(&dir.0),
+            Err(StoreError::Locked { .. })
+        ));
+        let out = child("lock_child", &[(LOCK_DIR, dir.0.display().to_string())])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "lock child failed: {stdout}");
+        assert!(stdout.contains("lock child: locked"), "{stdout}");
+        drop(store);
+        let out = child("lock_child", &[(LOCK_DIR, dir.0.display().to_string())])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("lock child: opened"), "{stdout}");
+    }
+
+    /// The child of `a_second_process_cannot_open_the_store`; passes at once
+    /// when run as an ordinary test.
+    #[test]
+    fn lock_child() {
+        let Some(dir) = std::env::var_os(LOCK_DIR) else {
+            return;
+        };
+        match Store::open(Path::new(&dir)) {
+            Ok(_) => println!("lock child: opened"),
+            Err(StoreError::Locked { .. }) => println!("lock child: locked"),
+            Err(e) => println!("lock child: {e}"),
+        }
+    }
+
+    /// Kills a writer (this test binary, re-run as `crash_child`) with
+    /// SIGKILL at seeded random points, reopens the store after each kill and
+    /// checks that every job and decided task the writer acknowledged is
+    /// there and intact.
+    #[test]
+    fn a_crash_at_any_point_loses_no_acknowledged_job() {
+        const ROUNDS: u64 = 20;
+        let seed = std::env::var(SEED)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xC40_5EED_u64);
+        println!("crash test seed {seed} (replay with {SEED}={seed})");
+        let mut rng = Rng(seed);
+        let dir = TempDir::new("crash");
+        let started = Instant::now();
+        // Per job, the most decided tasks (0..n) acknowledged.
+        let mut acked: BTreeMap<JobId, u32> = BTreeMap::new();
+        let mut acks = 0usize;
+        for round in 0..ROUNDS {
+            let mut proc = child(
+                "crash_child",
+                &[
+                    (CRASH_DIR, dir.0.display().to_string()),
+                    (CRASH_ROUND, format!("{round}")),
+                ],
+            )
+            .spawn()
+            .unwrap();
+            let stdout = proc.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut lines = Vec::new();
+            // Kill only once it writes, then after a random delay.
+            loop {
+                match rx.recv_timeout(Duration::from_secs(60)) {
+                    Ok(line) if line.starts_with("acked ") => {
+                        lines.push(line);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = proc.kill();
+                        panic!("round {round}: the child never acknowledged a write: {e}");
+                    }
+                }
+            }
+            let delay = Duration::from_micros(rng.below(150_000));
+            std::thread::sleep(delay);
+            assert!(
+                proc.try_wait().unwrap().is_none(),
+                "round {round}: the child exited before it was killed (seed {seed})"
+            );
+            proc.kill().unwrap();
+            let status = proc.wait().unwrap();
+            assert_eq!(status.signal(), Some(9), "round {round}: {status}");
+            reader.join().unwrap();
+            // Lines still in the pipe were printed, so acknowledged, too.
+            lines.extend(rx.try_iter());
+            for line in lines.iter().filter_map(|l| l.strip_prefix("acked ")) {
+                let (job, n) = line.split_once(' ').unwrap();
+                let (job, n): (JobId, u32) = (job.parse().unwrap(), n.parse().unwrap());
+                let most = acked.entry(job).or_default();
+                *most = (*most).max(n);
+                acks += 1;
+            }
+
+            let store = Store::open(&dir.0).unwrap();
+            for (&job, &n) in &acked {
+                let Some(snap) = store.load(Role::Primary, job).unwrap() else {
+                    panic!("round {round}: acknowledged job {job} lost (seed {seed})");
+                };
+                for task in 0..n {
+                    assert!(
+                        snap.decided.contains_key(&task),
+                        "round {round}: acknowledged task {task} of {job} lost (seed {seed})"
+                    );
+                }
+            }
+            // Every stored job is intact, acknowledged or not.
+            let all = store.load_all(Role::Primary).unwrap();
+            assert!(all.len() >= acked.len());
+            for (job, snap) in &all {
+                assert_eq!(snap.spec.id(), *job, "round {round}: spec of {job} damaged");
+                assert_eq!(snap.spec.inputs.len(), TASKS as usize);
+                for (&task, got) in &snap.decided {
+                    assert_eq!(
+                        *got,
+                        decided(*job, task),
+                        "round {round}: task {task} of {job}"
+                    );
+                }
+                assert!(!snap.cancelled);
+                assert_eq!(snap.failovers, 0);
+            }
+            println!(
+                "round {round}: killed after {delay:?}, {} jobs stored, {} acknowledged",
+                all.len(),
+                acked.len()
+            );
+        }
+
+        // After all that the store still takes writes.
+        let store = Store::open(&dir.0).unwrap();
+        let id = Identity::generate().unwrap();
+        let s = spec(&id, TASKS, u64::MAX);
+        store
+            .put_job(Role::Primary, s.id(), &snapshot(&s, []))
+            .unwrap();
+        store
+            .add_decided(Role::Primary, s.id(), &[decided(s.id(), 0)])
+            .unwrap();
+        assert_eq!(
+            store.load(Role::Primary, s.id()).unwrap(),
+            Some(snapshot(&s, [0]))
+        );
+        println!(
+            "{ROUNDS} kills, {acks} acknowledged writes over {} jobs, in {:?}",
+            acked.len(),
+            started.elapsed()
+        );
+    }
+
+    /// The writer of `a_crash_at_any_point_loses_no_acknowledged_job`; passes
+    /// at once when run as an ordinary test. Prints `acked <job> <n>` after
+    /// each write returns: job stored with tasks `0..n` decided.
+    #[test]
+    fn crash_child() {
+        let Some(dir) = std::env::var_os(CRASH_DIR) else {
+            return;
+        };
+        let round: u64 = std::env::var(CRASH_ROUND).unwrap().parse().unwrap();
+        let mut rng = Rng(round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC4_11D);
+        let store = Store::open(Path::new(&dir)).unwrap();
+        let id = Identity::generate().unwrap();
+        // Bounded: far more than a round's delay lets it write.
+        for n in 0..10_000u64 {
+            let s = spec(&id, TASKS, (round << 32) | n);
+            let job = s.id();
+            let mut done = rng.below(3) as u32;
+            store
+                .put_job(Role::Primary, job, &snapshot(&s, 0..done))
+                .unwrap();
+            println!("acked {job} {done}");
+            while done < TASKS {
+                let upto = (done + 1 + rng.below(3) as u32).min(TASKS);
+                let tasks: Vec<DecidedTask> = (done..upto).map(|t| decided(job, t)).collect();
+                store.add_decided(Role::Primary, job, &tasks).unwrap();
+                done = upto;
+                println!("acked {job} {done}");
+            }
+        }
+    }
+
+    /// This test binary, re-run with only `test` (a test of this module).
+    fn child(test: &str, env: &[(&str, String)]) -> Command {
+        // `module_path!()` is `chorus_node::…::tests`; test names lack the crate.
+        let module = module_path!()
+            .split_once("::")
+            .map_or(module_path!(), |(_, m)| m);
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            &format!("{module}::{test}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        cmd
+    }
+
     fn spec(id: &Identity, tasks: u32, nonce: u64) -> JobSpec {
         let b = Bundle::sign(
             Manifest::new("t", "1", id.public_key()),
@@ -759,6 +990,19 @@ mod tests {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// splitmix64: a seeded RNG without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
         }
     }
 }
