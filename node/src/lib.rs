@@ -3,12 +3,27 @@
 //!
 //! # Layout
 //!
+//! Modules in dependency order: each imports only modules above it (a module
+//! without a list imports none of this crate).
+//!
 //! - [`capacity`]: what this node donates and what it knows of others.
-//! - [`cli`]: the `chorus` command line (one file per subcommand).
-//! - [`jobs`]: coordinator, worker and store of jobs.
 //! - [`metrics`]: every Prometheus metric, `/metrics` and `/sd`.
-//! - [`net`]: the QUIC endpoint, RPC server and the actor driving the ring.
 //! - [`sandbox`]: the wasmtime engine, limits and compiled-module cache.
+//! - [`ring_actor`]: the one owner of the ring state machine, behind a bounded
+//!   inbox and a cheap [`RingHandle`](ring_actor::RingHandle) (capacity, metrics).
+//! - [`jobs`]: coordinator, worker and store of jobs (capacity, metrics,
+//!   sandbox, ring_actor).
+//! - `rpc::server`: the QUIC accept and serve loops within the
+//!   [`ServeLimits`](rpc::ServeLimits), answering through a handler trait.
+//! - `rpc::dispatch`: the one dispatch table from a request to the service
+//!   that answers it (rpc::server, capacity, ring_actor, jobs).
+//! - [`rpc`]: those two, and the one-shot client [`call_node`](rpc::call_node).
+//! - [`node`]: a node's config, start-up that wires the services together,
+//!   the metrics it scrapes, and leave (capacity, metrics, sandbox,
+//!   ring_actor, jobs, rpc).
+//! - [`net`]: the old paths of node, ring_actor and rpc items, re-exported.
+//! - [`cli`]: the `chorus` command line, one file per subcommand (capacity,
+//!   sandbox, jobs, rpc, node).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
@@ -17,4 +32,7 @@ pub mod cli;
 pub mod jobs;
 pub mod metrics;
 pub mod net;
+pub mod node;
+pub mod ring_actor;
+pub mod rpc;
 pub mod sandbox;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::results::{Summary, progress_bar, update_bar};
 use super::status::status_json;
 use crate::jobs::Chaos;
-use crate::net::{Node, NodeConfig};
+use crate::node::{Node, NodeConfig};
 
 /// The Mandelbrot task, built from `examples/mandelbrot`.
 const MANDELBROT: &[u8] = include_bytes!("../../../examples/wasm/mandelbrot.wasm");

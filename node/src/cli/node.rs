@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::jobs::Chaos;
-use crate::net::{Node, NodeConfig, default_cores};
+use crate::node::{Node, NodeConfig, default_cores};
 
 /// Arguments of `chorus node`.
 #[derive(Debug, clap::Args)]

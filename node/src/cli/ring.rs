@@ -9,7 +9,7 @@ use chorus_core::RingPos;
 use chorus_sdk::wire::{Peer, Request, Response};
 use serde_json::{Value, json};
 
-use crate::net::call_node;
+use crate::rpc::call_node;
 
 /// Arguments of `chorus ring`.
 #[derive(Debug, clap::Args)]

@@ -52,7 +52,7 @@ use tracing::{info, warn};
 
 use crate::capacity::Capacity;
 use crate::metrics::NodeMetrics;
-use crate::net::RingHandle;
+use crate::ring_actor::RingHandle;
 use crate::sandbox::Engine;
 use coordinator::JobHandle;
 use replication::Backup;
