@@ -609,6 +609,7 @@ impl Shared {
             if let Some(e) = failed {
                 // Kept for the next checkpoint: nothing decided is dropped.
                 warn!(job = %id, error = %e, "could not store job state; will retry");
+                self.metrics.job_store_errors.inc();
                 if let Ok(mut st) = handle.state.lock() {
                     let mut again: Vec<u32> = fresh.iter().map(|d| d.task).collect();
                     again.append(&mut st.unstored);

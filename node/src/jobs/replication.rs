@@ -46,6 +46,7 @@ impl Shared {
                 {
                     // Refused, so the coordinator sends the whole copy again.
                     warn!(%job, error = %e, "could not store a job copy");
+                    self.metrics.job_store_errors.inc();
                     return Response::Error(WireError::new(
                         ErrorKind::Store,
                         format!("could not store the copy of job {job}: {e}"),
@@ -84,6 +85,7 @@ impl Shared {
             if let Err(e) = r {
                 // Ask for the whole copy next time rather than lose this part.
                 warn!(%job, error = %e, "could not store a job update");
+                self.metrics.job_store_errors.inc();
                 return Response::Job(JobResponse::NeedSpec);
             }
         }
@@ -159,6 +161,7 @@ impl Shared {
             && let Err(e) = store.promote(job, snapshot.failovers)
         {
             warn!(%job, error = %e, "could not store a taken-over job; it runs from memory");
+            self.metrics.job_store_errors.inc();
         }
         self.metrics.job_failovers.inc();
         info!(%job, decided = snapshot.decided.len(), "taking over a job whose coordinator is gone");

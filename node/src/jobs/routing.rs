@@ -149,6 +149,7 @@ impl Shared {
         if let Some(store) = &self.store
             && let Err(e) = store.put_job(Role::Primary, id, &snapshot)
         {
+            self.metrics.job_store_errors.inc();
             return Response::Error(WireError::new(
                 ErrorKind::Store,
                 format!("could not store job {id}: {e}"),

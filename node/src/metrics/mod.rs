@@ -39,6 +39,7 @@
 //! | `chorus_jobs{state}` | gauge | jobs coordinated here by state (`running`, `done`, `cancelled`) and backups held (`backup`) |
 //! | `chorus_jobs_submitted_total` | counter | jobs this node accepted as coordinator |
 //! | `chorus_job_failovers_total` | counter | jobs this node took over from a dead coordinator |
+//! | `chorus_job_store_errors_total` | counter | writes to the job store that failed (kept in memory and retried at the next checkpoint) |
 //! | `chorus_peer_reputation{peer}` | gauge | reputation of workers as seen here (at most 32 peers: the 16 best and 16 worst) |
 
 use std::net::SocketAddr;
@@ -129,6 +130,8 @@ pub struct NodeMetrics {
     pub jobs_submitted: IntCounter,
     /// Jobs taken over from a dead coordinator.
     pub job_failovers: IntCounter,
+    /// Failed writes to the job store.
+    pub job_store_errors: IntCounter,
     /// Reputation of known workers (bounded, see [`NodeMetrics::set_reputation`]).
     peer_reputation: IntGaugeVec,
 }
@@ -290,6 +293,10 @@ impl NodeMetrics {
             job_failovers: counter(
                 "chorus_job_failovers_total",
                 "Jobs this node took over from a dead coordinator.",
+            )?,
+            job_store_errors: counter(
+                "chorus_job_store_errors_total",
+                "Writes to the job store that failed (kept in memory and retried at the next checkpoint).",
             )?,
             peer_reputation: gauge_vec(
                 "chorus_peer_reputation",
