@@ -203,7 +203,7 @@ impl JobSpec {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
     out
@@ -693,5 +693,24 @@ mod tests {
         assert!(!s.verify(&stranger.peer_id()));
         s.results[0].output[0] ^= 1;
         assert!(!s.verify(&worker.peer_id()));
+    }
+
+    #[test]
+    fn the_signed_results_message_does_not_change() {
+        // Recorded before the wire module was split in files: workers and
+        // coordinators of either layout must sign and check the same bytes.
+        let r = WorkerResult {
+            task: 3,
+            outcome: Outcome::Exit(2),
+            output: ByteBuf::from(b"42".to_vec()),
+            digest: Some([1; 32]),
+            fuel_used: 10,
+            wall_us: 5,
+        };
+        let m = results_message(JobId(RingPos(9)), &[r]);
+        assert_eq!(
+            hex::encode(sha256(&m)),
+            "29a20125ea6006a2dd69655719067cadc73df80a2586be7ddc449b8d251b7e95"
+        );
     }
 }
