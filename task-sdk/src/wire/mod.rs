@@ -1,19 +1,34 @@
 //! The messages nodes and clients exchange, one request and one response per stream.
+//!
+//! This module holds the two dispatch enums, [`Request`] (with its [`Response`])
+//! and the job sub-protocol inside it, [`JobRequest`] (with its [`JobResponse`]),
+//! which carries client, worker and backup traffic. The payloads live in one
+//! file per concern and are re-exported here; none of those files imports this
+//! one, so the module graph runs one way (see the crate's "Layout").
 
 use std::net::SocketAddr;
 
 use chorus_core::RingPos;
-use chorus_core::ring;
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
+use crate::bundle::BundleId;
 use crate::capacity::SignedCapacity;
-use crate::job::{JobRequest, JobResponse, PeerList};
+use crate::job::{JobId, JobSpec};
 
-/// Most capacity records carried by one ring message.
-pub const MAX_GOSSIP: usize = 8;
+mod error;
+mod jobs;
+mod replica;
+mod ring;
+mod work;
 
-/// A peer as the wire names it: ring position and address.
-pub type Peer = ring::Peer<SocketAddr>;
+pub use self::error::{ErrorKind, WireError};
+pub use self::jobs::{
+    JobStatus, MAX_WATCH_MS, Rejection, ResultsPage, TaskResult, TaskState, WorkerReputation,
+};
+pub use self::replica::{DecidedTask, JobCopy, JobSnapshot, JobUpdate};
+pub use self::ring::{LookupAnswer, MAX_GOSSIP, Peer, PeerList, RingView};
+pub use self::work::{Assignment, RunTasks, SignedResults, WorkerResult};
 
 /// A request on one bidirectional stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,7 +37,7 @@ pub enum Request {
     /// riding along (the sender's own first).
     Ring {
         /// The ring message.
-        msg: ring::Request<SocketAddr>,
+        msg: chorus_core::ring::Request<SocketAddr>,
         /// Signed capacity records (at most [`MAX_GOSSIP`]).
         capacity: Vec<SignedCapacity>,
     },
@@ -46,7 +61,7 @@ pub enum Response {
     /// responder's own first).
     Ring {
         /// The ring message.
-        msg: ring::Response<SocketAddr>,
+        msg: chorus_core::ring::Response<SocketAddr>,
         /// Signed capacity records (at most [`MAX_GOSSIP`]).
         capacity: Vec<SignedCapacity>,
     },
@@ -62,200 +77,99 @@ pub enum Response {
     Error(WireError),
 }
 
-/// A node's view of the ring.
+/// Job traffic: client requests (forwarded to the coordinator) and node-to-node work.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RingView {
-    /// The node itself.
-    pub me: Peer,
-    /// Its predecessor, if known.
-    pub predecessor: Option<Peer>,
-    /// Its successor list, nearest first.
-    pub successors: Vec<Peer>,
-    /// Distinct finger entries in finger order.
-    pub fingers: Vec<Peer>,
+pub enum JobRequest {
+    /// Submit a job. Answered with [`JobResponse::Accepted`] once the
+    /// coordinator stored it.
+    Submit {
+        /// The job.
+        spec: Box<JobSpec>,
+        /// Set by the node that forwards it to the coordinator, which then
+        /// takes it without forwarding again.
+        forwarded: bool,
+    },
+    /// A job's progress.
+    Status {
+        /// The job.
+        job: JobId,
+        /// As in `Submit`.
+        forwarded: bool,
+    },
+    /// A job's progress once it has changed: answered with
+    /// [`JobResponse::Status`] as soon as the job's `version` is above
+    /// `after`, or after `wait_ms` (at most [`MAX_WATCH_MS`]) with the status
+    /// as it is. Progress is pushed, not polled.
+    Watch {
+        /// The job.
+        job: JobId,
+        /// The last version the client saw.
+        after: u64,
+        /// How long to wait for a change, in ms.
+        wait_ms: u64,
+        /// As in `Submit`.
+        forwarded: bool,
+    },
+    /// Final results of tasks `from..` (as many as fit in a page).
+    Results {
+        /// The job.
+        job: JobId,
+        /// First task index wanted.
+        from: u32,
+        /// As in `Submit`.
+        forwarded: bool,
+    },
+    /// Cancel a job; signed by its submitter ([`sign_cancel`](crate::job::sign_cancel)).
+    Cancel {
+        /// The job.
+        job: JobId,
+        /// The submitter's signature.
+        signature: ByteBuf,
+        /// As in `Submit`.
+        forwarded: bool,
+    },
+    /// Coordinator to worker: run these tasks.
+    Run(Box<RunTasks>),
+    /// Worker to coordinator: the bundle of a job it was given.
+    FetchBundle {
+        /// The bundle.
+        bundle: BundleId,
+    },
+    /// Coordinator to its successors: keep a copy of this job.
+    Replicate {
+        /// The coordinator sending the copy (asked whether it is alive before
+        /// a backup takes the job over).
+        coordinator: Peer,
+        /// The job.
+        job: JobId,
+        /// The whole job, or what changed.
+        copy: JobCopy,
+    },
 }
 
-/// The result of a lookup.
+/// Answers to [`JobRequest`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LookupAnswer {
-    /// The key looked up.
-    pub key: RingPos,
-    /// The live node that owns it.
-    pub owner: Peer,
-    /// Remote lookup steps taken.
-    pub hops: u32,
-}
-
-/// An error reported to the peer on the stream that caused it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct WireError {
-    /// What went wrong, as a typed kind with a stable string form.
-    pub kind: ErrorKind,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-impl WireError {
-    /// A new error of `kind`.
-    pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
-        WireError {
-            kind: kind.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// The kinds of [`WireError`]. On the wire (and in metrics labels) each is
-/// its stable snake_case name ([`ErrorKind::as_str`]); a name this version
-/// does not know decodes as [`ErrorKind::Other`], so newer peers can add
-/// kinds without breaking older ones.
-#[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum ErrorKind {
-    /// A frame whose body does not decode.
-    Malformed,
-    /// A frame over its size cap.
-    Oversized,
-    /// A stream that ended inside a frame.
-    Truncated,
-    /// A stream error.
-    Stream,
-    /// A request not delivered whole in time.
-    ReadTimeout,
-    /// The one "busy" answer: no room for this request or batch now (memory,
-    /// task slots, or limits this worker will not run); ask again or elsewhere.
-    Busy,
-    /// A message could not be encoded.
-    Encode,
-    /// The sender may not do this (a stranger's cancel, a copy from a node
-    /// that does not coordinate the job).
-    Forbidden,
-    /// No such job here or at its coordinator.
-    UnknownJob,
-    /// No such bundle here.
-    UnknownBundle,
-    /// A job copy that does not match its id.
-    BadJob,
-    /// A bundle that is malformed, tampered or unsigned.
-    BadBundle,
-    /// A policy that cannot be met on its own terms.
-    BadPolicy,
-    /// A job with no tasks.
-    NoTasks,
-    /// A job over the task cap.
-    TooManyTasks,
-    /// A task input over the job's input cap.
-    InputTooLarge,
-    /// A module over the job's module cap.
-    ModuleTooLarge,
-    /// More replicas than live workers.
-    NotEnoughWorkers,
-    /// The coordinator (or the owner of a key) could not be reached.
-    Unavailable,
-    /// A lookup failed.
-    Lookup,
-    /// A call to another node failed.
-    Transport,
-    /// A bundle could not be fetched.
-    Bundle,
-    /// The sandbox failed (not the task).
-    Sandbox,
-    /// The node could not store the job.
-    Store,
-    /// The node is stopping.
-    Stopped,
-    /// A bug on the node.
-    Internal,
-    /// A kind this version does not know (its name as sent).
-    Other(String),
-}
-
-impl ErrorKind {
-    const NAMED: [(ErrorKind, &'static str); 26] = [
-        (ErrorKind::Malformed, "malformed"),
-        (ErrorKind::Oversized, "oversized"),
-        (ErrorKind::Truncated, "truncated"),
-        (ErrorKind::Stream, "stream"),
-        (ErrorKind::ReadTimeout, "read_timeout"),
-        (ErrorKind::Busy, "busy"),
-        (ErrorKind::Encode, "encode"),
-        (ErrorKind::Forbidden, "forbidden"),
-        (ErrorKind::UnknownJob, "unknown_job"),
-        (ErrorKind::UnknownBundle, "unknown_bundle"),
-        (ErrorKind::BadJob, "bad_job"),
-        (ErrorKind::BadBundle, "bad_bundle"),
-        (ErrorKind::BadPolicy, "bad_policy"),
-        (ErrorKind::NoTasks, "no_tasks"),
-        (ErrorKind::TooManyTasks, "too_many_tasks"),
-        (ErrorKind::InputTooLarge, "input_too_large"),
-        (ErrorKind::ModuleTooLarge, "module_too_large"),
-        (ErrorKind::NotEnoughWorkers, "not_enough_workers"),
-        (ErrorKind::Unavailable, "unavailable"),
-        (ErrorKind::Lookup, "lookup"),
-        (ErrorKind::Transport, "transport"),
-        (ErrorKind::Bundle, "bundle"),
-        (ErrorKind::Sandbox, "sandbox"),
-        (ErrorKind::Store, "store"),
-        (ErrorKind::Stopped, "stopped"),
-        (ErrorKind::Internal, "internal"),
-    ];
-
-    /// The stable name, as sent on the wire and used in metrics labels.
-    pub fn as_str(&self) -> &str {
-        if let ErrorKind::Other(s) = self {
-            return s;
-        }
-        Self::NAMED
-            .iter()
-            .find(|(k, _)| k == self)
-            .map_or("other", |(_, n)| n)
-    }
-
-    /// Whether asking again (here or at another node) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ErrorKind::Busy | ErrorKind::Unavailable)
-    }
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<&str> for ErrorKind {
-    fn from(s: &str) -> Self {
-        Self::NAMED
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map_or_else(|| ErrorKind::Other(s.to_string()), |(k, _)| k.clone())
-    }
-}
-
-impl From<String> for ErrorKind {
-    fn from(s: String) -> Self {
-        ErrorKind::from(s.as_str())
-    }
-}
-
-impl From<ErrorKind> for String {
-    fn from(k: ErrorKind) -> String {
-        k.as_str().to_string()
-    }
-}
-
-impl PartialEq<str> for ErrorKind {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for ErrorKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
+pub enum JobResponse {
+    /// The coordinator stored the job.
+    Accepted {
+        /// The job's id.
+        job: JobId,
+        /// The coordinator.
+        coordinator: Peer,
+    },
+    /// A job's progress.
+    Status(Box<JobStatus>),
+    /// A page of results.
+    Results(Box<ResultsPage>),
+    /// The worker ran the batch. (A worker with no room answers
+    /// [`crate::wire::ErrorKind::Busy`].)
+    Ran(Box<SignedResults>),
+    /// The bundle asked for, in its canonical encoding.
+    Bundle(ByteBuf),
+    /// The backup needs the full spec before it can take the update.
+    NeedSpec,
+    /// Done.
+    Ok,
 }
 
 #[cfg(test)]
@@ -263,6 +177,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chorus_core::jobs::Policy;
+    use chorus_core::ring;
     use serde_bytes::ByteBuf;
 
     use super::*;
@@ -539,20 +454,5 @@ mod tests {
             got.push(hex::encode(crate::job::sha256(&bytes)));
         }
         assert_eq!(got, GOLDEN, "the wire format changed");
-    }
-
-    #[test]
-    fn error_kinds_round_trip_by_their_stable_names() {
-        for (kind, name) in ErrorKind::NAMED {
-            assert_eq!(kind.as_str(), name);
-            assert_eq!(ErrorKind::from(name), kind);
-            let bytes = rmp_serde::to_vec(&kind).unwrap();
-            assert_eq!(rmp_serde::from_slice::<String>(&bytes).unwrap(), name);
-            assert_eq!(rmp_serde::from_slice::<ErrorKind>(&bytes).unwrap(), kind);
-        }
-        let future = ErrorKind::from("rate_limited");
-        assert_eq!(future, ErrorKind::Other("rate_limited".into()));
-        assert_eq!(future.as_str(), "rate_limited");
-        assert!(ErrorKind::Busy.is_retryable() && !ErrorKind::Forbidden.is_retryable());
     }
 }
