@@ -23,7 +23,11 @@
 //!   - `wire::work`: coordinator and worker: `RunTasks`, `Assignment`, `WorkerResult`, `SignedResults` and its signature.
 //!   - `wire::replica` (uses `wire::jobs`): coordinator and backups: `DecidedTask`, `JobSnapshot`, `JobUpdate`, `JobCopy`.
 //!   - `wire` itself (uses all of the above): the dispatch enums `Request`/`Response` and the job sub-protocol `JobRequest`/`JobResponse`.
-//! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs.
+//! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs:
+//!   - `client::error`: `ClientError`.
+//!   - `client::builder`: `JobBuilder` and `sign_module`.
+//!   - `client::results`: `JobResults`.
+//!   - `client` itself (uses all of the above): `Client`, `ClientConfig`, the call, retry and failover logic.
 //! - `mandelbrot` (feature `mandelbrot`): the Mandelbrot example's tiles and PNG, for the demo and the example submitter.
 //! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
