@@ -2,16 +2,32 @@
 //!
 //! # Layout
 //!
+//! In dependency order: each module uses only modules above it. The one edge
+//! that points down is [`job`]'s `pub use` of the job messages that live in
+//! [`wire`], which keeps their old paths (`chorus_sdk::job::JobRequest`, ...);
+//! `job` itself uses none of them. Sub-modules are private; their items are
+//! re-exported by their parent.
+//!
 //! - [`identity`] (feature `net`): Ed25519 keys, peer ids, ring positions.
 //! - [`frame`] (feature `net`): the length-prefixed MessagePack codec with size caps.
 //! - [`tls`] (feature `net`): mutual TLS 1.3 with self-signed Ed25519 certificates.
 //! - [`transport`] (feature `net`): the QUIC endpoint, connection cache and RPC calls.
-//! - [`wire`] (feature `net`): the messages nodes and clients exchange.
 //! - [`capacity`] (feature `net`): signed, expiring capacity records nodes announce.
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
 //! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
-//! - [`job`] (feature `net`): jobs, their ids, and the job messages of the wire.
-//! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs.
+//! - [`job`] (feature `net`): what a job is: its spec and id, why one is refused, the submitter's cancel signature.
+//! - [`wire`] (feature `net`): the messages nodes and clients exchange, one file per concern:
+//!   - `wire::error`: `WireError` and its `ErrorKind`s with their stable names.
+//!   - `wire::ring`: `Peer`, `RingView`, `LookupAnswer`, `PeerList`, `MAX_GOSSIP`.
+//!   - `wire::jobs` (uses `wire::ring`): what a client sees of a job: `JobStatus`, `ResultsPage`, `TaskResult`, `TaskState`, `Rejection`, `WorkerReputation`, `MAX_WATCH_MS`.
+//!   - `wire::work`: coordinator and worker: `RunTasks`, `Assignment`, `WorkerResult`, `SignedResults` and its signature.
+//!   - `wire::replica` (uses `wire::jobs`): coordinator and backups: `DecidedTask`, `JobSnapshot`, `JobUpdate`, `JobCopy`.
+//!   - `wire` itself (uses all of the above): the dispatch enums `Request`/`Response` and the job sub-protocol `JobRequest`/`JobResponse`.
+//! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs:
+//!   - `client::error`: `ClientError`.
+//!   - `client::builder`: `JobBuilder` and `sign_module`.
+//!   - `client::results`: `JobResults`.
+//!   - `client` itself (uses all of the above): `Client`, `ClientConfig`, the call, retry and failover logic.
 //! - `mandelbrot` (feature `mandelbrot`): the Mandelbrot example's tiles and PNG, for the demo and the example submitter.
 //! - `guest` (feature `guest`): helpers for task authors, built for `wasm32-wasip1`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

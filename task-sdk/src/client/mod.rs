@@ -58,21 +58,22 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_core::jobs::Policy;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use crate::bundle::{Bundle, BundleError, Limits, Manifest, VerifiedBundle};
 use crate::capacity::SignedCapacity;
 use crate::identity::Identity;
-use crate::job::{
-    JOB_FRAME_CAP, JobError, JobId, JobRequest, JobResponse, JobSpec, JobStatus, ResultsPage,
-    TaskResult, sign_cancel,
-};
-use crate::transport::{Transport, TransportError};
-use crate::wire::{ErrorKind, Request, Response, WireError};
+use crate::job::{JOB_FRAME_CAP, JobId, JobSpec, sign_cancel};
+use crate::transport::Transport;
+use crate::wire::{ErrorKind, JobRequest, JobResponse, JobStatus, Request, Response, ResultsPage};
+
+mod builder;
+mod error;
+mod results;
+
+pub use self::builder::{JobBuilder, sign_module};
+pub use self::error::ClientError;
+pub use self::results::JobResults;
 
 /// How patient a [`Client`] is. The defaults ride out the death of a
 /// coordinator (its successor takes the job over within seconds).
@@ -91,7 +92,7 @@ pub struct ClientConfig {
     /// Longest a [`Client::wait`] or [`Client::watch`] request is held open
     /// at the coordinator waiting for the job to change (progress is pushed:
     /// the answer comes as soon as something changes). Default 10 s, the
-    /// most a node holds one ([`crate::job::MAX_WATCH_MS`]).
+    /// most a node holds one ([`crate::wire::MAX_WATCH_MS`]).
     pub poll_interval: Duration,
 }
 
@@ -102,80 +103,7 @@ impl Default for ClientConfig {
             submit_timeout: Duration::from_secs(60),
             retry_for: Duration::from_secs(60),
             max_attempts: 64,
-            poll_interval: Duration::from_millis(crate::job::MAX_WATCH_MS),
-        }
-    }
-}
-
-/// Errors of the client. None of them leaves the client unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The local QUIC endpoint or its identity could not be created; nothing was sent.
-    #[error("client endpoint: {0}")]
-    Endpoint(String),
-    /// No node answered (the last one tried is named), after every retry.
-    /// For a submission, whether the job was stored is unknown: submitting
-    /// the same spec again is safe (it names the same job).
-    #[error("node {node}: {source}")]
-    Transport {
-        /// The last node tried.
-        node: SocketAddr,
-        /// Why the call failed.
-        source: TransportError,
-    },
-    /// A node refused the request with a wire error (`unknown_job`,
-    /// `bad_bundle`, `bad_policy`, `not_enough_workers`, `forbidden`, ...).
-    /// Nothing changed on the grid.
-    #[error("node {node} refused: {error}")]
-    Node {
-        /// The node that answered.
-        node: SocketAddr,
-        /// Its error: [`WireError::kind`] is stable, `message` is for people.
-        error: WireError,
-    },
-    /// A node answered something that is not an answer to the request.
-    #[error("unexpected answer from {node}: {what}")]
-    Unexpected {
-        /// The node that answered.
-        node: SocketAddr,
-        /// What came back.
-        what: String,
-    },
-    /// The job could not be built (no inputs, bad policy, input over the cap);
-    /// nothing was sent.
-    #[error(transparent)]
-    Job(#[from] JobError),
-    /// The bundle could not be built or signed; nothing was sent.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    /// A typed input could not be encoded as MessagePack; nothing was sent.
-    #[error("cannot encode an input: {0}")]
-    Encode(String),
-    /// A task has no output to give: it ended in an agreed error, no result
-    /// could be accepted, it is not decided yet, or there is no such task.
-    #[error("task {task}: {what}")]
-    Task {
-        /// The task.
-        task: u32,
-        /// Why it has no output.
-        what: String,
-    },
-    /// A task's output is not the MessagePack encoding of the type asked for.
-    #[error("task {task}: cannot decode its output: {source}")]
-    Decode {
-        /// The task.
-        task: u32,
-        /// The decoder's error.
-        source: rmp_serde::decode::Error,
-    },
-}
-
-impl ClientError {
-    /// The node's wire error kind, when a node refused the request.
-    pub fn kind(&self) -> Option<&ErrorKind> {
-        match self {
-            ClientError::Node { error, .. } => Some(&error.kind),
-            _ => None,
+            poll_interval: Duration::from_millis(crate::wire::MAX_WATCH_MS),
         }
     }
 }
@@ -376,11 +304,9 @@ impl Client {
                 // on a version that will not change.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 after = None;
-            } else if after == Some(status.version) {
-                // Nothing changed within the wait; a coordinator that moved
-                // starts its versions afresh, so take whatever it has next.
-                after = None;
             } else {
+                // The coordinator answers at once when its version differs
+                // (a newer one, or another coordinator's after a failover).
                 after = Some(status.version);
             }
             // Learn of nodes that joined while the job runs, for failover.
@@ -436,7 +362,7 @@ impl Client {
         };
         let wait_ms = u64::try_from(wait.as_millis())
             .unwrap_or(u64::MAX)
-            .min(crate::job::MAX_WATCH_MS);
+            .min(crate::wire::MAX_WATCH_MS);
         let req = Request::Job(JobRequest::Watch {
             job,
             after,
@@ -649,361 +575,9 @@ fn empty_status(job: JobId) -> JobStatus {
     }
 }
 
-/// Signs a raw WebAssembly module into a bundle named `name` (version "1",
-/// default limits, 3 replicas and a quorum of 2 unless the job says otherwise).
-pub fn sign_module(
-    name: &str,
-    module: Vec<u8>,
-    submitter: &Identity,
-) -> Result<VerifiedBundle, ClientError> {
-    let manifest = Manifest::new(name, "1", submitter.public_key());
-    Ok(Bundle::sign(manifest, module, submitter)?)
-}
-
-/// Builds a [`JobSpec`]: a bundle, one input per task, and optionally the
-/// replication policy and limits (the manifest's by default).
-#[derive(Clone, Debug)]
-pub struct JobBuilder<'a> {
-    bundle: &'a VerifiedBundle,
-    inputs: Vec<Vec<u8>>,
-    replicas: Option<u32>,
-    quorum: Option<u32>,
-    max_replicas: Option<u32>,
-    limits: Option<Limits>,
-    nonce: Option<u64>,
-}
-
-impl<'a> JobBuilder<'a> {
-    /// A job of `bundle` with no tasks yet.
-    pub fn new(bundle: &'a VerifiedBundle) -> Self {
-        JobBuilder {
-            bundle,
-            inputs: Vec::new(),
-            replicas: None,
-            quorum: None,
-            max_replicas: None,
-            limits: None,
-            nonce: None,
-        }
-    }
-
-    /// Adds one task with `input` as its stdin.
-    pub fn input(mut self, input: Vec<u8>) -> Self {
-        self.inputs.push(input);
-        self
-    }
-
-    /// Adds one task per input, in order.
-    pub fn inputs(mut self, inputs: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        self.inputs.extend(inputs);
-        self
-    }
-
-    /// Adds one task whose stdin is `value` in MessagePack (what
-    /// `chorus_sdk::guest::run` decodes).
-    pub fn input_typed<T: Serialize + ?Sized>(self, value: &T) -> Result<Self, ClientError> {
-        let bytes = rmp_serde::to_vec(value).map_err(|e| ClientError::Encode(e.to_string()))?;
-        Ok(self.input(bytes))
-    }
-
-    /// Replicas per task. Without [`JobBuilder::quorum`] the quorum is then a
-    /// majority of them.
-    pub fn replicas(mut self, replicas: u32) -> Self {
-        self.replicas = Some(replicas);
-        self
-    }
-
-    /// Matching replicas needed to accept a result.
-    pub fn quorum(mut self, quorum: u32) -> Self {
-        self.quorum = Some(quorum);
-        self
-    }
-
-    /// Most replicas per task, counting those sent on disagreement
-    /// (default: twice the replicas).
-    pub fn max_replicas(mut self, max_replicas: u32) -> Self {
-        self.max_replicas = Some(max_replicas);
-        self
-    }
-
-    /// Limits of every task (default: the manifest's).
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = Some(limits);
-        self
-    }
-
-    /// The nonce that tells this job from an identical earlier one (default: random).
-    pub fn nonce(mut self, nonce: u64) -> Self {
-        self.nonce = Some(nonce);
-        self
-    }
-
-    /// The spec, checked as a node would check it (but for the number of live workers).
-    pub fn build(self) -> Result<JobSpec, ClientError> {
-        let m = self.bundle.manifest();
-        let policy = match (self.replicas, self.quorum, self.max_replicas) {
-            (None, None, None) => None,
-            (Some(r), q, max) => Some(Policy::new(r, q, max).map_err(JobError::from)?),
-            (None, q, max) => Some(
-                Policy::new(m.replicas, Some(q.unwrap_or(m.quorum)), max)
-                    .map_err(JobError::from)?,
-            ),
-        };
-        let nonce = self.nonce.unwrap_or_else(random_nonce);
-        Ok(JobSpec::new(
-            self.bundle,
-            self.inputs,
-            policy,
-            self.limits,
-            nonce,
-        )?)
-    }
-}
-
-fn random_nonce() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_ok() {
-        return u64::from_le_bytes(bytes);
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A job's final results, by task index, with the status they were cut at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobResults {
-    /// The job's status when the last page was cut.
-    pub status: JobStatus,
-    results: Vec<Option<TaskResult>>,
-}
-
-impl JobResults {
-    fn empty(status: JobStatus) -> Self {
-        let n = status.tasks as usize;
-        JobResults {
-            status,
-            results: vec![None; n],
-        }
-    }
-
-    fn insert(&mut self, task: u32, result: TaskResult) {
-        let i = task as usize;
-        if i >= self.results.len() {
-            self.results.resize(i + 1, None);
-        }
-        self.results[i] = Some(result);
-    }
-
-    /// Results from a list of `(task, result)` pairs (tests and tools).
-    pub fn from_parts(status: JobStatus, results: Vec<(u32, TaskResult)>) -> Self {
-        let mut out = JobResults::empty(status);
-        for (task, result) in results {
-            out.insert(task, result);
-        }
-        out
-    }
-
-    /// Tasks in the job.
-    pub fn len(&self) -> usize {
-        self.results.len()
-    }
-
-    /// Whether the job has no task (never, for a job a node accepted).
-    pub fn is_empty(&self) -> bool {
-        self.results.is_empty()
-    }
-
-    /// Tasks with a final result (accepted or failed).
-    pub fn decided(&self) -> usize {
-        self.results.iter().filter(|r| r.is_some()).count()
-    }
-
-    /// Whether every task has an accepted result: an output, or an error a
-    /// quorum agreed on.
-    pub fn all_accepted(&self) -> bool {
-        self.results
-            .iter()
-            .all(|r| r.as_ref().is_some_and(TaskResult::is_verified))
-    }
-
-    /// Task `task`'s final result, if decided.
-    pub fn get(&self, task: u32) -> Option<&TaskResult> {
-        self.results.get(task as usize).and_then(Option::as_ref)
-    }
-
-    /// Every task's final result in task order (`None`: not decided).
-    pub fn iter(&self) -> impl Iterator<Item = (u32, Option<&TaskResult>)> {
-        self.results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (u32::try_from(i).unwrap_or(u32::MAX), r.as_ref()))
-    }
-
-    /// Task `task`'s accepted output bytes.
-    pub fn output(&self, task: u32) -> Result<&[u8], ClientError> {
-        let what = match self.get(task) {
-            Some(TaskResult::Output(bytes)) => return Ok(bytes),
-            Some(TaskResult::Error { outcome, .. }) => format!("agreed task error: {outcome}"),
-            Some(TaskResult::Failed { reason }) => format!("no accepted result: {reason}"),
-            None if (task as usize) < self.results.len() => "not decided yet".to_string(),
-            None => format!("no such task (the job has {})", self.results.len()),
-        };
-        Err(ClientError::Task { task, what })
-    }
-
-    /// Task `task`'s accepted output decoded from MessagePack (what
-    /// `chorus_sdk::guest::run` encodes).
-    pub fn typed<T: DeserializeOwned>(&self, task: u32) -> Result<T, ClientError> {
-        rmp_serde::from_slice(self.output(task)?)
-            .map_err(|source| ClientError::Decode { task, source })
-    }
-
-    /// Every task's output in task order, or the first task without one.
-    pub fn outputs(&self) -> Result<Vec<&[u8]>, ClientError> {
-        (0..self.results.len())
-            .map(|i| self.output(u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use chorus_core::RingPos;
-
     use super::*;
-    use crate::outcome::{Outcome, TrapCode};
-
-    fn status(tasks: u32) -> JobStatus {
-        let mut s = empty_status(JobId(RingPos(7)));
-        s.tasks = tasks;
-        s
-    }
-
-    fn module() -> Vec<u8> {
-        b"\0asm\x01\0\0\0".to_vec()
-    }
-
-    #[test]
-    fn builder_policy_defaults_follow_the_manifest_or_a_majority() {
-        let me = Identity::generate().unwrap();
-        let b = sign_module("t", module(), &me).unwrap();
-        let spec = JobBuilder::new(&b).input(vec![1]).build().unwrap();
-        assert_eq!(spec.policy, Policy::new(3, Some(2), None).unwrap());
-        let spec = JobBuilder::new(&b)
-            .input(vec![1])
-            .replicas(5)
-            .build()
-            .unwrap();
-        assert_eq!(spec.policy.quorum, 3);
-        assert_eq!(spec.policy.max_replicas, 10);
-        let spec = JobBuilder::new(&b)
-            .input(vec![1])
-            .quorum(3)
-            .max_replicas(4)
-            .build()
-            .unwrap();
-        assert_eq!((spec.policy.replicas, spec.policy.quorum), (3, 3));
-        assert_eq!(spec.policy.max_replicas, 4);
-        assert!(matches!(
-            JobBuilder::new(&b)
-                .input(vec![])
-                .replicas(2)
-                .quorum(3)
-                .build(),
-            Err(ClientError::Job(JobError::Policy(_)))
-        ));
-        assert!(matches!(
-            JobBuilder::new(&b).build(),
-            Err(ClientError::Job(JobError::NoTasks))
-        ));
-    }
-
-    #[test]
-    fn random_nonces_make_distinct_jobs_and_fixed_ones_the_same() {
-        let me = Identity::generate().unwrap();
-        let b = sign_module("t", module(), &me).unwrap();
-        let a = JobBuilder::new(&b).input(vec![1]).build().unwrap();
-        let c = JobBuilder::new(&b).input(vec![1]).build().unwrap();
-        assert_ne!(a.id(), c.id());
-        let a = JobBuilder::new(&b).input(vec![1]).nonce(9).build().unwrap();
-        let c = JobBuilder::new(&b).input(vec![1]).nonce(9).build().unwrap();
-        assert_eq!(a.id(), c.id());
-        assert!(a.verify().is_ok());
-    }
-
-    #[test]
-    fn typed_inputs_and_outputs_round_trip_through_messagepack() {
-        #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct Range {
-            lo: u64,
-            hi: u64,
-        }
-        let me = Identity::generate().unwrap();
-        let b = sign_module("t", module(), &me).unwrap();
-        let spec = JobBuilder::new(&b)
-            .input_typed(&Range { lo: 1, hi: 2 })
-            .unwrap()
-            .build()
-            .unwrap();
-        let r = JobResults::from_parts(
-            status(1),
-            vec![(0, TaskResult::Output(spec.inputs[0].clone()))],
-        );
-        assert_eq!(r.typed::<Range>(0).unwrap(), Range { lo: 1, hi: 2 });
-        assert!(matches!(
-            r.typed::<String>(0),
-            Err(ClientError::Decode { task: 0, .. })
-        ));
-    }
-
-    #[test]
-    fn results_tell_accepted_from_missing_and_failed() {
-        let r = JobResults::from_parts(
-            status(4),
-            vec![
-                (0, TaskResult::Output(ByteBuf::from(b"a".to_vec()))),
-                (
-                    1,
-                    TaskResult::Error {
-                        outcome: Outcome::Trap(TrapCode::Unreachable),
-                        output: ByteBuf::new(),
-                    },
-                ),
-                (
-                    3,
-                    TaskResult::Failed {
-                        reason: "no quorum".into(),
-                    },
-                ),
-            ],
-        );
-        assert_eq!(r.len(), 4);
-        assert_eq!(r.decided(), 3);
-        assert!(!r.all_accepted());
-        assert_eq!(r.output(0).unwrap(), b"a");
-        let msg = |t| r.output(t).unwrap_err().to_string();
-        assert!(msg(1).contains("agreed task error"), "{}", msg(1));
-        assert!(msg(2).contains("not decided"), "{}", msg(2));
-        assert!(msg(3).contains("no quorum"), "{}", msg(3));
-        assert!(msg(9).contains("no such task"), "{}", msg(9));
-        assert!(r.outputs().is_err());
-        let ok = JobResults::from_parts(
-            status(2),
-            vec![
-                (1, TaskResult::Output(ByteBuf::from(b"y".to_vec()))),
-                (
-                    0,
-                    TaskResult::Error {
-                        outcome: Outcome::Exit(2),
-                        output: ByteBuf::new(),
-                    },
-                ),
-            ],
-        );
-        assert!(ok.all_accepted());
-    }
 
     #[test]
     fn only_try_again_errors_are_retried() {

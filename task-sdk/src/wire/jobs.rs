@@ -1,0 +1,125 @@
+//! What a client sees of a job: its progress, its results, and the standing
+//! of the workers that ran it.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::ring::Peer;
+use crate::identity::PeerId;
+use crate::job::JobId;
+use crate::outcome::Outcome;
+
+/// Longest a [`JobRequest::Watch`](super::JobRequest::Watch) is held open, in ms.
+pub const MAX_WATCH_MS: u64 = 10_000;
+
+/// Where one task stands, as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for workers.
+    Pending,
+    /// Replicas are running.
+    Running,
+    /// A quorum agreed on the result (an output or an agreed task error).
+    Verified,
+    /// No result could be accepted (no quorum, no workers, cancelled).
+    Failed,
+}
+
+/// A task's final result, as the client receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskResult {
+    /// A quorum agreed the task succeeded with this output.
+    Output(ByteBuf),
+    /// A quorum agreed the task failed this way (a trap, a limit, a non-zero
+    /// exit): an accepted task error, not a node fault.
+    Error {
+        /// The agreed outcome.
+        outcome: Outcome,
+        /// What the task printed before it failed (for `Exit`; empty otherwise).
+        output: ByteBuf,
+    },
+    /// No result could be accepted.
+    Failed {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl TaskResult {
+    /// Whether a quorum verified this result (an output or an agreed error).
+    pub fn is_verified(&self) -> bool {
+        !matches!(self, TaskResult::Failed { .. })
+    }
+}
+
+/// A result some worker returned that the quorum rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The task.
+    pub task: u32,
+    /// The worker whose result disagreed with the accepted one.
+    pub worker: PeerId,
+}
+
+/// A worker's standing with a coordinator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReputation {
+    /// The worker.
+    pub worker: PeerId,
+    /// Its score: +1 per agreement, −10 per disagreement.
+    pub score: i32,
+    /// Accepted results it agreed with.
+    pub agreed: u64,
+    /// Accepted results it disagreed with.
+    pub disagreed: u64,
+}
+
+/// A job's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job: JobId,
+    /// The node coordinating it.
+    pub coordinator: Peer,
+    /// Tasks in the job.
+    pub tasks: u32,
+    /// Tasks waiting for workers.
+    pub pending: u32,
+    /// Tasks with replicas running.
+    pub running: u32,
+    /// Tasks with an accepted result.
+    pub verified: u32,
+    /// Tasks that failed.
+    pub failed: u32,
+    /// Replicas that returned a vote, over all tasks.
+    pub replicas_run: u64,
+    /// Results that disagreed with the accepted one.
+    pub disagreements: u64,
+    /// Which results were rejected, and whose (at most the first 1000).
+    pub rejected: Vec<Rejection>,
+    /// Whether every task has a final result.
+    pub done: bool,
+    /// Whether the submitter cancelled the job.
+    pub cancelled: bool,
+    /// Times the job moved to a new coordinator because the previous one died.
+    pub failovers: u32,
+    /// The coordinator's reputation table, best first.
+    pub reputation: Vec<WorkerReputation>,
+    /// Grows with every change of the job at its coordinator (a task
+    /// decided, a cancel); [`JobRequest::Watch`](super::JobRequest::Watch)
+    /// waits for it to differ from the client's. Versions are per
+    /// coordinator: a job taken over starts again from 1.
+    pub version: u64,
+}
+
+/// A page of final results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsPage {
+    /// The job's status when the page was cut.
+    pub status: JobStatus,
+    /// Final results of tasks in the requested range, by task index.
+    pub results: Vec<(u32, TaskResult)>,
+    /// The first task index after this page (the next `from`), or `None` when
+    /// the requested range is exhausted.
+    pub next: Option<u32>,
+}
