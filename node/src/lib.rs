@@ -12,7 +12,16 @@
 //! - [`ring_actor`]: the one owner of the ring state machine, behind a bounded
 //!   inbox and a cheap [`RingHandle`](ring_actor::RingHandle) (capacity, metrics).
 //! - [`jobs`]: coordinator, worker and store of jobs (capacity, metrics,
-//!   sandbox, ring_actor).
+//!   sandbox, ring_actor):
+//!   - `jobs::routing`: owner lookup and forwarding, written once; submit,
+//!     status, watch, results, cancel.
+//!   - `jobs::coordinator`: the driver of one job's `chorus_core::jobs::JobMachine`:
+//!     performs its actions (batches, decisions, checkpoints) and records
+//!     metrics from them.
+//!   - `jobs::replication`: copies of other coordinators' jobs, takeover,
+//!     expiry of copies.
+//!   - `jobs::worker`: running a batch in the sandbox, serving bundles.
+//!   - `jobs::store`: the redb job store (`DATA_DIR/jobs.redb`).
 //! - `rpc::server`: the QUIC accept and serve loops within the
 //!   [`ServeLimits`](rpc::ServeLimits), answering through a handler trait.
 //! - `rpc::dispatch`: the one dispatch table from a request to the service

@@ -10,15 +10,19 @@
 //! - [`ring`]: the Chord state machine ([`RingNode`]) and its messages
 //!   ([`Request`], [`Response`], [`Step`]): join, stabilize, rectify, fix
 //!   fingers, check predecessor, iterative lookups, graceful leave.
-//! - [`sim`]: deterministic simulators: up to 10^6 [`RingNode`]s in one
-//!   process, with latency, failures, churn and invariant checks against an
-//!   oracle ([`sim::ring`]); and one job's state machine against 10^5
-//!   modelled workers, honest, lying or colluding ([`sim::jobs`]).
+//! - [`sim`]: deterministic simulators:
+//!   - [`sim::ring`]: up to 10^6 [`RingNode`]s in one process, with latency,
+//!     failures, churn and invariant checks against an oracle;
+//!   - [`sim::jobs`]: one job's state machine against 10^5 modelled workers,
+//!     honest, lying or colluding, in virtual time.
 //! - [`rng`]: a tiny seeded PRNG so that a seed replays the same run forever.
-//! - [`jobs`]: the per-job state machine ([`jobs::JobMachine`]: events in,
-//!   actions out), replication [`jobs::Policy`], per-task quorum verification
-//!   ([`jobs::TaskVerifier`]), worker [`jobs::Reputation`] and placement
-//!   policies behind one seam ([`jobs::Placement`]).
+//! - [`jobs`]: the job layer's decisions:
+//!   - [`jobs::machine`]: [`jobs::JobMachine`], one job, events in, actions out;
+//!   - [`jobs::policy`]: replicas, quorum, max replicas and their checks;
+//!   - [`jobs::verifier`]: [`jobs::TaskVerifier`], the quorum of one task;
+//!   - [`jobs::reputation`]: per-worker scores;
+//!   - [`jobs::placement`]: the [`jobs::Placement`] seam and its policies,
+//!     one file each (two choices, uniform).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
