@@ -9,7 +9,20 @@
 //! - [`id`]: ring positions and interval arithmetic on the 64-bit circle.
 //! - [`ring`]: the Chord state machine ([`RingNode`]) and its messages
 //!   ([`Request`], [`Response`], [`Step`]): join, stabilize, rectify, fix
-//!   fingers, check predecessor, iterative lookups, graceful leave.
+//!   fingers, check predecessor, iterative lookups, graceful leave; one file
+//!   per concern, each adding an `impl RingNode` block:
+//!   - `ring` (`mod.rs`): [`RingNode`], [`Config`], [`Time`] and the
+//!     `handle_*` / `poll_*` entry points, the in-flight request table;
+//!   - `ring::messages`: the wire types and outputs ([`Request`],
+//!     [`Response`], [`Step`], [`Peer`], ids, [`Transmit`], [`Event`],
+//!     [`LookupDone`], [`LookupError`]), re-exported as `ring::*`;
+//!   - `ring::lookup`: iterative lookups with fallback and owner checks, and
+//!     their state;
+//!   - `ring::maintenance`: stabilize, notify, rectify, check predecessor,
+//!     fix fingers;
+//!   - `ring::membership`: join, rejoin, leave, a neighbour's leave, and the
+//!     successor list and finger table bookkeeping;
+//!   - `ring::tests`: unit tests of a few [`RingNode`]s driven in memory.
 //! - [`sim`]: deterministic simulators:
 //!   - [`sim::ring`]: up to 10^6 [`RingNode`]s in one process, with latency,
 //!     failures, churn and invariant checks against an oracle;

@@ -1,0 +1,673 @@
+use super::*;
+
+fn peer(id: u64) -> Peer<u32> {
+    Peer {
+        id: RingPos(id),
+        addr: id as u32,
+    }
+}
+
+fn node(me: u64, pred: Option<u64>, succs: &[u64], fingers: &[(u32, u64)]) -> RingNode<u32> {
+    RingNode::with_state(
+        peer(me),
+        Config::default(),
+        7,
+        pred.map(peer),
+        succs.iter().copied().map(peer).collect(),
+        fingers.iter().map(|(i, p)| (*i, peer(*p))).collect(),
+    )
+}
+
+fn transmits(n: &mut RingNode<u32>) -> Vec<Transmit<u32>> {
+    std::iter::from_fn(|| n.poll_transmit()).collect()
+}
+
+fn events(n: &mut RingNode<u32>) -> Vec<Event<u32>> {
+    std::iter::from_fn(|| n.poll_event()).collect()
+}
+
+fn lookups(n: &mut RingNode<u32>) -> Vec<Result<LookupDone<u32>, LookupError>> {
+    events(n)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Lookup { result, .. } => Some(result),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(peers: &[Peer<u32>]) -> Vec<u64> {
+    peers.iter().map(|p| p.id.0).collect()
+}
+
+/// Delivers every transmit between `nodes` (by address) until quiet.
+fn pump(nodes: &mut [RingNode<u32>], now: Time) {
+    for _ in 0..1000 {
+        let mut moved = false;
+        for i in 0..nodes.len() {
+            for t in transmits(&mut nodes[i]) {
+                moved = true;
+                let Some(j) = nodes.iter().position(|n| n.me().addr == t.to) else {
+                    nodes[i].handle_failure(now, t.id);
+                    continue;
+                };
+                let response = nodes[j].handle_request(now, t.request);
+                nodes[i].handle_response(now, t.id, response);
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("messages never stopped");
+}
+
+#[test]
+fn a_lone_node_owns_everything() {
+    let mut n = RingNode::new(peer(10), Config::default(), 1);
+    let id = n.lookup(0, RingPos(5));
+    assert!(transmits(&mut n).is_empty());
+    match events(&mut n).as_slice() {
+        [
+            Event::Lookup {
+                id: got,
+                result: Ok(done),
+            },
+        ] => {
+            assert_eq!(*got, id);
+            assert_eq!(done.owner, peer(10));
+            assert_eq!(done.hops, 0);
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+    assert_eq!(ids(n.successors()), vec![10]);
+    assert!(n.predecessor().is_none());
+}
+
+#[test]
+fn local_lookups_take_no_hops() {
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    n.lookup(0, RingPos(150));
+    n.lookup(0, RingPos(80));
+    n.lookup(0, RingPos(100));
+    let owners: Vec<u64> = lookups(&mut n)
+        .into_iter()
+        .map(|r| r.map(|d| (d.owner.id.0, d.hops)).unwrap())
+        .map(|(o, h)| {
+            assert_eq!(h, 0);
+            o
+        })
+        .collect();
+    assert_eq!(owners, vec![200, 100, 100]);
+    assert!(transmits(&mut n).is_empty());
+}
+
+#[test]
+fn answers_find_successor_from_local_state() {
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    let r = n.handle_request(0, Request::FindSuccessor { key: RingPos(150) });
+    assert_eq!(r, Response::FindSuccessor(Step::Done { owner: peer(200) }));
+    let r = n.handle_request(0, Request::FindSuccessor { key: RingPos(60) });
+    assert_eq!(r, Response::FindSuccessor(Step::Done { owner: peer(100) }));
+    // Beyond the successor: the closest preceding nodes, best first.
+    let r = n.handle_request(0, Request::FindSuccessor { key: RingPos(1000) });
+    assert_eq!(
+        r,
+        Response::FindSuccessor(Step::Next {
+            candidates: vec![peer(300), peer(200)]
+        })
+    );
+}
+
+#[test]
+fn lookup_falls_back_to_the_next_candidate() {
+    // Fingers 10 (start 1024) and 12 (start 4096).
+    let mut n = node(0, Some(u64::MAX - 5), &[10, 20], &[(10, 1100), (12, 5000)]);
+    let lid = n.lookup(0, RingPos(6000));
+    let t = transmits(&mut n);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, 5000);
+    assert_eq!(t[0].to_id, Some(RingPos(5000)));
+    assert_eq!(t[0].request, Request::FindSuccessor { key: RingPos(6000) });
+    // The best candidate is dead: dropped at once, the next one asked.
+    n.handle_failure(10, t[0].id);
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 1100);
+    assert!(!ids(&n.fingers()).contains(&5000));
+    // It answers with candidates; those that make no progress are ignored.
+    n.handle_response(
+        20,
+        t[0].id,
+        Response::FindSuccessor(Step::Next {
+            candidates: vec![peer(100_000), peer(5500), peer(900)],
+        }),
+    );
+    let t = transmits(&mut n);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, 5500);
+    n.handle_response(
+        30,
+        t[0].id,
+        Response::FindSuccessor(Step::Done { owner: peer(7000) }),
+    );
+    let evs = events(&mut n);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::PeerDropped(p) if p.id.0 == 5000))
+    );
+    let done = evs
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Lookup { id, result } if id == lid => Some(result),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.owner, peer(7000));
+    assert_eq!(done.hops, 2);
+    assert_eq!(done.timeouts, 1);
+}
+
+#[test]
+fn lookup_fails_when_every_candidate_is_dead() {
+    let mut n = node(0, None, &[10], &[(10, 1100)]);
+    n.lookup(0, RingPos(6000));
+    for _ in 0..10 {
+        let t = transmits(&mut n);
+        if t.is_empty() {
+            break;
+        }
+        for t in t {
+            n.handle_failure(0, t.id);
+        }
+    }
+    assert_eq!(lookups(&mut n), vec![Err(LookupError::NoLiveCandidates)]);
+    assert_eq!(n.pending_requests(), 0);
+}
+
+#[test]
+fn verified_lookup_skips_a_dead_owner() {
+    let cfg = Config {
+        verify_owner: true,
+        ..Config::default()
+    };
+    let mut n = RingNode::with_state(
+        peer(0),
+        cfg,
+        1,
+        None,
+        vec![peer(10), peer(20), peer(30)],
+        vec![],
+    );
+    n.lookup(0, RingPos(5));
+    let t = transmits(&mut n);
+    assert_eq!((t.len(), t[0].to, &t[0].request), (1, 10, &Request::Ping));
+    n.handle_failure(1, t[0].id);
+    let t = transmits(&mut n);
+    assert_eq!((t.len(), t[0].to, &t[0].request), (1, 20, &Request::Ping));
+    n.handle_response(2, t[0].id, Response::Ack);
+    let done = lookups(&mut n).pop().unwrap().unwrap();
+    assert_eq!((done.owner.id.0, done.timeouts), (20, 1));
+    assert_eq!(ids(n.successors()), vec![20, 30]);
+}
+
+#[test]
+fn stabilize_adopts_a_new_successor_only_once_it_answers() {
+    let mut n = node(100, Some(50), &[300], &[]);
+    n.handle_timeout(10_000);
+    let t = transmits(&mut n);
+    let get = t
+        .iter()
+        .find(|t| t.request == Request::GetNeighbors)
+        .unwrap();
+    assert_eq!(get.to, 300);
+    n.handle_response(
+        10_010,
+        get.id,
+        Response::Neighbors {
+            me: peer(300),
+            predecessor: Some(peer(200)),
+            successors: vec![peer(400)],
+        },
+    );
+    // Not yet: 200 must answer first (Zave).
+    assert_eq!(ids(n.successors()), vec![300]);
+    let t = transmits(&mut n);
+    assert_eq!(
+        (t.len(), t[0].to, &t[0].request),
+        (1, 200, &Request::GetNeighbors)
+    );
+    n.handle_response(
+        10_020,
+        t[0].id,
+        Response::Neighbors {
+            me: peer(200),
+            predecessor: Some(peer(100)),
+            successors: vec![peer(300), peer(400)],
+        },
+    );
+    assert_eq!(ids(n.successors()), vec![200, 300, 400]);
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 200);
+    assert_eq!(t[0].request, Request::Notify { peer: peer(100) });
+    assert!(
+        events(&mut n)
+            .iter()
+            .any(|e| matches!(e, Event::NeighborsChanged))
+    );
+}
+
+#[test]
+fn stabilize_keeps_the_successor_when_its_predecessor_is_dead() {
+    let mut n = node(100, Some(50), &[300], &[]);
+    n.handle_timeout(10_000);
+    let get = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.request == Request::GetNeighbors)
+        .unwrap();
+    n.handle_response(
+        10_010,
+        get.id,
+        Response::Neighbors {
+            me: peer(300),
+            predecessor: Some(peer(200)),
+            successors: vec![peer(400), peer(500)],
+        },
+    );
+    let t = transmits(&mut n);
+    n.handle_failure(10_500, t[0].id);
+    assert_eq!(ids(n.successors()), vec![300, 400, 500]);
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 300);
+    assert!(matches!(t[0].request, Request::Notify { .. }));
+}
+
+#[test]
+fn successor_list_repairs_after_failures() {
+    let mut n = node(100, Some(50), &[200, 300, 400], &[]);
+    n.handle_timeout(10_000);
+    let get = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.request == Request::GetNeighbors)
+        .unwrap();
+    assert_eq!(get.to, 200);
+    n.handle_failure(10_500, get.id);
+    assert_eq!(ids(n.successors()), vec![300, 400]);
+    let evs = events(&mut n);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::PeerDropped(p) if p.id.0 == 200))
+    );
+    assert!(evs.iter().any(|e| matches!(e, Event::NeighborsChanged)));
+    // The next successor is asked straight away, and its list refills ours.
+    let t = transmits(&mut n);
+    assert_eq!((t[0].to, &t[0].request), (300, &Request::GetNeighbors));
+    n.handle_response(
+        10_510,
+        t[0].id,
+        Response::Neighbors {
+            me: peer(300),
+            predecessor: Some(peer(100)),
+            successors: vec![peer(400), peer(500), peer(600)],
+        },
+    );
+    assert_eq!(ids(n.successors()), vec![300, 400, 500, 600]);
+}
+
+#[test]
+fn losing_every_successor_falls_back_to_a_finger() {
+    let mut n = node(0, None, &[10], &[(10, 1100), (12, 5000)]);
+    n.handle_timeout(10_000);
+    let get = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.request == Request::GetNeighbors)
+        .unwrap();
+    n.handle_failure(10_500, get.id);
+    assert_eq!(ids(n.successors()), vec![1100]);
+}
+
+#[test]
+fn rectify_replaces_the_predecessor_only_if_closer_or_dead() {
+    let mut n = node(100, Some(50), &[200], &[]);
+    n.handle_request(0, Request::Notify { peer: peer(80) });
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(80));
+    assert!(transmits(&mut n).is_empty());
+    // Farther than 80: ping 80 first.
+    n.handle_request(1, Request::Notify { peer: peer(60) });
+    let t = transmits(&mut n);
+    assert_eq!((t.len(), t[0].to, &t[0].request), (1, 80, &Request::Ping));
+    n.handle_response(2, t[0].id, Response::Ack);
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(80));
+    n.handle_request(3, Request::Notify { peer: peer(60) });
+    let t = transmits(&mut n);
+    n.handle_failure(4, t[0].id);
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(60));
+    // From ourselves: ignored.
+    n.handle_request(5, Request::Notify { peer: peer(100) });
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(60));
+    assert!(transmits(&mut n).is_empty());
+}
+
+#[test]
+fn authenticated_requests_cannot_speak_for_others() {
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    n.handle_request_from(0, RingPos(77), Request::Notify { peer: peer(80) });
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(50));
+    let leave = Request::Leave {
+        peer: peer(200),
+        predecessor: None,
+        successors: vec![],
+    };
+    n.handle_request_from(0, RingPos(77), leave.clone());
+    assert_eq!(ids(n.successors()), vec![200, 300]);
+    n.handle_request_from(0, RingPos(200), leave);
+    assert_eq!(ids(n.successors()), vec![300]);
+    n.handle_request_from(0, RingPos(80), Request::Notify { peer: peer(80) });
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(80));
+}
+
+#[test]
+fn check_predecessor_drops_a_dead_one() {
+    let mut n = node(100, Some(50), &[200], &[]);
+    n.handle_timeout(10_000);
+    let ping = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.request == Request::Ping)
+        .unwrap();
+    assert_eq!(ping.to, 50);
+    n.handle_failure(10_500, ping.id);
+    assert!(n.predecessor().is_none());
+}
+
+#[test]
+fn fingers_are_fixed_one_lookup_at_a_time() {
+    let mut n = node(0, None, &[10], &[]);
+    n.handle_timeout(10_000);
+    // Fingers 0..=3 start inside (0, 10]: the first lookup is finger 4 (16).
+    let find = transmits(&mut n)
+        .into_iter()
+        .find(|t| matches!(t.request, Request::FindSuccessor { .. }))
+        .unwrap();
+    assert_eq!(find.request, Request::FindSuccessor { key: RingPos(16) });
+    assert_eq!(find.to, 10);
+    n.handle_response(
+        10_010,
+        find.id,
+        Response::FindSuccessor(Step::Done { owner: peer(1000) }),
+    );
+    // 16, 32, ..., 512 all lie before 1000: one lookup fills six fingers.
+    for i in 4..=9 {
+        assert_eq!(n.finger(i).map(|p| p.id.0), Some(1000), "finger {i}");
+    }
+    assert_eq!(n.finger(10), None);
+    assert_eq!(ids(&n.fingers()), vec![10, 1000]);
+    // The next round looks up finger 10.
+    n.handle_timeout(20_000);
+    let find = transmits(&mut n)
+        .into_iter()
+        .find(|t| matches!(t.request, Request::FindSuccessor { .. }))
+        .unwrap();
+    assert_eq!(find.request, Request::FindSuccessor { key: RingPos(1024) });
+    assert_eq!(find.to, 1000);
+}
+
+#[test]
+fn leave_hands_over_to_both_neighbours() {
+    let mut leaver = node(200, Some(100), &[300, 400], &[]);
+    leaver.lookup(0, RingPos(10_000));
+    leaver.leave(1);
+    assert_eq!(leaver.poll_timeout(), None);
+    let t: Vec<_> = transmits(&mut leaver)
+        .into_iter()
+        .filter(|t| matches!(t.request, Request::Leave { .. }))
+        .collect();
+    let mut to: Vec<u32> = t.iter().map(|t| t.to).collect();
+    to.sort();
+    assert_eq!(to, vec![100, 300]);
+    assert!(lookups(&mut leaver).contains(&Err(LookupError::Left)));
+
+    let mut pred = node(100, Some(50), &[200, 300], &[]);
+    pred.handle_request(2, t[0].request.clone());
+    assert_eq!(ids(pred.successors()), vec![300, 400]);
+
+    let mut succ = node(300, Some(200), &[400], &[]);
+    succ.handle_request(2, t[0].request.clone());
+    assert_eq!(succ.predecessor().map(|p| p.id.0), Some(100));
+    assert_eq!(ids(succ.successors()), vec![400]);
+}
+
+#[test]
+fn two_nodes_join_and_stabilize() {
+    let a = RingNode::new(peer(100), Config::default(), 1);
+    let mut b = RingNode::new(peer(200), Config::default(), 2);
+    b.join(0, vec![100]);
+    let t = transmits(&mut b);
+    assert_eq!(t[0].to_id, None);
+    let mut nodes = vec![a, b];
+    for (k, t) in t.into_iter().enumerate() {
+        let r = nodes[0].handle_request(0, t.request);
+        nodes[1].handle_response(k as Time, t.id, r);
+    }
+    pump(&mut nodes, 1);
+    assert!(
+        events(&mut nodes[1])
+            .iter()
+            .any(|e| matches!(e, Event::Joined { successor } if successor.id.0 == 100))
+    );
+    for now in (1_000..10_000).step_by(500) {
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        pump(&mut nodes, now);
+    }
+    assert_eq!(ids(nodes[0].successors()), vec![200]);
+    assert_eq!(ids(nodes[1].successors()), vec![100]);
+    assert_eq!(nodes[0].predecessor().map(|p| p.id.0), Some(200));
+    assert_eq!(nodes[1].predecessor().map(|p| p.id.0), Some(100));
+}
+
+#[test]
+fn only_a_node_that_never_joined_claims_keys_when_alone() {
+    let mut first = RingNode::new(peer(100), Config::default(), 1);
+    let r = first.handle_request(0, Request::FindSuccessor { key: RingPos(5) });
+    assert_eq!(r, Response::FindSuccessor(Step::Done { owner: peer(100) }));
+    let mut joining = RingNode::new(peer(200), Config::default(), 2);
+    joining.join(0, vec![1]);
+    let r = joining.handle_request(0, Request::FindSuccessor { key: RingPos(5) });
+    assert_eq!(
+        r,
+        Response::FindSuccessor(Step::Next { candidates: vec![] })
+    );
+}
+
+#[test]
+fn stabilize_takes_a_closer_node_from_the_successors_list() {
+    // We fell back to a far successor (900); its list wraps round to our
+    // true neighbours 150 and 200.
+    let mut n = node(100, Some(50), &[900], &[]);
+    n.handle_timeout(10_000);
+    let get = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.request == Request::GetNeighbors)
+        .unwrap();
+    n.handle_response(
+        10_010,
+        get.id,
+        Response::Neighbors {
+            me: peer(900),
+            predecessor: Some(peer(800)),
+            successors: vec![peer(50), peer(100), peer(150), peer(200)],
+        },
+    );
+    let t = transmits(&mut n);
+    assert_eq!((t[0].to, &t[0].request), (150, &Request::GetNeighbors));
+}
+
+#[test]
+fn join_retries_the_next_bootstrap() {
+    let mut n = RingNode::new(peer(200), Config::default(), 2);
+    n.join(0, vec![1, 2]);
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 1);
+    n.handle_failure(500, t[0].id);
+    assert!(!n.joined());
+    assert_eq!(n.poll_timeout(), Some(1500));
+    n.handle_timeout(1500);
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 2);
+}
+
+#[test]
+fn odd_and_hostile_input_never_panics() {
+    let mut n = node(100, Some(50), &[200, 300], &[(8, 400)]);
+    // Unknown request ids.
+    n.handle_response(0, RequestId(999), Response::Ack);
+    n.handle_failure(0, RequestId(998));
+    // Requests about ourselves, or carrying ourselves.
+    n.handle_request(0, Request::FindSuccessor { key: RingPos(100) });
+    n.handle_request(
+        0,
+        Request::Leave {
+            peer: peer(100),
+            predecessor: Some(peer(100)),
+            successors: vec![peer(100)],
+        },
+    );
+    n.handle_request(
+        0,
+        Request::Leave {
+            peer: peer(200),
+            predecessor: None,
+            successors: vec![peer(100), peer(200), peer(150), peer(120)],
+        },
+    );
+    assert!(
+        n.successors()
+            .iter()
+            .all(|p| p.id.0 != 100 && p.id.0 != 200)
+    );
+    // Replies of the wrong shape, empty lists, an owner that is us.
+    n.handle_timeout(10_000);
+    for (k, t) in transmits(&mut n).into_iter().enumerate() {
+        let r = match k % 4 {
+            0 => Response::Ack,
+            1 => Response::Neighbors {
+                me: peer(7),
+                predecessor: None,
+                successors: vec![],
+            },
+            2 => Response::FindSuccessor(Step::Next { candidates: vec![] }),
+            _ => Response::FindSuccessor(Step::Done { owner: peer(100) }),
+        };
+        n.handle_response(10_001, t.id, r);
+    }
+    let lid = n.lookup(10_002, RingPos(5000));
+    for round in 0..20 {
+        for t in transmits(&mut n) {
+            let r = match round % 3 {
+                0 => Response::FindSuccessor(Step::Next {
+                    candidates: vec![peer(100), peer(5000), peer(4999), peer(4999)],
+                }),
+                1 => Response::Neighbors {
+                    me: peer(4999),
+                    predecessor: Some(peer(100)),
+                    successors: vec![peer(100); 3],
+                },
+                _ => Response::Ack,
+            };
+            n.handle_response(10_003 + round, t.id, r);
+        }
+    }
+    let _ = events(&mut n);
+    let _ = lid;
+    // The state is still sane.
+    assert!(!n.successors().is_empty());
+    assert!(n.successors().iter().all(|p| p.id.0 != 100) || n.successors().len() == 1);
+    // A state built with junk is normalized.
+    let n = node(100, Some(100), &[100, 300, 300, 200], &[(99, 5)]);
+    assert_eq!(ids(n.successors()), vec![300]);
+    assert!(n.predecessor().is_none());
+    assert_eq!(ids(&n.fingers()), vec![300]);
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let mut rng = Rng::new(0xF00D);
+    let mut n = node(1 << 63, Some(1 << 62), &[(1 << 63) + 5], &[(40, 1 << 20)]);
+    let mut outstanding: Vec<RequestId> = Vec::new();
+    let mut rand_peer = |rng: &mut Rng| {
+        let id = match rng.below(4) {
+            0 => 1 << 63,
+            1 => rng.next_u64() & 0xFFFF,
+            _ => rng.next_u64(),
+        };
+        Peer {
+            id: RingPos(id),
+            addr: id as u32,
+        }
+    };
+    for step in 0..20_000u64 {
+        let now = step * 7;
+        let peers = |rng: &mut Rng, f: &mut dyn FnMut(&mut Rng) -> Peer<u32>| {
+            (0..rng.below(6)).map(|_| f(rng)).collect::<Vec<_>>()
+        };
+        match rng.below(8) {
+            0 => {
+                let key = RingPos(rng.next_u64());
+                n.handle_request(now, Request::FindSuccessor { key });
+            }
+            1 => {
+                let peer = rand_peer(&mut rng);
+                n.handle_request(now, Request::Notify { peer });
+            }
+            2 => {
+                let peer = rand_peer(&mut rng);
+                let predecessor = Some(rand_peer(&mut rng));
+                let successors = peers(&mut rng, &mut rand_peer);
+                n.handle_request(
+                    now,
+                    Request::Leave {
+                        peer,
+                        predecessor,
+                        successors,
+                    },
+                );
+            }
+            3 => {
+                n.lookup(now, RingPos(rng.next_u64()));
+            }
+            4 => n.handle_timeout(now),
+            _ => {
+                if outstanding.is_empty() {
+                    continue;
+                }
+                let k = rng.below(outstanding.len() as u64) as usize;
+                let id = outstanding.swap_remove(k);
+                let response = match rng.below(5) {
+                    0 => Response::Ack,
+                    1 => Response::FindSuccessor(Step::Done {
+                        owner: rand_peer(&mut rng),
+                    }),
+                    2 => Response::FindSuccessor(Step::Next {
+                        candidates: peers(&mut rng, &mut rand_peer),
+                    }),
+                    3 => Response::Neighbors {
+                        me: rand_peer(&mut rng),
+                        predecessor: Some(rand_peer(&mut rng)),
+                        successors: peers(&mut rng, &mut rand_peer),
+                    },
+                    _ => {
+                        n.handle_failure(now, id);
+                        continue;
+                    }
+                };
+                n.handle_response(now, id, response);
+            }
+        }
+        outstanding.extend(std::iter::from_fn(|| n.poll_transmit()).map(|t| t.id));
+        let _ = events(&mut n);
+        assert!(!n.successors().is_empty());
+        assert!(n.successors().len() <= n.config().successors);
+        assert!(n.pending_requests() <= outstanding.len());
+    }
+}
