@@ -9,6 +9,10 @@
 //! - [`capacity`]: what this node donates and what it knows of others.
 //! - [`metrics`]: every Prometheus metric, `/metrics` and `/sd`.
 //! - [`sandbox`]: the wasmtime engine, limits and compiled-module cache.
+//!   - `sandbox::config`: the engine config, limit constants and the
+//!     deterministic wasmtime configuration.
+//!   - `sandbox::cache`: compiled modules in memory and in a bounded on-disk cache.
+//!   - `sandbox::exec`: running one task (store, limiter, fuel, epoch deadline, WASI).
 //! - [`ring_actor`]: the one owner of the ring state machine, behind a bounded
 //!   inbox and a cheap [`RingHandle`](ring_actor::RingHandle) (capacity, metrics).
 //! - [`jobs`]: coordinator, worker and store of jobs (capacity, metrics,
