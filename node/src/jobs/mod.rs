@@ -320,7 +320,7 @@ impl Jobs {
                         "a copy must come from the coordinator it names",
                     ));
                 }
-                s.take_copy(job, coordinator, copy)
+                s.take_copy(job, coordinator, copy).await
             }
         }
     }

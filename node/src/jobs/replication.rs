@@ -24,7 +24,7 @@ pub(super) struct Backup {
 
 impl Shared {
     /// Keeps (or updates) a copy of another coordinator's job.
-    pub(super) fn take_copy(&self, job: JobId, coordinator: Peer, copy: JobCopy) -> Response {
+    pub(super) async fn take_copy(&self, job: JobId, coordinator: Peer, copy: JobCopy) -> Response {
         if self.jobs.contains_key(&job) {
             // We coordinate it ourselves (a takeover raced the old owner):
             // our state is at least as new.
@@ -41,12 +41,10 @@ impl Shared {
                 if let Err(e) = snapshot.spec.verify() {
                     return Response::Error(job_error(&e));
                 }
-                if let Some(store) = &self.store
-                    && let Err(e) = store.put_job(Role::Backup, job, &snapshot)
-                {
+                let (snapshot, stored) = self.put_job_blocking(Role::Backup, job, *snapshot).await;
+                if let Err(e) = stored {
                     // Refused, so the coordinator sends the whole copy again.
                     warn!(%job, error = %e, "could not store a job copy");
-                    self.metrics.job_store_errors.inc();
                     return Response::Error(WireError::new(
                         ErrorKind::Store,
                         format!("could not store the copy of job {job}: {e}"),
@@ -55,7 +53,7 @@ impl Shared {
                 let b = Arc::new(std::sync::Mutex::new(Backup {
                     updated: Instant::now(),
                     coordinator: Some(coordinator),
-                    snapshot: *snapshot,
+                    snapshot,
                 }));
                 self.backups.insert(job, b);
                 return Response::Job(JobResponse::Ok);
@@ -93,6 +91,31 @@ impl Shared {
         b.updated = Instant::now();
         b.snapshot.apply(update);
         Response::Job(JobResponse::Ok)
+    }
+
+    /// Stores a whole job off the async threads (a spec may be 64 MiB and
+    /// every write is an fsync) and gives the snapshot back. A failure is
+    /// counted in `chorus_job_store_errors_total`; without a store, `Ok`.
+    pub(super) async fn put_job_blocking(
+        &self,
+        role: Role,
+        job: JobId,
+        snapshot: JobSnapshot,
+    ) -> (JobSnapshot, Result<(), String>) {
+        let Some(store) = self.store.clone() else {
+            return (snapshot, Ok(()));
+        };
+        let snap = Arc::new(snapshot);
+        let write = snap.clone();
+        let r = tokio::task::spawn_blocking(move || store.put_job(role, job, &write))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if r.is_err() {
+            self.metrics.job_store_errors.inc();
+        }
+        let snapshot = Arc::try_unwrap(snap).unwrap_or_else(|a| (*a).clone());
+        (snapshot, r)
     }
 
     /// Forgets a copy (the job is coordinated here now).
@@ -157,11 +180,17 @@ impl Shared {
             }
         };
         snapshot.failovers = snapshot.failovers.saturating_add(1);
-        if let Some(store) = &self.store
-            && let Err(e) = store.promote(job, snapshot.failovers)
-        {
-            warn!(%job, error = %e, "could not store a taken-over job; it runs from memory");
-            self.metrics.job_store_errors.inc();
+        if let Some(store) = self.store.clone() {
+            let failovers = snapshot.failovers;
+            // Moves the spec (up to 64 MiB) in one transaction: off the async threads.
+            let r = tokio::task::spawn_blocking(move || store.promote(job, failovers))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = r {
+                warn!(%job, error = %e, "could not store a taken-over job; it runs from memory");
+                self.metrics.job_store_errors.inc();
+            }
         }
         self.metrics.job_failovers.inc();
         info!(%job, decided = snapshot.decided.len(), "taking over a job whose coordinator is gone");

@@ -145,11 +145,10 @@ impl Shared {
         if let Err(e) = spec.policy.check_workers(live) {
             return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, e.to_string()));
         }
-        let snapshot = JobSnapshot::new(spec);
-        if let Some(store) = &self.store
-            && let Err(e) = store.put_job(Role::Primary, id, &snapshot)
-        {
-            self.metrics.job_store_errors.inc();
+        let (snapshot, stored) = self
+            .put_job_blocking(Role::Primary, id, JobSnapshot::new(spec))
+            .await;
+        if let Err(e) = stored {
             return Response::Error(WireError::new(
                 ErrorKind::Store,
                 format!("could not store job {id}: {e}"),
