@@ -10,11 +10,13 @@
 //! `target/release/deps/grid-* --bench` after `cargo build --release --benches`).
 //! Set `CHORUS_BENCH_TASKS` to change the job size (default 20000).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chorus_core::jobs::Policy;
-use chorus_node::net::{Node, NodeConfig, call_node};
+use chorus_node::net::call_node;
 use chorus_node::sandbox::{Engine, EngineConfig, Limits, TaskSpec};
 use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
 use chorus_sdk::identity::Identity;
@@ -23,17 +25,6 @@ use chorus_sdk::wire::{Request, Response};
 
 /// The prime-counting example (a real task of a few milliseconds).
 const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
-
-/// A task that prints 8 bytes and returns: the least a task can do.
-const TRIVIAL: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "chorus!\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 8))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
@@ -104,7 +95,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let module = wat::parse_str(TRIVIAL).expect("trivial task");
+    let module = wat::parse_str(common::TRIVIAL).expect("trivial task");
 
     // One execution in the sandbox, in process (what a worker does per task).
     let engine = Engine::new(EngineConfig {
@@ -185,30 +176,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut nodes: Vec<Node> = Vec::new();
-        for _ in 0..4 {
-            let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
-            c.cores = 1;
-            if let Some(first) = nodes.first() {
-                c.bootstrap = vec![first.me().addr];
-            }
-            nodes.push(Node::start(c).await.expect("node"));
-        }
-        // Wait for a consistent ring (every successor right) and full capacity tables.
-        let mut ids: Vec<_> = nodes.iter().map(|n| n.me().id).collect();
-        ids.sort();
-        for _ in 0..1200 {
-            let mut ready = nodes.iter().all(|n| n.capacity().list().len() == 4);
-            for n in &nodes {
-                let v = n.view().await.expect("view");
-                let i = ids.iter().position(|x| *x == v.me.id).unwrap_or(0);
-                ready &= v.successors.first().map(|p| p.id) == Some(ids[(i + 1) % ids.len()]);
-            }
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let nodes = common::start_ring(4).await;
         let submitter = Identity::generate().expect("key");
         let bundle = Bundle::sign(
             Manifest::new("trivial", "1", submitter.public_key()),

@@ -17,24 +17,14 @@
 //! Run: `cargo bench -p chorus-node --bench latency` (builds the `chorus`
 //! binary too). `CHORUS_BENCH_RUNS` sets the runs of each part (default 60).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chorus_node::net::{Node, NodeConfig};
 use chorus_sdk::bundle::{Bundle, Manifest};
 use chorus_sdk::client::{Client, JobBuilder};
 use chorus_sdk::identity::Identity;
-
-/// A task that echoes 8 bytes and returns.
-const TRIVIAL: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "chorus!\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 8))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();
@@ -50,7 +40,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let module = wat::parse_str(TRIVIAL).expect("trivial task");
+    let module = wat::parse_str(common::TRIVIAL).expect("trivial task");
     let dir = std::env::temp_dir().join(format!("chorus-latency-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("inputs")).expect("dir");
@@ -67,29 +57,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut nodes: Vec<Node> = Vec::new();
-        for _ in 0..4 {
-            let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
-            c.cores = 1;
-            if let Some(first) = nodes.first() {
-                c.bootstrap = vec![first.me().addr];
-            }
-            nodes.push(Node::start(c).await.expect("node"));
-        }
-        let mut ids: Vec<_> = nodes.iter().map(|n| n.me().id).collect();
-        ids.sort();
-        for _ in 0..1200 {
-            let mut ready = nodes.iter().all(|n| n.capacity().list().len() == 4);
-            for n in &nodes {
-                let v = n.view().await.expect("view");
-                let i = ids.iter().position(|x| *x == v.me.id).unwrap_or(0);
-                ready &= v.successors.first().map(|p| p.id) == Some(ids[(i + 1) % ids.len()]);
-            }
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let nodes = common::start_ring(4).await;
         let submitter = Identity::generate().expect("key");
         let bundle = Bundle::sign(
             Manifest::new("trivial", "1", submitter.public_key()),
