@@ -488,9 +488,13 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
         if finished {
             break;
         }
+        // At least a few ms: a timer the machine reports as due is handled
+        // by the next round, never in a hot loop.
+        let replan = shared.config.replan_interval;
         let wait = next
-            .unwrap_or(shared.config.replan_interval)
-            .min(shared.config.replan_interval);
+            .unwrap_or(replan)
+            .min(replan)
+            .max(Duration::from_millis(5).min(replan));
         tokio::select! {
             got = rx.recv() => {
                 let mut got = got;

@@ -462,7 +462,8 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             }
             if wanted > 0 && slot.verifier.running_count() == 0 {
                 // Nobody outside the workers that already had it: it starves,
-                // and after a grace period fails rather than hang.
+                // and after a grace period fails rather than hang. A task
+                // that only waits for a busy worker does not starve.
                 let verifier = &slot.verifier;
                 let all_excluded = verifier.excluded_count() >= known.len()
                     && known.iter().all(|w| verifier.is_excluded(w));
@@ -471,6 +472,8 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                     if now.saturating_sub(since) >= self.config.no_worker_grace {
                         slot.verifier.fail_no_workers();
                     }
+                } else {
+                    slot.starving_since = None;
                 }
             }
             touched.push(t);
@@ -854,7 +857,24 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(2 + 10_000));
         m.place(5_000, cands(&[1], 1), &mut PlacementPolicy::Uniform);
         assert!(!m.is_done());
-        m.place(10_002, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        // A worker the task may still get appears, busy: the task waits for
+        // it without starving, and no timer is left in the past.
+        let mut busy = cands(&[1, 2], 1);
+        busy[1].free_slots = 0;
+        m.place(6_000, busy, &mut PlacementPolicy::Uniform);
+        assert!(sends(&drain(&mut m)).is_empty());
+        assert_eq!(
+            m.poll_timeout(),
+            None,
+            "not starving while a worker may come free"
+        );
+        m.place(7_000, cands(&[1], 1), &mut PlacementPolicy::Uniform);
+        assert_eq!(
+            m.poll_timeout(),
+            Some(7_000 + 10_000),
+            "starving again, from now"
+        );
+        m.place(17_000, cands(&[1], 1), &mut PlacementPolicy::Uniform);
         let acts = drain(&mut m);
         assert!(acts.iter().any(|a| matches!(
             a,
