@@ -185,6 +185,16 @@ struct Slot<W, P> {
     starving_since: Option<Time>,
 }
 
+impl<W: WorkerId, P> Slot<W, P> {
+    fn new(policy: Policy, config: TaskConfig) -> Self {
+        Slot {
+            verifier: TaskVerifier::new(policy, config),
+            payloads: Vec::new(),
+            starving_since: None,
+        }
+    }
+}
+
 struct Batch<W> {
     worker: W,
     tasks: Vec<u32>,
@@ -413,10 +423,6 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         let mut pool: Vec<usize> = (0..candidates.len())
             .filter(|&i| candidates[i].free_slots > 0)
             .collect();
-        let mut at: Vec<usize> = vec![usize::MAX; candidates.len()];
-        for (p, &i) in pool.iter().enumerate() {
-            at[i] = p;
-        }
         let mut per_worker: HashMap<usize, Vec<u32>> = HashMap::new();
         let mut cursor = 0u32;
         let mut touched = Vec::new();
@@ -426,11 +432,10 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             };
             cursor = t.saturating_add(1);
             let (policy, task_config) = (self.policy, self.task_config);
-            let slot = self.slots.entry(t).or_insert_with(|| Slot {
-                verifier: TaskVerifier::new(policy, task_config),
-                payloads: Vec::new(),
-                starving_since: None,
-            });
+            let slot = self
+                .slots
+                .entry(t)
+                .or_insert_with(|| Slot::new(policy, task_config));
             let mut wanted = slot.verifier.wanted_replicas();
             while wanted > 0 && !pool.is_empty() {
                 let verifier = &slot.verifier;
@@ -452,12 +457,8 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 let c = &mut candidates[i];
                 c.free_slots = c.free_slots.saturating_sub(1);
                 if c.free_slots == 0 || list.len() >= batch_cap {
-                    // Out of the pool: swap the last entry into its place.
-                    let last = pool.len() - 1;
-                    pool.swap(p, last);
-                    at[pool[p]] = p;
-                    pool.pop();
-                    at[i] = usize::MAX;
+                    // Out of the pool (order does not matter to placement).
+                    pool.swap_remove(p);
                 }
             }
             if wanted > 0 && slot.verifier.running_count() == 0 {
@@ -621,11 +622,10 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         let open: Vec<u32> = self.open.iter().copied().collect();
         for t in open {
             let (policy, task_config) = (self.policy, self.task_config);
-            let slot = self.slots.entry(t).or_insert_with(|| Slot {
-                verifier: TaskVerifier::new(policy, task_config),
-                payloads: Vec::new(),
-                starving_since: None,
-            });
+            let slot = self
+                .slots
+                .entry(t)
+                .or_insert_with(|| Slot::new(policy, task_config));
             slot.verifier.cancel();
             self.settle(t, now);
         }
