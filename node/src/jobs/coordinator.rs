@@ -554,6 +554,8 @@ impl Shared {
     /// what it has in flight) and the worker's reputation; fills `addrs`.
     fn candidates(&self, addrs: &mut HashMap<PeerId, SocketAddr>) -> Vec<Candidate<PeerId>> {
         let mut out = Vec::new();
+        // One look at the table for all candidates, not one lock per worker.
+        let reputation = self.reputation.lock().ok();
         for s in self.capacity.list() {
             let r = &s.record;
             let id = r.peer_id();
@@ -564,7 +566,7 @@ impl Shared {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),
                 fuel_per_sec: r.fuel_per_sec,
-                reputation: self.reputation_of(id),
+                reputation: reputation.as_ref().map_or(0, |r| r.score(&id)),
             });
             addrs.insert(id, r.addr);
         }

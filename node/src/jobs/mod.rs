@@ -435,10 +435,6 @@ impl Shared {
             .collect()
     }
 
-    fn reputation_of(&self, w: PeerId) -> i32 {
-        self.reputation.lock().map_or(0, |r| r.score(&w))
-    }
-
     fn apply_verdict(&self, v: &Verdict<PeerId>) {
         if let Ok(mut r) = self.reputation.lock() {
             r.apply(v);

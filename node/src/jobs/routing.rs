@@ -72,6 +72,10 @@ impl Ask {
     }
 }
 
+fn poisoned() -> Response {
+    Response::Error(WireError::new(ErrorKind::Internal, "job state poisoned"))
+}
+
 fn unknown(job: JobId) -> Response {
     Response::Error(WireError::new(
         ErrorKind::UnknownJob,
@@ -202,14 +206,17 @@ impl Shared {
         }
     }
 
+    /// The job's status as it is now.
+    fn status_now(&self, h: &JobHandle) -> Response {
+        match h.state.lock() {
+            Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
+            Err(_) => poisoned(),
+        }
+    }
+
     async fn local(&self, h: &Arc<JobHandle>, ask: Ask) -> Response {
-        let internal =
-            || Response::Error(WireError::new(ErrorKind::Internal, "job state poisoned"));
         match ask {
-            Ask::Status => match h.state.lock() {
-                Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
-                Err(_) => internal(),
-            },
+            Ask::Status => self.status_now(h),
             Ask::Watch { after, wait_ms } => {
                 let mut rx = h.version.subscribe();
                 let wait = Duration::from_millis(wait_ms.min(MAX_WATCH_MS));
@@ -220,14 +227,11 @@ impl Shared {
                 if !done && *rx.borrow() == after {
                     let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v != after)).await;
                 }
-                match h.state.lock() {
-                    Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
-                    Err(_) => internal(),
-                }
+                self.status_now(h)
             }
             Ask::Results { from } => match h.state.lock() {
                 Ok(st) => Response::Job(JobResponse::Results(Box::new(h.page(&st, from, self)))),
-                Err(_) => internal(),
+                Err(_) => poisoned(),
             },
             Ask::Cancel { signature } => {
                 let job = h.id;
@@ -252,10 +256,7 @@ impl Shared {
                     info!(%job, "job cancelled");
                     self.persist_and_replicate(h).await;
                 }
-                match h.state.lock() {
-                    Ok(st) => Response::Job(JobResponse::Status(Box::new(h.status(&st, self)))),
-                    Err(_) => internal(),
-                }
+                self.status_now(h)
             }
         }
     }
