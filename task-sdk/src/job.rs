@@ -18,13 +18,14 @@ use chorus_core::jobs::Policy;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::bundle::{Bundle, BundleError, Limits, VerifiedBundle};
+use crate::attest::{Claim, terms_digest};
+use crate::bundle::{Bundle, BundleError, BundleId, Limits, VerifiedBundle};
 use crate::identity::{self, Identity};
 
 pub use crate::wire::{
     Assignment, DecidedTask, JobCopy, JobRequest, JobResponse, JobSnapshot, JobStatus, JobUpdate,
-    MAX_WATCH_MS, PeerList, Rejection, ResultsPage, RunTasks, SignedResults, TaskResult, TaskState,
-    WorkerReputation, WorkerResult,
+    MAX_WATCH_MS, PeerList, ProvedResult, Rejection, ResultsPage, RunTasks, SignedResults,
+    TaskResult, TaskState, WorkerReputation, WorkerResult,
 };
 
 /// Cap on one frame of job traffic (a submission with its bundle and inputs,
@@ -36,6 +37,8 @@ pub const MAX_TASKS: usize = 100_000;
 const ID_CONTEXT: &[u8] = b"chorus job v1\0";
 /// Domain separation of cancel requests.
 const CANCEL_CONTEXT: &[u8] = b"chorus cancel v1\0";
+/// Domain separation of the submitter's signature over a job.
+const SPEC_CONTEXT: &[u8] = b"chorus job spec v1\0";
 
 /// A job's id: a ring position, so `chorus lookup` finds its coordinator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,6 +88,12 @@ pub enum JobError {
         /// The cap (`limits.input_bytes`).
         cap: u64,
     },
+    /// The spec carries no valid signature by the bundle's submitter.
+    #[error("the job is not signed by its bundle's submitter")]
+    BadSignature,
+    /// Only the key that signed the bundle may sign a job of it.
+    #[error("only the bundle's submitter may sign a job of it")]
+    NotSubmitter,
     /// The module is over the module cap of the job's limits.
     #[error("module is {bytes} bytes, over the cap of {cap} bytes")]
     ModuleTooLarge {
@@ -110,6 +119,95 @@ pub struct JobSpec {
     /// Makes two submissions of the same work two jobs; resubmitting the same
     /// spec (a retry) names the same job.
     pub nonce: u64,
+    /// The submitter's Ed25519 signature over the job id ([`JobSpec::sign`]),
+    /// by the key named in the bundle's manifest. The id covers every other
+    /// field, so the signature covers the whole spec. Empty until signed.
+    pub signature: ByteBuf,
+}
+
+/// What a client needs to check a job's results without its inputs: the
+/// hash of every input, the bundle id, the policy and limits, the nonce.
+/// It authenticates itself: [`JobHeader::id`] must be the job's id, so it
+/// may come from any node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobHeader {
+    /// The bundle's id.
+    pub bundle: BundleId,
+    /// Replicas, quorum and maximum replicas per task.
+    pub policy: Policy,
+    /// Limits of every task.
+    pub limits: Limits,
+    /// The spec's nonce.
+    pub nonce: u64,
+    /// SHA-256 of each task's input, 32 bytes per task in task order.
+    pub inputs: ByteBuf,
+}
+
+impl JobHeader {
+    /// The id of the job this header describes (as [`JobSpec::id`]).
+    pub fn id(&self) -> JobId {
+        job_id(
+            &self.bundle,
+            &self.policy,
+            &self.limits,
+            self.nonce,
+            self.inputs.chunks(32),
+        )
+    }
+
+    /// Tasks in the job.
+    pub fn tasks(&self) -> usize {
+        self.inputs.len() / 32
+    }
+
+    /// SHA-256 of task `task`'s input.
+    pub fn input(&self, task: u32) -> Option<[u8; 32]> {
+        let at = usize::try_from(task).ok()?.checked_mul(32)?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(self.inputs.get(at..at + 32)?);
+        Some(h)
+    }
+
+    /// Whether this is the header of `job`.
+    pub fn matches(&self, job: JobId) -> bool {
+        self.inputs.len() % 32 == 0 && self.id() == job
+    }
+
+    /// The claim a worker signs for task `task` of `job` ending with the
+    /// outcome digest `outcome`; `None` when the task is out of range.
+    pub fn claim(&self, job: JobId, task: u32, outcome: [u8; 32]) -> Option<Claim> {
+        Some(Claim {
+            job,
+            task,
+            input: self.input(task)?,
+            bundle: self.bundle,
+            terms: terms_digest(&self.limits, &self.policy),
+            outcome,
+        })
+    }
+}
+
+/// The id of a job from its parts (the bundle id, the terms, the nonce and
+/// the hash of every input).
+fn job_id<'a>(
+    bundle: &BundleId,
+    policy: &Policy,
+    limits: &Limits,
+    nonce: u64,
+    inputs: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> JobId {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(ID_CONTEXT);
+    ctx.update(&bundle.0);
+    ctx.update(&rmp_serde::to_vec(&(policy, limits, nonce)).unwrap_or_default());
+    ctx.update(&(inputs.len() as u64).to_le_bytes());
+    for input in inputs {
+        ctx.update(input);
+    }
+    let d = ctx.finish();
+    let mut pos = [0u8; 8];
+    pos.copy_from_slice(&d.as_ref()[..8]);
+    JobId(RingPos(u64::from_be_bytes(pos)))
 }
 
 impl JobSpec {
@@ -133,6 +231,7 @@ impl JobSpec {
             policy,
             limits: limits.unwrap_or(m.limits),
             nonce,
+            signature: ByteBuf::new(),
         };
         spec.check_shape()?;
         Ok(spec)
@@ -140,22 +239,52 @@ impl JobSpec {
 
     /// The job's id (see the [module docs](self)).
     pub fn id(&self) -> JobId {
-        let bundle_id = Bundle::decode(&self.bundle)
+        let hashes: Vec<[u8; 32]> = self.inputs.iter().map(|i| sha256(i)).collect();
+        job_id(
+            &self.bundle_id(),
+            &self.policy,
+            &self.limits,
+            self.nonce,
+            hashes.iter().map(|h| &h[..]),
+        )
+    }
+
+    /// The bundle's id (the hash of the encoding when it does not decode).
+    fn bundle_id(&self) -> BundleId {
+        Bundle::decode(&self.bundle)
             .and_then(|b| b.id())
-            .map(|id| id.0)
-            .unwrap_or_else(|_| sha256(&self.bundle));
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(ID_CONTEXT);
-        ctx.update(&bundle_id);
-        ctx.update(&rmp_serde::to_vec(&(self.policy, self.limits, self.nonce)).unwrap_or_default());
-        ctx.update(&(self.inputs.len() as u64).to_le_bytes());
-        for input in &self.inputs {
-            ctx.update(&sha256(input));
+            .unwrap_or_else(|_| BundleId(sha256(&self.bundle)))
+    }
+
+    /// What a client needs to check results ([`JobHeader`]).
+    pub fn header(&self) -> JobHeader {
+        let mut inputs = Vec::with_capacity(self.inputs.len() * 32);
+        for i in &self.inputs {
+            inputs.extend_from_slice(&sha256(i));
         }
-        let d = ctx.finish();
-        let mut pos = [0u8; 8];
-        pos.copy_from_slice(&d.as_ref()[..8]);
-        JobId(RingPos(u64::from_be_bytes(pos)))
+        JobHeader {
+            bundle: self.bundle_id(),
+            policy: self.policy,
+            limits: self.limits,
+            nonce: self.nonce,
+            inputs: ByteBuf::from(inputs),
+        }
+    }
+
+    /// Signs the spec with the submitter's key, which must be the key that
+    /// signed the bundle.
+    pub fn sign(mut self, submitter: &Identity) -> Result<JobSpec, JobError> {
+        if self.submitter() != Some(submitter.public_key()) {
+            return Err(JobError::NotSubmitter);
+        }
+        self.signature = ByteBuf::from(submitter.sign(&spec_message(self.id())).to_vec());
+        Ok(self)
+    }
+
+    /// Whether the spec carries its submitter's valid signature.
+    pub fn is_signed(&self) -> bool {
+        self.submitter()
+            .is_some_and(|key| identity::verify(&key, &spec_message(self.id()), &self.signature))
     }
 
     /// Checks everything a node checks before it acknowledges the job, except
@@ -164,6 +293,9 @@ impl JobSpec {
     pub fn verify(&self) -> Result<VerifiedBundle, JobError> {
         let bundle = Bundle::decode(&self.bundle)?.verify()?;
         self.check_shape()?;
+        if !self.is_signed() {
+            return Err(JobError::BadSignature);
+        }
         let bytes = bundle.module().len() as u64;
         if bytes > self.limits.module_bytes {
             return Err(JobError::ModuleTooLarge {
@@ -220,6 +352,12 @@ pub fn verify_cancel(job: JobId, key: &[u8; 32], signature: &[u8]) -> bool {
     identity::verify(key, &cancel_message(job), signature)
 }
 
+fn spec_message(job: JobId) -> Vec<u8> {
+    let mut m = SPEC_CONTEXT.to_vec();
+    m.extend_from_slice(&job.0.0.to_be_bytes());
+    m
+}
+
 fn cancel_message(job: JobId) -> Vec<u8> {
     let mut m = CANCEL_CONTEXT.to_vec();
     m.extend_from_slice(&job.0.0.to_be_bytes());
@@ -240,8 +378,11 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_cover_every_part() {
-        let (_, b) = bundle();
-        let a = JobSpec::new(&b, vec![b"1".to_vec(), b"2".to_vec()], None, None, 7).unwrap();
+        let (me, b) = bundle();
+        let a = JobSpec::new(&b, vec![b"1".to_vec(), b"2".to_vec()], None, None, 7)
+            .unwrap()
+            .sign(&me)
+            .unwrap();
         assert_eq!(a.id(), a.clone().id());
         assert_eq!(a.policy, Policy::new(3, Some(2), None).unwrap());
         let mut other = a.clone();
@@ -255,6 +396,35 @@ mod tests {
         assert_ne!(a.id(), other.id());
         assert_eq!(a.id().to_string().parse::<JobId>().unwrap(), a.id());
         assert!(a.verify().is_ok());
+        // The header names the same job, and knows each input's hash.
+        let h = a.header();
+        assert!(h.matches(a.id()));
+        assert_eq!(h.input(1), Some(sha256(b"2")));
+        assert_eq!(h.input(2), None);
+        let mut forged = h.clone();
+        forged.inputs[0] ^= 1;
+        assert!(!forged.matches(a.id()));
+    }
+
+    #[test]
+    fn a_spec_is_signed_by_its_bundles_submitter_only() {
+        let (me, b) = bundle();
+        let unsigned = JobSpec::new(&b, vec![b"1".to_vec()], None, None, 7).unwrap();
+        assert!(matches!(unsigned.verify(), Err(JobError::BadSignature)));
+        let stranger = Identity::generate().unwrap();
+        assert!(matches!(
+            unsigned.clone().sign(&stranger),
+            Err(JobError::NotSubmitter)
+        ));
+        let signed = unsigned.sign(&me).unwrap();
+        assert!(signed.verify().is_ok());
+        // The signature covers the id, which covers every field.
+        let mut changed = signed.clone();
+        changed.inputs[0] = ByteBuf::from(b"2".to_vec());
+        assert!(matches!(changed.verify(), Err(JobError::BadSignature)));
+        let mut changed = signed;
+        changed.limits.fuel -= 1;
+        assert!(matches!(changed.verify(), Err(JobError::BadSignature)));
     }
 
     #[test]
@@ -285,7 +455,11 @@ mod tests {
                 cap: 4
             })
         ));
-        let mut tampered = JobSpec::new(&b, vec![vec![]], None, None, 0).unwrap();
+        let (me2, b) = bundle();
+        let mut tampered = JobSpec::new(&b, vec![vec![]], None, None, 0)
+            .unwrap()
+            .sign(&me2)
+            .unwrap();
         let n = tampered.bundle.len();
         tampered.bundle[n - 70] ^= 1;
         assert!(matches!(tampered.verify(), Err(JobError::Bundle(_))));

@@ -15,14 +15,17 @@
 //! - [`capacity`] (feature `net`): signed, expiring capacity records nodes announce.
 //! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
 //! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
-//! - [`job`] (feature `net`): what a job is: its spec and id, why one is refused, the submitter's cancel signature.
+//! - [`job`] (feature `net`): what a job is: its spec, id and header, why one is refused, the submitter's signatures (of the spec, of a cancel).
+//! - [`attest`] (feature `net`, uses `job`; `job` names its `Claim` for a header): what a worker signs for each task, and the pure check of a quorum of attestations.
 //! - [`wire`] (feature `net`): the messages nodes and clients exchange, one file per concern:
 //!   - `wire::error`: `WireError` and its `ErrorKind`s with their stable names.
 //!   - `wire::ring`: `Peer`, `RingView`, `LookupAnswer`, `PeerList`, `MAX_GOSSIP`.
-//!   - `wire::jobs` (uses `wire::ring`): what a client sees of a job: `JobStatus`, `ResultsPage`, `TaskResult`, `TaskState`, `Rejection`, `WorkerReputation`, `MAX_WATCH_MS`.
+//!   - `wire::jobs` (uses `wire::ring`): what a client sees of a job: `JobStatus`, `ResultsPage`, `ProvedResult`, `TaskResult`, `TaskState`, `Rejection`, `WorkerReputation`, `MAX_WATCH_MS`.
 //!   - `wire::work`: coordinator and worker: `RunTasks`, `Assignment`, `WorkerResult`, `SignedResults` and its signature.
 //!   - `wire::replica` (uses `wire::jobs`): coordinator and backups: `DecidedTask`, `JobSnapshot`, `JobUpdate`, `JobCopy`.
 //!   - `wire` itself (uses all of the above): the dispatch enums `Request`/`Response` and the job sub-protocol `JobRequest`/`JobResponse`.
+//! - [`members`] (feature `net`, uses `attest`, `transport`, `wire`): whether an attestation's signer is a member of the ring (a lookup and a signed challenge), cached.
+//! - [`proof`] (feature `client`, uses `attest` and `job`): the proof files written beside outputs, their documented JSON format, and their offline check.
 //! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs:
 //!   - `client::error`: `ClientError`.
 //!   - `client::builder`: `JobBuilder` and `sign_module`.
@@ -33,6 +36,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "net")]
+pub mod attest;
 #[cfg(feature = "net")]
 pub mod bundle;
 #[cfg(feature = "net")]
@@ -50,7 +55,11 @@ pub mod job;
 #[cfg(feature = "mandelbrot")]
 pub mod mandelbrot;
 #[cfg(feature = "net")]
+pub mod members;
+#[cfg(feature = "net")]
 pub mod outcome;
+#[cfg(feature = "client")]
+pub mod proof;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]

@@ -98,8 +98,9 @@ impl<'a> JobBuilder<'a> {
         self
     }
 
-    /// The spec, checked as a node would check it (but for the number of live workers).
-    pub fn build(self) -> Result<JobSpec, ClientError> {
+    /// The spec, signed by `submitter` (the key that signed the bundle) and
+    /// checked as a node would check it (but for the number of live workers).
+    pub fn build(self, submitter: &Identity) -> Result<JobSpec, ClientError> {
         let m = self.bundle.manifest();
         let policy = match (self.replicas, self.quorum, self.max_replicas) {
             (None, None, None) => None,
@@ -110,13 +111,7 @@ impl<'a> JobBuilder<'a> {
             ),
         };
         let nonce = self.nonce.unwrap_or_else(random_nonce);
-        Ok(JobSpec::new(
-            self.bundle,
-            self.inputs,
-            policy,
-            self.limits,
-            nonce,
-        )?)
+        Ok(JobSpec::new(self.bundle, self.inputs, policy, self.limits, nonce)?.sign(submitter)?)
     }
 }
 
@@ -143,12 +138,12 @@ mod tests {
     fn builder_policy_defaults_follow_the_manifest_or_a_majority() {
         let me = Identity::generate().unwrap();
         let b = sign_module("t", module(), &me).unwrap();
-        let spec = JobBuilder::new(&b).input(vec![1]).build().unwrap();
+        let spec = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
         assert_eq!(spec.policy, Policy::new(3, Some(2), None).unwrap());
         let spec = JobBuilder::new(&b)
             .input(vec![1])
             .replicas(5)
-            .build()
+            .build(&me)
             .unwrap();
         assert_eq!(spec.policy.quorum, 3);
         assert_eq!(spec.policy.max_replicas, 10);
@@ -156,7 +151,7 @@ mod tests {
             .input(vec![1])
             .quorum(3)
             .max_replicas(4)
-            .build()
+            .build(&me)
             .unwrap();
         assert_eq!((spec.policy.replicas, spec.policy.quorum), (3, 3));
         assert_eq!(spec.policy.max_replicas, 4);
@@ -165,11 +160,11 @@ mod tests {
                 .input(vec![])
                 .replicas(2)
                 .quorum(3)
-                .build(),
+                .build(&me),
             Err(ClientError::Job(JobError::Policy(_)))
         ));
         assert!(matches!(
-            JobBuilder::new(&b).build(),
+            JobBuilder::new(&b).build(&me),
             Err(ClientError::Job(JobError::NoTasks))
         ));
     }
@@ -178,11 +173,11 @@ mod tests {
     fn random_nonces_make_distinct_jobs_and_fixed_ones_the_same() {
         let me = Identity::generate().unwrap();
         let b = sign_module("t", module(), &me).unwrap();
-        let a = JobBuilder::new(&b).input(vec![1]).build().unwrap();
-        let c = JobBuilder::new(&b).input(vec![1]).build().unwrap();
+        let a = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
+        let c = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
         assert_ne!(a.id(), c.id());
-        let a = JobBuilder::new(&b).input(vec![1]).nonce(9).build().unwrap();
-        let c = JobBuilder::new(&b).input(vec![1]).nonce(9).build().unwrap();
+        let a = JobBuilder::new(&b).input(vec![1]).nonce(9).build(&me).unwrap();
+        let c = JobBuilder::new(&b).input(vec![1]).nonce(9).build(&me).unwrap();
         assert_eq!(a.id(), c.id());
         assert!(a.verify().is_ok());
     }

@@ -30,7 +30,7 @@
 //! for i in 0..10u64 {
 //!     job = job.input_typed(&Range { lo: i * 1_000_000, hi: (i + 1) * 1_000_000 })?;
 //! }
-//! let spec = job.build()?;
+//! let spec = job.build(&me)?;
 //!
 //! let client = Client::connect("127.0.0.1:7001".parse()?).await?;
 //! let id = client.submit(&spec).await?;
@@ -54,6 +54,7 @@
 //! (`examples/mandelbrot-submit`), and `chorus demo` does the same against a
 //! ring it starts itself.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,17 +64,19 @@ use tokio::sync::mpsc;
 
 use crate::capacity::SignedCapacity;
 use crate::identity::Identity;
-use crate::job::{JOB_FRAME_CAP, JobId, JobSpec, sign_cancel};
+use crate::job::{JOB_FRAME_CAP, JobHeader, JobId, JobSpec, sign_cancel};
+use crate::members::Members;
 use crate::transport::Transport;
 use crate::wire::{ErrorKind, JobRequest, JobResponse, JobStatus, Request, Response, ResultsPage};
 
 mod builder;
 mod error;
 mod results;
+mod verify;
 
 pub use self::builder::{JobBuilder, sign_module};
 pub use self::error::ClientError;
-pub use self::results::JobResults;
+pub use self::results::{JobResults, Refusal};
 
 /// How patient a [`Client`] is. The defaults ride out the death of a
 /// coordinator (its successor takes the job over within seconds).
@@ -122,6 +125,10 @@ struct Inner {
     /// never across an `.await`.
     nodes: Mutex<Vec<SocketAddr>>,
     config: ClientConfig,
+    /// Which attestation signers are ring members.
+    members: Members,
+    /// Headers of jobs this client submitted or checked, to check results against.
+    headers: Mutex<HashMap<JobId, JobHeader>>,
 }
 
 impl Drop for Inner {
@@ -167,6 +174,8 @@ impl Client {
                 transport,
                 nodes: Mutex::new(vec![node]),
                 config,
+                members: Members::new(),
+                headers: Mutex::new(HashMap::new()),
             }),
         };
         let records = client.peers_of(node).await?;
@@ -194,6 +203,7 @@ impl Client {
     /// Submits a job; returns its id once its coordinator stored it. From
     /// then on the job is the grid's to finish (or to fail explicitly).
     pub async fn submit(&self, spec: &JobSpec) -> Result<JobId, ClientError> {
+        self.remember_header(spec.id(), &spec.header());
         let req = Request::Job(JobRequest::Submit {
             spec: Box::new(spec.clone()),
             forwarded: false,
@@ -217,14 +227,17 @@ impl Client {
         self.status_inner(job, Known::Maybe).await
     }
 
-    /// One page of final results: decided tasks from index `from` on (see
-    /// [`ResultsPage`]).
+    /// One page of final results as the node sent it: decided tasks from
+    /// index `from` on (see [`ResultsPage`]), **not checked** against their
+    /// proofs. [`Client::results`] and [`Client::wait`] check every result.
     pub async fn results_page(&self, job: JobId, from: u32) -> Result<ResultsPage, ClientError> {
         self.results_page_inner(job, from, Known::Maybe).await
     }
 
-    /// The results decided so far, paging through all of them. Tasks not
-    /// decided yet have no entry. See [`Client::wait`] to wait for all.
+    /// The results decided so far, paging through all of them, each checked
+    /// against its attestations (results that fail are refused and fetched
+    /// from other holders: [`JobResults::refused`]). Tasks not decided yet
+    /// have no entry. See [`Client::wait`] to wait for all.
     pub async fn results(&self, job: JobId) -> Result<JobResults, ClientError> {
         self.results_inner(job, Known::Maybe).await
     }
@@ -393,18 +406,29 @@ impl Client {
         }
     }
 
+    /// Every result of `job`, each checked against its proof
+    /// ([`verify`](self::verify)); results that fail are refused, named
+    /// with the node that served them, and fetched again from the job's
+    /// other holders. A task no holder can prove ends as
+    /// [`TaskResult::Failed`](crate::wire::TaskResult::Failed) saying so.
     async fn results_inner(&self, job: JobId, known: Known) -> Result<JobResults, ClientError> {
         let mut from = 0u32;
         let mut out: Option<JobResults> = None;
+        let mut header = self.header_of(job);
+        let mut bad = BTreeSet::new();
+        let mut liars = HashSet::new();
         loop {
-            let page = self.results_page_inner(job, from, known).await?;
-            let node = self.current();
+            let (node, page) = self.results_page_from(job, from, known).await?;
             let all = out.get_or_insert_with(|| JobResults::empty(page.status.clone()));
-            all.status = page.status;
-            for (task, result) in page.results {
-                all.insert(task, result);
+            all.status = page.status.clone();
+            let next = page.next;
+            let checked = self
+                .take_page(job, node, page, &mut header, all, &mut bad)
+                .await;
+            if checked.refused > 0 {
+                liars.insert(node);
             }
-            match page.next {
+            match next {
                 None => break,
                 Some(next) if next > from => from = next,
                 Some(next) => {
@@ -415,7 +439,88 @@ impl Client {
                 }
             }
         }
-        Ok(out.unwrap_or_else(|| JobResults::empty(empty_status(job))))
+        let mut all = out.unwrap_or_else(|| JobResults::empty(empty_status(job)));
+        if !bad.is_empty() {
+            self.refetch(job, &mut header, &mut all, &mut bad, &liars)
+                .await;
+        }
+        for task in bad {
+            all.insert(
+                task,
+                crate::wire::TaskResult::Failed {
+                    reason: "no node served a result whose proof holds".into(),
+                },
+            );
+        }
+        if let Some(h) = header {
+            all.set_header(h);
+        }
+        Ok(all)
+    }
+
+    /// A page of results through the current node (with failover), and the
+    /// node that served it.
+    async fn results_page_from(
+        &self,
+        job: JobId,
+        from: u32,
+        known: Known,
+    ) -> Result<(SocketAddr, ResultsPage), ClientError> {
+        let req = Request::Job(JobRequest::Results {
+            job,
+            from,
+            forwarded: false,
+        });
+        match self.call(&req, known, false).await? {
+            (node, Response::Job(JobResponse::Results(page))) => Ok((node, *page)),
+            (node, other) => Err(unexpected(node, &other)),
+        }
+    }
+
+    fn header_of(&self, job: JobId) -> Option<JobHeader> {
+        self.inner
+            .headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job)
+            .cloned()
+    }
+
+    fn remember_header(&self, job: JobId, header: &JobHeader) {
+        let mut h = self.inner.headers.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= 1024 {
+            h.clear();
+        }
+        h.insert(job, header.clone());
+    }
+
+    /// Whether `key` is a member of the ring: a lookup of its position
+    /// through a node other than `served_by` (the node whose answer is being
+    /// checked), then a signed challenge at the owner found. Cached.
+    async fn is_member(&self, key: &[u8; 32], served_by: SocketAddr) -> bool {
+        if let Some(m) = self.inner.members.cached(key) {
+            return m;
+        }
+        let via = self
+            .nodes()
+            .into_iter()
+            .find(|n| *n != served_by)
+            .unwrap_or(served_by);
+        let timeout = self.inner.config.call_timeout;
+        let transport = &self.inner.transport;
+        let lookup = |key| async move {
+            match transport
+                .call::<_, Response>(via, None, &Request::Lookup { key }, JOB_FRAME_CAP, timeout)
+                .await
+            {
+                Ok(Response::Lookup(a)) if a.key == key => Some(a.owner),
+                _ => None,
+            }
+        };
+        self.inner
+            .members
+            .check(key, lookup, transport, timeout)
+            .await
     }
 
     /// One request with failover: on a transport error, or an answer that

@@ -1,17 +1,40 @@
 //! A job's final results as the client holds them, with typed access to
 //! each task's output.
 
+use std::net::SocketAddr;
+
 use serde::de::DeserializeOwned;
 
 use super::error::ClientError;
+use crate::attest::Attestation;
+use crate::job::JobHeader;
+use crate::outcome::Outcome;
+use crate::proof::Proof;
 use crate::wire::{JobStatus, TaskResult};
 
+/// A result the client refused because its proof did not hold, and the node
+/// that served it. The task was fetched again elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The task.
+    pub task: u32,
+    /// The node that served the result.
+    pub node: SocketAddr,
+    /// Why it was refused.
+    pub reason: String,
+}
+
 /// A job's final results, by task index, with the status they were cut at.
+/// Every accepted result in it was checked by the client against its
+/// attestations (see [`Client`](super::Client)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobResults {
     /// The job's status when the last page was cut.
     pub status: JobStatus,
     results: Vec<Option<TaskResult>>,
+    attestations: Vec<Vec<Attestation>>,
+    header: Option<JobHeader>,
+    refused: Vec<Refusal>,
 }
 
 impl JobResults {
@@ -20,15 +43,76 @@ impl JobResults {
         JobResults {
             status,
             results: vec![None; n],
+            attestations: vec![Vec::new(); n],
+            header: None,
+            refused: Vec::new(),
         }
     }
 
     pub(super) fn insert(&mut self, task: u32, result: TaskResult) {
+        self.insert_proved(task, result, Vec::new());
+    }
+
+    pub(super) fn insert_proved(
+        &mut self,
+        task: u32,
+        result: TaskResult,
+        attestations: Vec<Attestation>,
+    ) {
         let i = task as usize;
         if i >= self.results.len() {
             self.results.resize(i + 1, None);
+            self.attestations.resize(i + 1, Vec::new());
         }
         self.results[i] = Some(result);
+        self.attestations[i] = attestations;
+    }
+
+    pub(super) fn set_header(&mut self, header: JobHeader) {
+        self.header = Some(header);
+    }
+
+    pub(super) fn refuse(&mut self, refusal: Refusal) {
+        self.refused.push(refusal);
+    }
+
+    /// Results the client refused (a bad proof) with the node that served
+    /// each; those tasks were fetched again through other nodes.
+    pub fn refused(&self) -> &[Refusal] {
+        &self.refused
+    }
+
+    /// The job's header (input hashes, bundle, terms), once known.
+    pub fn header(&self) -> Option<&JobHeader> {
+        self.header.as_ref()
+    }
+
+    /// The attestations of task `task`'s accepted result (empty when it has none).
+    pub fn attestations(&self, task: u32) -> &[Attestation] {
+        self.attestations
+            .get(task as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The proof of task `task`'s output, to keep beside it
+    /// ([`crate::proof`]); `None` when the task has no accepted output.
+    pub fn proof(&self, task: u32) -> Option<Proof> {
+        let Some(TaskResult::Output(bytes)) = self.get(task) else {
+            return None;
+        };
+        let atts = self.attestations(task);
+        if atts.is_empty() {
+            return None;
+        }
+        Proof::new(
+            self.status.job,
+            self.header.as_ref()?,
+            task,
+            &Outcome::Ok,
+            bytes,
+            atts,
+        )
     }
 
     /// Results from a list of `(task, result)` pairs (tests and tools).
@@ -136,7 +220,7 @@ mod tests {
         let spec = JobBuilder::new(&b)
             .input_typed(&Range { lo: 1, hi: 2 })
             .unwrap()
-            .build()
+            .build(&me)
             .unwrap();
         let r = JobResults::from_parts(
             status(1),

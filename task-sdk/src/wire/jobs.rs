@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::ring::Peer;
+use crate::attest::Attestation;
 use crate::identity::PeerId;
-use crate::job::JobId;
+use crate::job::{JobHeader, JobId};
 use crate::outcome::Outcome;
 
 /// Longest a [`JobRequest::Watch`](super::JobRequest::Watch) is held open, in ms.
@@ -112,13 +113,28 @@ pub struct JobStatus {
     pub version: u64,
 }
 
+/// A task's final result with the workers' attestations that prove it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvedResult {
+    /// The task.
+    pub task: u32,
+    /// Its final result.
+    pub result: TaskResult,
+    /// At least `quorum` signatures of distinct workers over the accepted
+    /// result ([`crate::attest`]); empty for a failed task.
+    pub attestations: Vec<Attestation>,
+}
+
 /// A page of final results.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultsPage {
     /// The job's status when the page was cut.
     pub status: JobStatus,
+    /// The job's header (input hashes, bundle, terms), on the page that
+    /// starts at task 0: what a client checks attestations against.
+    pub header: Option<Box<JobHeader>>,
     /// Final results of tasks in the requested range, by task index.
-    pub results: Vec<(u32, TaskResult)>,
+    pub results: Vec<ProvedResult>,
     /// The first task index after this page (the next `from`), or `None` when
     /// the requested range is exhausted.
     pub next: Option<u32>,

@@ -24,7 +24,8 @@ mod work;
 
 pub use self::error::{ErrorKind, WireError};
 pub use self::jobs::{
-    JobStatus, MAX_WATCH_MS, Rejection, ResultsPage, TaskResult, TaskState, WorkerReputation,
+    JobStatus, MAX_WATCH_MS, ProvedResult, Rejection, ResultsPage, TaskResult, TaskState,
+    WorkerReputation,
 };
 pub use self::replica::{DecidedTask, JobCopy, JobSnapshot, JobUpdate};
 pub use self::ring::{LookupAnswer, MAX_GOSSIP, Peer, PeerList, RingView};
@@ -52,6 +53,15 @@ pub enum Request {
         /// The ring position to resolve.
         key: RingPos,
     },
+    /// Prove you hold your key: sign this nonce
+    /// ([`crate::attest::member_message`]). Clients and backups ask it of
+    /// a worker whose attestation they have not seen before, at the address a
+    /// lookup of the worker's ring position returned.
+    Prove {
+        /// The challenger's random nonce.
+        #[serde(with = "serde_bytes")]
+        nonce: [u8; 32],
+    },
 }
 
 /// The answer to a [`Request`].
@@ -73,6 +83,14 @@ pub enum Response {
     RingView(RingView),
     /// Answer to [`Request::Lookup`].
     Lookup(LookupAnswer),
+    /// Answer to [`Request::Prove`].
+    Proof {
+        /// The node's Ed25519 public key.
+        #[serde(with = "serde_bytes")]
+        public_key: [u8; 32],
+        /// Its signature over [`crate::attest::member_message`].
+        signature: ByteBuf,
+    },
     /// The request was refused or failed; nothing changed on the node.
     Error(WireError),
 }
@@ -129,6 +147,18 @@ pub enum JobRequest {
         /// As in `Submit`.
         forwarded: bool,
     },
+    /// Final results of tasks `from..` as this node holds them, as the job's
+    /// coordinator or as one of its backups, with their attestations; never
+    /// forwarded. How a client gets its results past a coordinator or a
+    /// forwarder that lies: every result carries its own proof, so any
+    /// holder may serve it. Answered with [`JobResponse::Results`] or
+    /// `unknown_job`.
+    Held {
+        /// The job.
+        job: JobId,
+        /// First task index wanted.
+        from: u32,
+    },
     /// Coordinator to worker: run these tasks.
     Run(Box<RunTasks>),
     /// Worker to coordinator: the bundle of a job it was given.
@@ -182,6 +212,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
+    use crate::attest::Attestation;
     use crate::bundle::{BundleId, Limits};
     use crate::capacity::CapacityRecord;
     use crate::identity::PeerId;
@@ -214,6 +245,7 @@ mod tests {
             },
             limits: Limits::default(),
             nonce: 42,
+            signature: bytes(&[15; 64]),
         }
     }
 
@@ -255,6 +287,10 @@ mod tests {
             agreeing: vec![PeerId([5; 32])],
             disagreeing: vec![PeerId([6; 32])],
             votes: 3,
+            attestations: vec![Attestation {
+                worker: [16; 32],
+                signature: bytes(&[17; 64]),
+            }],
         }
     }
 
@@ -305,6 +341,7 @@ mod tests {
                 bundle: BundleId([10; 32]),
                 coordinator: peer(1).addr,
                 limits: Limits::default(),
+                policy: spec().policy,
                 tasks: vec![Assignment {
                     task: 0,
                     seed: 11,
@@ -314,13 +351,14 @@ mod tests {
             JobRequest::FetchBundle {
                 bundle: BundleId([10; 32]),
             },
+            JobRequest::Held { job, from: 3 },
             JobRequest::Replicate {
                 coordinator: peer(1),
                 job,
                 copy: JobCopy::Full(Box::new(JobSnapshot {
                     spec: spec(),
                     decided: BTreeMap::from([(1, decided())]),
-                    cancelled: false,
+                    cancel: None,
                     failovers: 2,
                 })),
             },
@@ -329,7 +367,7 @@ mod tests {
                 job,
                 copy: JobCopy::Update(JobUpdate {
                     decided: vec![decided()],
-                    cancelled: true,
+                    cancel: Some(bytes(&[18; 64])),
                     failovers: 2,
                 }),
             },
@@ -342,14 +380,20 @@ mod tests {
             JobResponse::Status(Box::new(status())),
             JobResponse::Results(Box::new(ResultsPage {
                 status: status(),
+                header: Some(Box::new(spec().header())),
                 results: vec![
-                    (0, TaskResult::Output(bytes(b"out"))),
-                    (
-                        1,
-                        TaskResult::Failed {
+                    ProvedResult {
+                        task: 0,
+                        result: TaskResult::Output(bytes(b"out")),
+                        attestations: decided().attestations,
+                    },
+                    ProvedResult {
+                        task: 1,
+                        result: TaskResult::Failed {
                             reason: "no quorum".into(),
                         },
-                    ),
+                        attestations: Vec::new(),
+                    },
                 ],
                 next: Some(2),
             })),
@@ -363,6 +407,7 @@ mod tests {
                     digest: Some([13; 32]),
                     fuel_used: 100,
                     wall_us: 50,
+                    attestation: Some(bytes(&[19; 64])),
                 }],
                 signature: bytes(&[14; 64]),
             })),
@@ -378,6 +423,7 @@ mod tests {
             Request::Peers,
             Request::RingView,
             Request::Lookup { key: RingPos(77) },
+            Request::Prove { nonce: [20; 32] },
         ];
         requests.extend(job_requests.into_iter().map(Request::Job));
         let mut responses = vec![
@@ -401,6 +447,10 @@ mod tests {
                 owner: peer(3),
                 hops: 2,
             }),
+            Response::Proof {
+                public_key: [21; 32],
+                signature: bytes(&[22; 64]),
+            },
             Response::Error(WireError::new(ErrorKind::Busy, "full")),
             Response::Error(WireError::new("rate_limited", "later")),
         ];
@@ -408,33 +458,37 @@ mod tests {
         (requests, responses)
     }
 
-    /// SHA-256 of each message as the frame codec encodes it (named fields),
-    /// recorded before the wire module was split in files: moving types
-    /// between modules must not change a byte on the wire.
+    /// SHA-256 of each message as the frame codec encodes it (named fields).
+    /// Recorded again when attestations, signed specs, `Held` and `Prove`
+    /// changed the protocol on purpose; moving types between modules must
+    /// not change a byte on the wire.
     const GOLDEN: &[&str] = &[
         "7daf8cd3064075c6df93fda4a28048744373fa6bc002a66df434c964c5ec143a",
         "56cd301c5eaf490ea69dc9e5e7eeefa56171f4e9fda7f749a089fc2c6df25be0",
         "12f52dcd2f80a53596e19daa1454224db244fb611457aa6a845515af3caa4adc",
         "06e7f1781b5f2573de5a6c30cefcc44b979e6322c2b8b3a262459965a3f4183e",
-        "d25e7856694d92fd8e22a67efd5026e6ba2578590d1f3383729244ee1baf659b",
+        "7a21653b69f3180d8b6a3720e541d423f61af1ccf878a550bcae7debe957994f",
+        "e57e04c49e5bc04767904114c9038a60837757fe98b70c8f2dbb191116955252",
         "37f2c0116a9db5b800c68eb2f27f4f6445c1c2f8b54b82208ee2881acc7e2d37",
         "963b620282de26b2a98f3b17e7dcbfa60e805fe6b8921ee734aba00303e50756",
         "383c20706935bb51b422b0360e03e482dbde86272f7b8ba9c11a7c9fbfcd7700",
         "efba8a0ecdb75c9b4d77ca0602a3a36177dc8310fa610576032e9427927094ef",
-        "c7156e689aa345ff15b364ba130d2d269feac139c873f85d0ab6180675983cc7",
+        "55eb06c1c783b2d1d32ccfa15f32b74aaf5351273511f47fe4d6e97585a1a8f8",
         "c20c8385c8155430adde52b3c9185cf08dda3b754e0be52853836832d28b9fb2",
-        "be881bb73da0beb329464311e4ef0860d55b8b8f8b6869618e55a2af38361fa3",
-        "e716a4780bec729e7a74089c702b7a602aa4eb31ae2031d95562943be6e12630",
+        "029e30f561dddc8e3fd457d44026969051d87f4ffe30d52b59636eb5077eb5ba",
+        "5e3539bbdea7fa5d9d9b1e03d1041d314496ad27958558687ea50ddd9ca4da7b",
+        "f8951c86bec6f52abc1b4d82a7b29546dd8fcb72388b33e0fbb2585e2b85ec27",
         "d96c7c5c92e5d8799a2b3d83c130b520088e726c2a1d9dc187065f0752b76ca4",
         "559475b5b56641e9360d118e8c6e62cce6b6eba1b38cbb203abeb97ffbf123c8",
         "cb3a44b104fd281d2072710353f5afa55bfd6db3dc7c177df56602c3478fb3fd",
         "b9a19745fd806e59ab8f6937d5fd038ce75582581187d3dbdfbc74ca41e8e70a",
+        "0ae1f8fcd45064e41eae63148f26d9f29f231d8961fa0d03732458226951560a",
         "0a90b738af7784d0d6234db77cf41854f721af159f4983686aa172800b822fcc",
         "18e3e52ffa8702b0ffd75a24ca4785b6dd42a6a539ff7e0fd3858fc5dd19ba27",
         "97037debd6a98cc1c28c1b4f97a5bc10645c624ff89166f7ec66d8a8fdf1dfa8",
         "2f30d61b567c261fff67c3c884fd12f33ea8ab1024999227dda705a93506cfd8",
-        "4f2eadf9441d01721243e5c8c8fb66f00653b6584554d4301732ecbe464399a3",
-        "860e1b20a7dcd059d60a676e032b6961e1d5bab9feaebee51c6a68f8bbd1dfbf",
+        "b47dc05406c5da7e814a5552f052521540d19ad2dfe39867a25e54ee2c12a405",
+        "f957b728d818ffc0fcd561522621dd031f62899b2f1e3d6cc8b9e69e58b8a41e",
         "03f75a551c09853c5b95385bc0a025132dc788c78a56fc640b759763b5c664cc",
         "6599577241c02a3686d6785207a990c2593186f902d483cb0c9ea8e34a06f276",
         "cbada10028532b4c0488fa786d99161d2a6de1bb59ddf3158519b77f7deece82",

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use serde_bytes::ByteBuf;
+
 use super::jobs::TaskResult;
+use crate::attest::Attestation;
 use crate::identity::PeerId;
 use crate::job::JobSpec;
 
@@ -22,6 +25,9 @@ pub struct DecidedTask {
     pub disagreeing: Vec<PeerId>,
     /// Replicas that voted.
     pub votes: u32,
+    /// The agreeing workers' signatures over the accepted result (at least
+    /// `quorum` for an accepted task; none for a failed one).
+    pub attestations: Vec<Attestation>,
 }
 
 /// Everything a job is at a coordinator, in one shape: what the store keeps,
@@ -32,8 +38,9 @@ pub struct JobSnapshot {
     pub spec: JobSpec,
     /// Decided tasks by index.
     pub decided: BTreeMap<u32, DecidedTask>,
-    /// Whether the submitter cancelled it.
-    pub cancelled: bool,
+    /// The submitter's cancel signature ([`crate::job::sign_cancel`]) when
+    /// it cancelled the job.
+    pub cancel: Option<ByteBuf>,
     /// Times the job moved to a new coordinator because the previous one died.
     pub failovers: u32,
 }
@@ -44,14 +51,19 @@ impl JobSnapshot {
         JobSnapshot {
             spec,
             decided: BTreeMap::new(),
-            cancelled: false,
+            cancel: None,
             failovers: 0,
         }
     }
 
     /// Whether every task is decided.
     pub fn is_done(&self) -> bool {
-        self.cancelled || self.decided.len() >= self.spec.inputs.len()
+        self.cancel.is_some() || self.decided.len() >= self.spec.inputs.len()
+    }
+
+    /// Whether the submitter cancelled it.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_some()
     }
 
     /// Applies an update from the coordinator.
@@ -61,7 +73,9 @@ impl JobSnapshot {
                 self.decided.insert(d.task, d);
             }
         }
-        self.cancelled |= update.cancelled;
+        if self.cancel.is_none() {
+            self.cancel = update.cancel;
+        }
         self.failovers = self.failovers.max(update.failovers);
     }
 }
@@ -71,8 +85,8 @@ impl JobSnapshot {
 pub struct JobUpdate {
     /// Tasks decided since the last copy.
     pub decided: Vec<DecidedTask>,
-    /// Whether the job was cancelled.
-    pub cancelled: bool,
+    /// The submitter's cancel signature, when the job was cancelled.
+    pub cancel: Option<ByteBuf>,
     /// Failovers so far.
     pub failovers: u32,
 }

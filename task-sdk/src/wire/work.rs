@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use chorus_core::jobs::Policy;
+
 use crate::bundle::{BundleId, Limits};
 use crate::identity::{self, Identity};
 use crate::job::{JobId, sha256};
@@ -36,6 +38,8 @@ pub struct RunTasks {
     pub coordinator: SocketAddr,
     /// Limits of every task.
     pub limits: Limits,
+    /// The job's policy (part of what the worker attests).
+    pub policy: Policy,
     /// The tasks.
     pub tasks: Vec<Assignment>,
 }
@@ -55,6 +59,10 @@ pub struct WorkerResult {
     pub fuel_used: u64,
     /// Microseconds it ran on the worker.
     pub wall_us: u64,
+    /// The worker's attestation of this result ([`crate::attest::Claim`]):
+    /// its signature over the job, task, input hash, bundle, terms and
+    /// outcome digest. `None` for no verdict.
+    pub attestation: Option<ByteBuf>,
 }
 
 /// A worker's signed answer to [`RunTasks`].
@@ -118,6 +126,7 @@ mod tests {
             digest: crate::outcome::digest(&Outcome::Ok, b"42"),
             fuel_used: 10,
             wall_us: 5,
+            attestation: None,
         };
         let mut s = SignedResults::sign(job, vec![r], &worker);
         assert!(s.verify(&worker.peer_id()));
@@ -137,11 +146,12 @@ mod tests {
             digest: Some([1; 32]),
             fuel_used: 10,
             wall_us: 5,
+            attestation: None,
         };
         let m = results_message(JobId(RingPos(9)), &[r]);
         assert_eq!(
             hex::encode(sha256(&m)),
-            "29a20125ea6006a2dd69655719067cadc73df80a2586be7ddc449b8d251b7e95"
+            "65b9ac81be3b2a26279f85f3f7d4e6df41b964aa955d35093d180fc547246996"
         );
     }
 }

@@ -1,0 +1,167 @@
+//! The client's check of every result it receives: the attestations'
+//! signatures, the number of distinct signers against the job's quorum, the
+//! outcome digest against the output bytes, the input hash and the bundle
+//! id against the job's header (whose hash is the job id), and that every
+//! signer is a member of the ring. A result that fails is never handed to
+//! the caller: it is recorded with the node that served it, and its task is
+//! fetched again from the job's other holders ([`JobRequest::Held`]).
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+
+use super::Client;
+use super::results::{JobResults, Refusal};
+use crate::attest::check_attestations;
+use crate::job::{JOB_FRAME_CAP, JobHeader, JobId};
+use crate::outcome::{self, Outcome};
+use crate::wire::{JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage, TaskResult};
+
+/// Checks `r` against the job's header, without the network: returns the
+/// signers' keys (none for a failed task, which carries no proof).
+pub(super) fn check_result(
+    job: JobId,
+    header: &JobHeader,
+    r: &ProvedResult,
+) -> Result<Vec<[u8; 32]>, String> {
+    let digest = match &r.result {
+        TaskResult::Failed { .. } => return Ok(Vec::new()),
+        TaskResult::Output(bytes) => outcome::digest(&Outcome::Ok, bytes),
+        TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+    }
+    .ok_or("the result is not a verdict")?;
+    let claim = header
+        .claim(job, r.task, digest)
+        .ok_or_else(|| format!("task {} is not in the job", r.task))?;
+    check_attestations(&claim, &r.attestations, header.policy.quorum).map_err(|e| e.to_string())
+}
+
+/// What a page left to do.
+pub(super) struct Checked {
+    /// Tasks refused from this page.
+    pub(super) refused: usize,
+}
+
+impl Client {
+    /// Checks every result of `page` (served by `node`) and keeps those that
+    /// hold in `all`; the others are recorded as refused and added to `bad`.
+    pub(super) async fn take_page(
+        &self,
+        job: JobId,
+        node: SocketAddr,
+        page: ResultsPage,
+        header: &mut Option<JobHeader>,
+        all: &mut JobResults,
+        bad: &mut BTreeSet<u32>,
+    ) -> Checked {
+        let mut refused = 0;
+        let mut refuse = |all: &mut JobResults, task: u32, reason: String| {
+            tracing::warn!(%job, task, %node, %reason, "refused a result whose proof does not hold");
+            all.refuse(Refusal { task, node, reason });
+            refused += 1;
+        };
+        if let Some(h) = page.header {
+            if !h.matches(job) {
+                for r in page.results {
+                    bad.insert(r.task);
+                    refuse(all, r.task, "the page's job header is not the job's".into());
+                }
+                return Checked { refused };
+            }
+            if header.is_none() {
+                self.remember_header(job, &h);
+                *header = Some(*h);
+            }
+        }
+        for r in page.results {
+            let task = r.task;
+            let Some(h) = header.as_ref() else {
+                bad.insert(task);
+                refuse(all, task, "no job header to check it against".into());
+                continue;
+            };
+            let signers = match check_result(job, h, &r) {
+                Ok(s) => s,
+                Err(reason) => {
+                    bad.insert(task);
+                    refuse(all, task, reason);
+                    continue;
+                }
+            };
+            let mut members = 0usize;
+            for key in &signers {
+                if self.is_member(key, node).await {
+                    members += 1;
+                }
+            }
+            if members < h.policy.quorum as usize {
+                bad.insert(task);
+                refuse(
+                    all,
+                    task,
+                    format!(
+                        "only {members} of its {} signers are ring members, the quorum is {}",
+                        signers.len(),
+                        h.policy.quorum
+                    ),
+                );
+                continue;
+            }
+            bad.remove(&task);
+            all.insert_proved(task, r.result, r.attestations);
+        }
+        Checked { refused }
+    }
+
+    /// Fetches the tasks in `bad` from the job's holders (its coordinator
+    /// and backups answer [`JobRequest::Held`] from their own state), every
+    /// known node but those in `liars` once, in turn. Tasks no holder can
+    /// prove stay in `bad`.
+    pub(super) async fn refetch(
+        &self,
+        job: JobId,
+        header: &mut Option<JobHeader>,
+        all: &mut JobResults,
+        bad: &mut BTreeSet<u32>,
+        liars: &HashSet<SocketAddr>,
+    ) {
+        let timeout = self.inner.config.call_timeout;
+        for node in self.nodes() {
+            if bad.is_empty() {
+                return;
+            }
+            if liars.contains(&node) {
+                continue;
+            }
+            let mut from = if header.is_none() {
+                0
+            } else {
+                bad.first().copied().unwrap_or(0)
+            };
+            // Pages of one holder, bounded by the job's size.
+            for _ in 0..=all.len() {
+                let req = Request::Job(JobRequest::Held { job, from });
+                let page = match self
+                    .inner
+                    .transport
+                    .call::<_, Response>(node, None, &req, JOB_FRAME_CAP, timeout)
+                    .await
+                {
+                    Ok(Response::Job(JobResponse::Results(page))) => *page,
+                    _ => break,
+                };
+                let next = page.next;
+                // Only the tasks still missing are taken from this page.
+                let mut page = page;
+                page.results.retain(|r| bad.contains(&r.task));
+                let checked = self.take_page(job, node, page, header, all, bad).await;
+                if checked.refused > 0 {
+                    break;
+                }
+                match (next, bad.first()) {
+                    (Some(n), Some(&b)) if n > from => from = n.max(b),
+                    _ => break,
+                }
+            }
+        }
+    }
+}
