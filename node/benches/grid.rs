@@ -47,6 +47,7 @@ fn limits() -> Limits {
 
 async fn run_job(
     via: SocketAddr,
+    submitter: &Identity,
     bundle: &VerifiedBundle,
     inputs: Vec<Vec<u8>>,
     replicas: u32,
@@ -54,7 +55,10 @@ async fn run_job(
 ) -> (Duration, Duration, JobId, u64) {
     let tasks = inputs.len();
     let policy = Policy::new(replicas, None, None).expect("policy");
-    let spec = JobSpec::new(bundle, inputs, Some(policy), Some(limits()), nonce).expect("spec");
+    let spec = JobSpec::new(bundle, inputs, Some(policy), Some(limits()), nonce)
+        .expect("spec")
+        .sign(submitter)
+        .expect("sign");
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let req = Request::Job(JobRequest::Submit {
@@ -185,7 +189,7 @@ fn main() {
         )
         .expect("bundle");
         // Warm up: bundles fetched, modules compiled on every node.
-        let _ = run_job(nodes[0].me().addr, &bundle, vec![Vec::new(); 400], 2, 0).await;
+        let _ = run_job(nodes[0].me().addr, &submitter, &bundle, vec![Vec::new(); 400], 2, 0).await;
 
         println!("Chorus grid benchmark: 4 nodes on 127.0.0.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
         println!();
@@ -201,6 +205,7 @@ fn main() {
         for (replicas, nonce) in [(1u32, 1u64), (2, 2)] {
             let (wall, cpu, job, replicas_run) = run_job(
                 nodes[1].me().addr,
+                &submitter,
                 &bundle,
                 vec![Vec::new(); tasks],
                 replicas,
@@ -231,11 +236,11 @@ fn main() {
             one_primes.0.as_secs_f64() * 1e6,
             one
         );
-        let _ = run_job(nodes[0].me().addr, &primes, prime_inputs(8), 2, 100).await;
+        let _ = run_job(nodes[0].me().addr, &submitter, &primes, prime_inputs(8), 2, 100).await;
         let n = 2_000u64;
         for (replicas, nonce) in [(1u32, 101u64), (2, 102)] {
             let (wall, cpu, job, replicas_run) =
-                run_job(nodes[2].me().addr, &primes, prime_inputs(n), replicas, nonce).await;
+                run_job(nodes[2].me().addr, &submitter, &primes, prime_inputs(n), replicas, nonce).await;
             let per_task = wall.as_secs_f64() / n as f64;
             let cpu_per = cpu.as_secs_f64() / n as f64 * 1e6;
             println!(

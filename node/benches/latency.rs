@@ -72,7 +72,7 @@ fn main() {
                 .inputs((0..8).map(|_| Vec::new()))
                 .replicas(2)
                 .nonce(1_000_000 + i)
-                .build()
+                .build(&submitter)
                 .expect("spec");
             let job = client.submit(&spec).await.expect("submit");
             client.wait(job).await.expect("wait");
@@ -87,7 +87,7 @@ fn main() {
                 .input(Vec::new())
                 .replicas(2)
                 .nonce(i)
-                .build()
+                .build(&submitter)
                 .expect("spec");
             let t0 = Instant::now();
             let job = client.submit(&spec).await.expect("submit");

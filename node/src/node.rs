@@ -47,7 +47,7 @@ pub struct NodeConfig {
     pub cores: usize,
     /// Memory donated, in MiB (announced; tasks' memory limits count against it).
     pub memory_mb: u64,
-    /// Testing aid: misbehave on purpose. Default [`Chaos::Off`].
+    /// Testing aid: misbehave on purpose. Default [`Chaos::OFF`].
     pub chaos: Chaos,
     /// Jobs: batch sizes, timeouts, replication.
     pub jobs: JobsConfig,
@@ -78,7 +78,7 @@ impl NodeConfig {
             metrics: None,
             cores: default_cores(),
             memory_mb: 2048,
-            chaos: Chaos::Off,
+            chaos: Chaos::OFF,
             jobs: JobsConfig::default(),
             serve: ServeLimits::default(),
             module_cache_bytes: 1 << 30,

@@ -224,7 +224,10 @@ mod tests {
             },
         ];
         for (i, other) in others.iter().enumerate() {
-            assert!(!other.verify(&a), "claim {i} verified with another's signature");
+            assert!(
+                !other.verify(&a),
+                "claim {i} verified with another's signature"
+            );
         }
         // Another key over the same signature.
         let mut stolen = a.clone();

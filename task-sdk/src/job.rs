@@ -170,7 +170,7 @@ impl JobHeader {
 
     /// Whether this is the header of `job`.
     pub fn matches(&self, job: JobId) -> bool {
-        self.inputs.len() % 32 == 0 && self.id() == job
+        self.inputs.len().is_multiple_of(32) && self.id() == job
     }
 
     /// The claim a worker signs for task `task` of `job` ending with the

@@ -123,8 +123,7 @@ pub async fn challenge(
             public_key,
             signature,
         } => Some(
-            public_key == *key
-                && identity::verify(key, &member_message(&nonce, key), &signature),
+            public_key == *key && identity::verify(key, &member_message(&nonce, key), &signature),
         ),
         _ => Some(false),
     }

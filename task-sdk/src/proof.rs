@@ -165,8 +165,7 @@ impl Proof {
     /// signers.
     pub fn check(&self, output: &[u8]) -> Result<usize, ProofFileError> {
         let malformed = |what: &str| ProofFileError::Malformed(what.to_string());
-        if hex32(&self.output_sha256).ok_or_else(|| malformed("output_sha256"))? != sha256(output)
-        {
+        if hex32(&self.output_sha256).ok_or_else(|| malformed("output_sha256"))? != sha256(output) {
             return Err(ProofFileError::OutputChanged);
         }
         let job: JobId = self.job.parse().map_err(|_| malformed("job"))?;

@@ -266,8 +266,8 @@ pub fn wait_for_results(
         });
         match ask(addr, &req) {
             Ok(Response::Job(JobResponse::Results(page))) => {
-                for (i, r) in page.results {
-                    results.insert(i, r);
+                for r in page.results {
+                    results.insert(r.task, r.result);
                 }
                 match page.next {
                     Some(n) => from = n,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
 use chorus_core::jobs::Policy;
-use chorus_node::jobs::Chaos;
 use chorus_node::net::NodeConfig;
 use chorus_sdk::bundle::{Bundle, Limits, Manifest, VerifiedBundle};
 use chorus_sdk::identity::Identity;
@@ -81,6 +80,8 @@ fn primes_job(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce
         nonce,
     )
     .expect("spec")
+    .sign(submitter)
+    .expect("sign")
 }
 
 /// Waits until `job` has at least `n` verified tasks (asking `via`).
@@ -143,7 +144,7 @@ fn a_lying_node_is_outvoted_and_loses_reputation() {
     let liar_index = 2;
     let nodes = start_cluster(6, |i, c| {
         if i == liar_index {
-            c.chaos = Chaos::CorruptResults;
+            c.chaos.corrupt_results = true;
         }
     })
     .expect("cluster");
@@ -157,7 +158,9 @@ fn a_lying_node_is_outvoted_and_loses_reputation() {
         None,
         2,
     )
-    .expect("spec");
+    .expect("spec")
+    .sign(&submitter)
+    .expect("sign");
     let job = submit(nodes[0].addr, spec).expect("submitted");
     let (st, results) =
         wait_for_results(&addrs(&nodes), job, Duration::from_secs(120)).expect("results");
@@ -323,7 +326,7 @@ fn a_liar_that_takes_over_a_job_still_finishes_it_right() {
     let mut nodes = start_cluster(4, |i, c| {
         c.data_dir = Some(base.join(format!("n{i}")));
         if i == liar_index {
-            c.chaos = Chaos::CorruptResults;
+            c.chaos.corrupt_results = true;
         }
     })
     .expect("cluster");
@@ -345,7 +348,9 @@ fn a_liar_that_takes_over_a_job_still_finishes_it_right() {
             None,
             nonce,
         )
-        .expect("spec");
+        .expect("spec")
+        .sign(&submitter)
+        .expect("sign");
         if chorus_tests::true_owner(&ids, s.id().0) == target {
             spec = Some(s);
             break;
@@ -401,6 +406,8 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
             5,
         )
         .expect("spec")
+        .sign(&submitter)
+        .expect("sign")
     };
 
     // Unknown job id.
@@ -483,7 +490,9 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
         None,
         6,
     )
-    .expect("spec");
+    .expect("spec")
+    .sign(&submitter)
+    .expect("sign");
     let long_job = submit(addr, long).expect("accepted");
     let req = Request::Job(JobRequest::Cancel {
         job: long_job,

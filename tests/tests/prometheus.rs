@@ -220,7 +220,10 @@ fn submit(client: &TestNode, to: SocketAddr) -> JobId {
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
     let policy = Policy::new(2, None, None).expect("policy");
-    let spec = JobSpec::new(&bundle, inputs, Some(policy), None, nonce).expect("spec");
+    let spec = JobSpec::new(&bundle, inputs, Some(policy), None, nonce)
+        .expect("spec")
+        .sign(&identity)
+        .expect("sign");
     let request = Request::Job(JobRequest::Submit {
         spec: Box::new(spec),
         forwarded: false,

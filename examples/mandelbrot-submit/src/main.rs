@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .inputs(picture.inputs()?)
         .replicas(3)
         .quorum(2)
-        .build()?;
+        .build(&me)?;
 
     let client = Client::connect(node).await?;
     let job = client.submit(&spec).await?;

@@ -92,10 +92,16 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
         config.metrics = Some(([127, 0, 0, 1], 0).into());
         config.data_dir = None;
         config.bootstrap = nodes.first().map(|n| vec![n.me().addr]).unwrap_or_default();
+        // The liar runs every adversary at once: it lies as a worker, forges
+        // results for clients and forges copies of jobs it hears of.
         config.chaos = if i == liar {
-            Chaos::CorruptResults
+            Chaos {
+                corrupt_results: true,
+                forge_results: true,
+                forge_copies: true,
+            }
         } else {
-            Chaos::Off
+            Chaos::OFF
         };
         let node = Node::start(config)
             .await
@@ -157,7 +163,7 @@ async fn run_job(
         .inputs(inputs)
         .replicas(3)
         .quorum(2)
-        .build()?;
+        .build(&me)?;
     let client = Client::connect(members[0].addr)
         .await
         .context("connecting to node 0")?;

@@ -36,11 +36,14 @@ pub struct NodeArgs {
     /// Memory donated, in MiB (tasks' memory limits count against it).
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub memory_mb: u64,
-    /// Testing and demonstration aid, off by default: `corrupt-results` makes
-    /// this node flip bytes in every result it returns, so that anyone can
-    /// watch verification reject a liar. Never use it on a grid you share.
+    /// Testing and demonstration aid, off by default (repeatable): make this
+    /// node an adversary so that anyone can watch the defences hold.
+    /// `corrupt-results` flips bytes in every result it returns as a worker;
+    /// `forge-results` hands clients forged outputs with made-up
+    /// attestations; `forge-copies` sends forged job copies and takeover
+    /// requests to backups. Never use it on a grid you share.
     #[arg(long, value_enum, value_name = "MODE")]
-    pub chaos: Option<ChaosArg>,
+    pub chaos: Vec<ChaosArg>,
     /// Most incoming connections served at once (peers and clients); more are refused.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: usize,
@@ -50,19 +53,29 @@ pub struct NodeArgs {
     pub module_cache_mb: u64,
 }
 
-/// Values of `chorus node --chaos`.
+/// Values of `chorus node --chaos` (see `chorus_node::jobs::Chaos`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChaosArg {
     /// Flip bytes in every result this node returns as a worker.
     CorruptResults,
+    /// Hand clients forged outputs with made-up attestations by fresh keys.
+    ForgeResults,
+    /// Send forged copies (made-up decided tasks, a cancel) of every job
+    /// heard of to its backups, and ask them to take it over.
+    ForgeCopies,
 }
 
-impl From<ChaosArg> for Chaos {
-    fn from(c: ChaosArg) -> Chaos {
-        match c {
-            ChaosArg::CorruptResults => Chaos::CorruptResults,
+/// The modes given, as the node's setting.
+fn chaos_of(args: &[ChaosArg]) -> Chaos {
+    let mut c = Chaos::OFF;
+    for a in args {
+        match a {
+            ChaosArg::CorruptResults => c.corrupt_results = true,
+            ChaosArg::ForgeResults => c.forge_results = true,
+            ChaosArg::ForgeCopies => c.forge_copies = true,
         }
     }
+    c
 }
 
 /// Runs `chorus node`.
@@ -77,7 +90,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.ring.successors = args.successors.max(1);
         config.cores = args.cores.unwrap_or_else(default_cores).max(1);
         config.memory_mb = args.memory_mb;
-        config.chaos = args.chaos.map_or(Chaos::Off, Chaos::from);
+        config.chaos = chaos_of(&args.chaos);
         config.serve.max_connections = args.max_connections.max(1);
         config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
         let config_chaos = config.chaos;
@@ -87,8 +100,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             node.me().id,
             node.me().addr
         );
-        if config_chaos != Chaos::Off {
-            eprintln!("warning: chaos mode {config_chaos:?}: this node lies on purpose");
+        if !config_chaos.is_off() {
+            eprintln!(
+                "warning: chaos mode {}: this node lies on purpose (a testing aid; never on a grid you share)",
+                config_chaos.names().join(", ")
+            );
         }
         wait_for_signal().await?;
         eprintln!("leaving the ring");

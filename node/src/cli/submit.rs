@@ -81,7 +81,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = args.max_replicas {
         job = job.max_replicas(m);
     }
-    let spec = job.build().context("building the job")?;
+    let spec = job.build(&identity).context("building the job")?;
 
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let results = rt.block_on(async {

@@ -13,11 +13,12 @@ use chorus_core::jobs::{
     Action, Answer, BatchId, Candidate, Decision, FailReason, JobMachine, MachineConfig, Restored,
     Verdict,
 };
+use chorus_sdk::attest::Attestation;
 use chorus_sdk::bundle::VerifiedBundle;
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
-    Assignment, DecidedTask, JOB_FRAME_CAP, JobId, JobRequest, JobResponse, JobSnapshot, JobStatus,
-    Rejection, ResultsPage, RunTasks, SignedResults, TaskResult,
+    Assignment, DecidedTask, JOB_FRAME_CAP, JobHeader, JobId, JobRequest, JobResponse, JobSnapshot,
+    JobStatus, ProvedResult, Rejection, ResultsPage, RunTasks, SignedResults, TaskResult,
 };
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response};
@@ -39,6 +40,8 @@ type Payload = (Outcome, ByteBuf);
 pub(super) struct JobHandle {
     pub(super) id: JobId,
     pub(super) bundle: Arc<VerifiedBundle>,
+    /// Input hashes, bundle and terms: what attestations are checked against.
+    pub(super) header: JobHeader,
     pub(super) state: std::sync::Mutex<JobState>,
     pub(super) wake: Notify,
     /// Bumped on every change clients see (a task decided, a cancel).
@@ -61,6 +64,9 @@ pub(super) struct JobState {
     addrs: HashMap<PeerId, SocketAddr>,
     /// When the last task was decided.
     finished: Option<Instant>,
+    /// Valid attestations of undecided tasks, with the digest each attests:
+    /// the agreeing ones go with the task when it is decided.
+    attests: HashMap<u32, Vec<([u8; 32], Attestation)>>,
 }
 
 /// What one round of performing actions left for the async side.
@@ -105,13 +111,15 @@ impl JobHandle {
             config,
             id.0.0 ^ 0x9e37_79b9_7f4a_7c15,
             restored,
-            snapshot.cancelled,
+            snapshot.is_cancelled(),
         );
         let log = snapshot.decided.keys().copied().collect();
         let finished = machine.is_done().then(Instant::now);
+        let header = snapshot.spec.header();
         JobHandle {
             id,
             bundle,
+            header,
             state: std::sync::Mutex::new(JobState {
                 snapshot,
                 machine,
@@ -121,6 +129,7 @@ impl JobHandle {
                 backups: HashMap::new(),
                 addrs: HashMap::new(),
                 finished,
+                attests: HashMap::new(),
             }),
             wake: Notify::new(),
             version: watch::channel(1).0,
@@ -167,32 +176,12 @@ impl JobHandle {
 
     /// Final results of tasks `from..`, as many as fit in a page.
     pub(super) fn page(&self, st: &JobState, from: u32, shared: &Shared) -> ResultsPage {
-        let mut results = Vec::new();
-        let mut bytes = 0usize;
-        let mut next = None;
-        for (&i, d) in st.snapshot.decided.range(from..) {
-            let size = match &d.result {
-                TaskResult::Output(b) => b.len(),
-                TaskResult::Error { output, .. } => output.len() + 64,
-                TaskResult::Failed { reason } => reason.len(),
-            } + 16;
-            if !results.is_empty() && bytes + size > PAGE_BYTES {
-                next = Some(i);
-                break;
-            }
-            bytes += size;
-            results.push((i, d.result.clone()));
-        }
-        ResultsPage {
-            status: self.status(st, shared),
-            results,
-            next,
-        }
+        page_of(&st.snapshot, &self.header, from, self.status(st, shared))
     }
 
     /// Cancels: every undecided task fails with "cancelled". Returns whether
     /// anything changed.
-    pub(super) fn cancel(&self, shared: &Shared) -> bool {
+    pub(super) fn cancel(&self, shared: &Shared, signature: ByteBuf) -> bool {
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
@@ -201,7 +190,7 @@ impl JobHandle {
         }
         let now = st.now();
         st.machine.handle_cancel(now);
-        st.snapshot.cancelled = true;
+        st.snapshot.cancel = Some(signature);
         let performed = st.perform(self.id, &self.bundle, shared);
         drop(st);
         if performed.changed {
@@ -261,6 +250,7 @@ impl JobState {
                         bundle: bundle.id(),
                         coordinator: shared.me.addr,
                         limits: self.snapshot.spec.limits,
+                        policy: self.snapshot.spec.policy,
                         tasks,
                     };
                     out.sends.push((batch, worker, addr, run));
@@ -306,6 +296,7 @@ impl JobState {
             votes,
         } = d;
         shared.apply_verdict(&verdict);
+        let offered = self.attests.remove(&task).unwrap_or_default();
         let (result, agreeing, disagreeing, label) = match &verdict {
             Verdict::Accepted {
                 agreeing,
@@ -349,6 +340,20 @@ impl JobState {
                 )
             }
         };
+        // The accepted result's digest, and the agreeing workers' signatures of it.
+        let accepted_digest = match &result {
+            TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
+            TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+            TaskResult::Failed { .. } => None,
+        };
+        let attestations: Vec<Attestation> = match accepted_digest {
+            Some(d) => offered
+                .into_iter()
+                .filter(|(digest, a)| *digest == d && agreeing.contains(&a.peer()))
+                .map(|(_, a)| a)
+                .collect(),
+            None => Vec::new(),
+        };
         if label != "cancelled" {
             shared
                 .metrics
@@ -376,6 +381,7 @@ impl JobState {
                 agreeing,
                 disagreeing,
                 votes,
+                attestations,
             },
         );
         self.unstored.push(task);
@@ -383,7 +389,7 @@ impl JobState {
     }
 
     /// Feeds a batch's answer to the machine.
-    fn apply(&mut self, id: JobId, done: BatchDone, shared: &Shared) {
+    fn apply(&mut self, id: JobId, header: &JobHeader, done: BatchDone, shared: &Shared) {
         let now = self.now();
         let BatchDone {
             batch,
@@ -402,21 +408,50 @@ impl JobState {
                     self.machine.handle_batch_lost(now, batch);
                     return;
                 }
-                let answers = signed.results.into_iter().map(|r| {
-                    // The coordinator hashes what it got: a worker's own
-                    // digest is not trusted.
-                    let answer = match outcome::digest(&r.outcome, &r.output) {
-                        Some(digest) => Answer::Vote {
-                            digest,
-                            payload: (r.outcome, r.output),
-                        },
+                // The coordinator hashes what it got (a worker's own digest
+                // is not trusted) and checks each vote's attestation: a vote
+                // without a valid one would be a result no client can check.
+                let mut checked = Vec::with_capacity(signed.results.len());
+                for r in signed.results {
+                    let vote = match outcome::digest(&r.outcome, &r.output) {
+                        Some(digest) => {
+                            let attestation = r.attestation.map(|signature| Attestation {
+                                worker: signed.worker,
+                                signature,
+                            });
+                            match (header.claim(id, r.task, digest), attestation) {
+                                (Some(c), Some(a)) if c.verify(&a) => Some((digest, a)),
+                                _ => {
+                                    warn!(job = %id, task = r.task, %worker, "a vote without a valid attestation: the batch counts as lost");
+                                    self.machine.handle_batch_lost(now, batch);
+                                    return;
+                                }
+                            }
+                        }
                         None => {
                             debug!(job = %id, task = r.task, %worker, outcome = %r.outcome, "no verdict");
-                            Answer::NoVerdict
+                            None
                         }
                     };
-                    (r.task, answer)
-                });
+                    checked.push((r.task, vote, r.outcome, r.output));
+                }
+                let mut answers = Vec::with_capacity(checked.len());
+                for (task, vote, outcome, output) in checked {
+                    let answer = match vote {
+                        Some((digest, a)) => {
+                            let offered = self.attests.entry(task).or_default();
+                            if !offered.iter().any(|(_, o)| o.worker == a.worker) {
+                                offered.push((digest, a));
+                            }
+                            Answer::Vote {
+                                digest,
+                                payload: (outcome, output),
+                            }
+                        }
+                        None => Answer::NoVerdict,
+                    };
+                    answers.push((task, answer));
+                }
                 self.machine.handle_batch_done(now, batch, answers);
             }
             BatchOutcome::Busy => self.machine.handle_batch_busy(now, batch),
@@ -425,6 +460,44 @@ impl JobState {
                 self.machine.handle_batch_lost(now, batch);
             }
         }
+    }
+}
+
+/// A page of final results of `snapshot` from task `from`, with their
+/// attestations (and the header on the page that starts at task 0), as much
+/// as fits in [`PAGE_BYTES`], with `status`.
+pub(super) fn page_of(
+    snapshot: &JobSnapshot,
+    header: &JobHeader,
+    from: u32,
+    status: JobStatus,
+) -> ResultsPage {
+    let mut results = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = None;
+    for (&i, d) in snapshot.decided.range(from..) {
+        let size = match &d.result {
+            TaskResult::Output(b) => b.len(),
+            TaskResult::Error { output, .. } => output.len() + 64,
+            TaskResult::Failed { reason } => reason.len(),
+        } + 16
+            + d.attestations.len() * 112;
+        if !results.is_empty() && bytes + size > PAGE_BYTES {
+            next = Some(i);
+            break;
+        }
+        bytes += size;
+        results.push(ProvedResult {
+            task: i,
+            result: d.result.clone(),
+            attestations: d.attestations.clone(),
+        });
+    }
+    ResultsPage {
+        status,
+        header: (from == 0).then(|| Box::new(header.clone())),
+        results,
+        next,
     }
 }
 
@@ -500,7 +573,7 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
                 let mut got = got;
                 let Ok(mut st) = handle.state.lock() else { return };
                 while let Some(done) = got {
-                    st.apply(id, done, &shared);
+                    st.apply(id, &handle.header, done, &shared);
                     got = rx.try_recv().ok();
                 }
             }
@@ -587,22 +660,23 @@ impl Shared {
                 .collect();
             (
                 fresh,
-                st.snapshot.cancelled,
+                st.snapshot.cancel.clone(),
                 st.snapshot.failovers,
                 st.log.len(),
             )
         };
         if let Some(store) = self.store.clone()
-            && (!fresh.is_empty() || cancelled)
+            && (!fresh.is_empty() || cancelled.is_some())
         {
             // One fsync per call: off the async threads.
             let tasks = fresh.clone();
+            let cancel = cancelled.clone();
             let r = tokio::task::spawn_blocking(move || {
                 if !tasks.is_empty() {
                     store.add_decided(super::Role::Primary, id, &tasks)?;
                 }
-                if cancelled {
-                    store.set_cancelled(super::Role::Primary, id)?;
+                if let Some(signature) = cancel {
+                    store.set_cancelled(super::Role::Primary, id, &signature)?;
                 }
                 Ok::<(), super::StoreError>(())
             })
@@ -635,7 +709,7 @@ impl Shared {
                             .iter()
                             .filter_map(|t| st.snapshot.decided.get(t).cloned())
                             .collect(),
-                        cancelled,
+                        cancel: cancelled.clone(),
                         failovers,
                     }),
                     None => chorus_sdk::job::JobCopy::Full(Box::new(st.snapshot.clone())),

@@ -28,6 +28,7 @@
 //! - `worker.rs`: running a batch in the sandbox; serving bundles.
 //! - `store.rs`: the job store.
 
+mod chaos;
 mod coordinator;
 mod replication;
 mod routing;
@@ -41,9 +42,11 @@ use std::time::Duration;
 
 use chorus_core::RingPos;
 use chorus_core::jobs::{MachineConfig, PlacementPolicy, Reputation, Verdict};
+use chorus_sdk::attest::member_message;
 use chorus_sdk::bundle::{BundleId, VerifiedBundle};
 use chorus_sdk::identity::{Identity, PeerId};
 use chorus_sdk::job::{JobError, JobId, JobRequest, JobSnapshot, WorkerReputation};
+use chorus_sdk::members::Members;
 use chorus_sdk::transport::Transport;
 use chorus_sdk::wire::{ErrorKind, Peer, Response, WireError};
 use dashmap::DashMap;
@@ -59,16 +62,7 @@ use replication::Backup;
 pub use store::{Role, Store, StoreError};
 pub use worker::outcome_label;
 
-/// Misbehaviour on purpose, to watch verification work. Off by default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Chaos {
-    /// Behave.
-    #[default]
-    Off,
-    /// Flip bytes in every result this node returns as a worker (and turn every
-    /// task error into a made-up success): a liar for tests and demos.
-    CorruptResults,
-}
+pub use chaos::Chaos;
 
 /// Tuning of the job service.
 #[derive(Clone, Debug)]
@@ -186,6 +180,10 @@ pub(crate) struct Shared {
     worker_inflight: AtomicUsize,
     /// Serialises promotions of backups.
     promote_lock: tokio::sync::Mutex<()>,
+    /// Which attestation signers of copies are ring members.
+    members: Members,
+    /// Jobs a `forge-copies` node attacks.
+    attacked: DashMap<JobId, ()>,
 }
 
 /// The job service of a node. Cheap to clone.
@@ -212,6 +210,7 @@ fn job_error(e: &JobError) -> WireError {
         JobError::TooManyTasks(_) => ErrorKind::TooManyTasks,
         JobError::InputTooLarge { .. } => ErrorKind::InputTooLarge,
         JobError::ModuleTooLarge { .. } => ErrorKind::ModuleTooLarge,
+        JobError::BadSignature | JobError::NotSubmitter => ErrorKind::Forbidden,
     };
     WireError::new(kind, e.to_string())
 }
@@ -247,16 +246,14 @@ impl Jobs {
             fetch_lock: tokio::sync::Mutex::new(()),
             worker_inflight: AtomicUsize::new(0),
             promote_lock: tokio::sync::Mutex::new(()),
+            members: Members::new(),
+            attacked: DashMap::new(),
         });
         if let Some(store) = &shared.store {
             for (id, snapshot) in store.load_all(Role::Backup)? {
                 shared.backups.insert(
                     id,
-                    Arc::new(std::sync::Mutex::new(Backup {
-                        updated: std::time::Instant::now(),
-                        coordinator: None,
-                        snapshot,
-                    })),
+                    Arc::new(std::sync::Mutex::new(Backup::new(None, snapshot))),
                 );
             }
             for (id, snapshot) in store.load_all(Role::Primary)? {
@@ -274,8 +271,52 @@ impl Jobs {
         Ok((Jobs { shared }, task))
     }
 
+    /// Answers a membership challenge: our key's signature over the nonce.
+    pub fn prove(&self, nonce: &[u8; 32]) -> Response {
+        let key = self.shared.identity.public_key();
+        Response::Proof {
+            public_key: key,
+            signature: serde_bytes::ByteBuf::from(
+                self.shared
+                    .identity
+                    .sign(&member_message(nonce, &key))
+                    .to_vec(),
+            ),
+        }
+    }
+
     /// Answers one job request from `from`: the one dispatch of job traffic.
     pub async fn handle(&self, req: JobRequest, from: PeerId) -> Response {
+        let s = &self.shared;
+        if s.chaos.forge_copies {
+            let (job, spec) = match &req {
+                JobRequest::Submit { spec, .. } => (Some(spec.id()), Some(&**spec)),
+                JobRequest::Run(run) => (Some(run.job), None),
+                JobRequest::Replicate { job, .. }
+                | JobRequest::Status { job, .. }
+                | JobRequest::Watch { job, .. }
+                | JobRequest::Results { job, .. }
+                | JobRequest::Held { job, .. } => (Some(*job), None),
+                _ => (None, None),
+            };
+            if let Some(job) = job {
+                s.learn_job(job, spec);
+            }
+        }
+        let forge = match &req {
+            JobRequest::Results { job, .. } | JobRequest::Held { job, .. } => {
+                s.chaos.forge_results.then_some(*job)
+            }
+            _ => None,
+        };
+        let mut resp = self.answer(req, from).await;
+        if let Some(job) = forge {
+            s.forge_answer(job, &mut resp);
+        }
+        resp
+    }
+
+    async fn answer(&self, req: JobRequest, from: PeerId) -> Response {
         let s = &self.shared;
         match req {
             JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded).await,
@@ -307,6 +348,7 @@ impl Jobs {
                 s.routed(job, forwarded, routing::Ask::Cancel { signature })
                     .await
             }
+            JobRequest::Held { job, from: first } => s.held(job, first),
             JobRequest::Run(run) => s.run_batch(*run, from.ring_pos()).await,
             JobRequest::FetchBundle { bundle } => s.serve_bundle(bundle, from),
             JobRequest::Replicate {

@@ -2,15 +2,22 @@
 //! coordinator while it lives, taking a job over when it is gone, and
 //! forgetting finished copies.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_sdk::job::{JOB_FRAME_CAP, JobCopy, JobId, JobRequest, JobResponse, JobSnapshot};
+use chorus_sdk::attest::check_attestations;
+use chorus_sdk::job::{
+    DecidedTask, JOB_FRAME_CAP, JobCopy, JobHeader, JobId, JobRequest, JobResponse, JobSnapshot,
+    TaskResult, verify_cancel,
+};
+use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
+use serde_bytes::ByteBuf;
 use tracing::{info, warn};
 
 use super::coordinator::JobHandle;
-use super::{Role, Shared, job_error};
+use super::{Role, Shared};
 
 /// A copy of another coordinator's job.
 pub(super) struct Backup {
@@ -20,26 +27,58 @@ pub(super) struct Backup {
     pub(super) coordinator: Option<Peer>,
     /// The job as copied.
     pub(super) snapshot: JobSnapshot,
+    /// Its header: what the attestations of its decided tasks are checked against.
+    pub(super) header: JobHeader,
+}
+
+impl Backup {
+    /// A copy from its snapshot.
+    pub(super) fn new(coordinator: Option<Peer>, snapshot: JobSnapshot) -> Backup {
+        Backup {
+            updated: Instant::now(),
+            coordinator,
+            header: snapshot.spec.header(),
+            snapshot,
+        }
+    }
 }
 
 impl Shared {
-    /// Keeps (or updates) a copy of another coordinator's job.
+    /// Keeps (or updates) a copy of another coordinator's job, once it holds
+    /// up: the sender is the job's owner by our own lookup, the spec carries
+    /// its submitter's signature, every decided task a quorum of valid
+    /// attestations by ring members, a cancel the submitter's signature. A
+    /// copy that fails any of these changes nothing and is counted in
+    /// `chorus_job_copies_refused_total`.
     pub(super) async fn take_copy(&self, job: JobId, coordinator: Peer, copy: JobCopy) -> Response {
         if self.jobs.contains_key(&job) {
             // We coordinate it ourselves (a takeover raced the old owner):
             // our state is at least as new.
             return Response::Job(JobResponse::Ok);
         }
+        if !self.may_send_copies(job, &coordinator).await {
+            return self.refuse_copy(job, &coordinator, "the sender is not the job's owner");
+        }
         let entry = match copy {
             JobCopy::Full(snapshot) => {
                 if snapshot.spec.id() != job {
-                    return Response::Error(WireError::new(
-                        ErrorKind::BadJob,
-                        "spec does not match the job id",
-                    ));
+                    return self.refuse_copy(job, &coordinator, "the spec is not the job's");
                 }
                 if let Err(e) = snapshot.spec.verify() {
-                    return Response::Error(job_error(&e));
+                    return self.refuse_copy(job, &coordinator, &e.to_string());
+                }
+                let header = snapshot.spec.header();
+                if let Err(why) = self
+                    .check_copy(
+                        job,
+                        &snapshot,
+                        &header,
+                        snapshot.decided.values(),
+                        snapshot.cancel.as_ref(),
+                    )
+                    .await
+                {
+                    return self.refuse_copy(job, &coordinator, &why);
                 }
                 let (snapshot, stored) = self.put_job_blocking(Role::Backup, job, *snapshot).await;
                 if let Err(e) = stored {
@@ -50,11 +89,10 @@ impl Shared {
                         format!("could not store the copy of job {job}: {e}"),
                     ));
                 }
-                let b = Arc::new(std::sync::Mutex::new(Backup {
-                    updated: Instant::now(),
-                    coordinator: Some(coordinator),
+                let b = Arc::new(std::sync::Mutex::new(Backup::new(
+                    Some(coordinator),
                     snapshot,
-                }));
+                )));
                 self.backups.insert(job, b);
                 return Response::Job(JobResponse::Ok);
             }
@@ -62,6 +100,25 @@ impl Shared {
                 let Some(b) = self.backups.get(&job).map(|b| b.clone()) else {
                     return Response::Job(JobResponse::NeedSpec);
                 };
+                let known = b
+                    .lock()
+                    .ok()
+                    .map(|b| (b.snapshot.clone(), b.header.clone()));
+                let Some((snapshot, header)) = known else {
+                    return Response::Error(WireError::new(ErrorKind::Internal, "backup poisoned"));
+                };
+                if let Err(why) = self
+                    .check_copy(
+                        job,
+                        &snapshot,
+                        &header,
+                        update.decided.iter(),
+                        update.cancel.as_ref(),
+                    )
+                    .await
+                {
+                    return self.refuse_copy(job, &coordinator, &why);
+                }
                 (b, update)
             }
         };
@@ -74,8 +131,11 @@ impl Shared {
             if !update.decided.is_empty() {
                 r = store.add_decided(Role::Backup, job, &update.decided);
             }
-            if r.is_ok() && update.cancelled && !b.snapshot.cancelled {
-                r = store.set_cancelled(Role::Backup, job);
+            if r.is_ok()
+                && let Some(signature) = &update.cancel
+                && !b.snapshot.is_cancelled()
+            {
+                r = store.set_cancelled(Role::Backup, job, signature);
             }
             if r.is_ok() && update.failovers != b.snapshot.failovers {
                 r = store.set_failovers(Role::Backup, job, update.failovers);
@@ -91,6 +151,106 @@ impl Shared {
         b.updated = Instant::now();
         b.snapshot.apply(update);
         Response::Job(JobResponse::Ok)
+    }
+
+    /// Counts and logs a refused copy; the answer says why.
+    fn refuse_copy(&self, job: JobId, sender: &Peer, why: &str) -> Response {
+        self.metrics.job_copies_refused.inc();
+        warn!(%job, sender = %sender.id, addr = %sender.addr, reason = why, "refused a job copy");
+        Response::Error(WireError::new(
+            ErrorKind::Forbidden,
+            format!("copy of job {job} refused: {why}"),
+        ))
+    }
+
+    /// Whether `sender` may send copies of `job`: it is the coordinator of
+    /// our copy already, or the job's owner by our own lookup, or (a node
+    /// that joined in front of it) we own the job and it is our successor.
+    async fn may_send_copies(&self, job: JobId, sender: &Peer) -> bool {
+        if self
+            .copy_coordinator(job)
+            .is_some_and(|c| c.id == sender.id)
+        {
+            return true;
+        }
+        match self.ring.lookup(job.0).await {
+            Ok(done) if done.owner.id == sender.id => true,
+            Ok(done) if done.owner.id == self.me.id => self
+                .ring
+                .view()
+                .await
+                .is_ok_and(|v| v.successors.first().is_some_and(|s| s.id == sender.id)),
+            _ => false,
+        }
+    }
+
+    /// Checks what a copy adds to `snapshot` (the spec already verified):
+    /// every accepted task carries at least `quorum` valid attestations of
+    /// its result by distinct ring members, and a cancel is the submitter's.
+    async fn check_copy<'a>(
+        &self,
+        job: JobId,
+        snapshot: &JobSnapshot,
+        header: &JobHeader,
+        decided: impl Iterator<Item = &'a DecidedTask>,
+        cancel: Option<&ByteBuf>,
+    ) -> Result<(), String> {
+        if let Some(signature) = cancel {
+            let Some(key) = snapshot.spec.submitter() else {
+                return Err("the job has no submitter to cancel it".into());
+            };
+            if !verify_cancel(job, &key, signature) {
+                return Err("the cancel is not signed by the submitter".into());
+            }
+        }
+        let quorum = header.policy.quorum;
+        let mut per_task = Vec::new();
+        let mut signers = BTreeSet::new();
+        for d in decided {
+            let digest = match &d.result {
+                // No proof exists for a failed task: only the owner (checked
+                // by the caller) may say so.
+                TaskResult::Failed { .. } => continue,
+                TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
+                TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+            }
+            .ok_or_else(|| format!("task {} is accepted without a verdict", d.task))?;
+            let claim = header
+                .claim(job, d.task, digest)
+                .ok_or_else(|| format!("task {} is not in the job", d.task))?;
+            let keys = check_attestations(&claim, &d.attestations, quorum)
+                .map_err(|e| format!("task {}: {e}", d.task))?;
+            signers.extend(keys.iter().copied());
+            per_task.push((d.task, keys));
+        }
+        let mut members = BTreeSet::new();
+        for key in signers {
+            if self.is_member(&key).await {
+                members.insert(key);
+            }
+        }
+        for (task, keys) in per_task {
+            let n = keys.iter().filter(|k| members.contains(*k)).count();
+            if n < quorum as usize {
+                return Err(format!(
+                    "task {task}: {n} of its signers are ring members, the quorum is {quorum}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `key` is a ring member: our lookup of its position finds it,
+    /// and it signs our challenge. Cached.
+    pub(super) async fn is_member(&self, key: &[u8; 32]) -> bool {
+        if *key == self.identity.public_key() {
+            return true;
+        }
+        let ring = &self.ring;
+        let lookup = |pos| async move { ring.lookup(pos).await.ok().map(|d| d.owner) };
+        self.members
+            .check(key, lookup, &self.transport, self.config.liveness_timeout)
+            .await
     }
 
     /// Stores a whole job off the async threads (a spec may be 64 MiB and
@@ -164,7 +324,13 @@ impl Shared {
         if let Some(h) = self.jobs.get(&job) {
             return Some(h.clone());
         }
-        if !self.backups.contains_key(&job) || self.coordinator_alive(job).await {
+        // A takeover needs both: this node owns the job by its own view (a
+        // forwarder's word is not enough), and the coordinator named in the
+        // copy does not answer for it.
+        if !self.backups.contains_key(&job)
+            || !self.owns(job.0).await
+            || self.coordinator_alive(job).await
+        {
             return None;
         }
         let (_, backup) = self.backups.remove(&job)?;

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use chorus_core::RingPos;
 use chorus_sdk::job::{
-    JOB_FRAME_CAP, JobId, JobRequest, JobResponse, JobSnapshot, JobSpec, MAX_WATCH_MS,
+    JOB_FRAME_CAP, JobId, JobRequest, JobResponse, JobSnapshot, JobSpec, JobStatus, MAX_WATCH_MS,
     verify_cancel,
 };
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
 use serde_bytes::ByteBuf;
 use tracing::info;
 
-use super::coordinator::JobHandle;
+use super::coordinator::{JobHandle, page_of};
 use super::{Role, Shared, job_error};
 
 /// A per-job question, answered by the job's coordinator.
@@ -206,6 +206,52 @@ impl Shared {
         }
     }
 
+    /// [`JobRequest::Held`]: a page of results as this node holds them, as
+    /// the job's coordinator or from its copy; never forwarded. Every result
+    /// carries its attestations, so the client checks it whoever serves it.
+    pub(super) fn held(&self, job: JobId, from: u32) -> Response {
+        if let Some(h) = self.jobs.get(&job).map(|h| h.clone()) {
+            return match h.state.lock() {
+                Ok(st) => Response::Job(JobResponse::Results(Box::new(h.page(&st, from, self)))),
+                Err(_) => poisoned(),
+            };
+        }
+        let Some(b) = self.backups.get(&job).map(|b| b.clone()) else {
+            return unknown(job);
+        };
+        let Ok(b) = b.lock() else {
+            return poisoned();
+        };
+        let snap = &b.snapshot;
+        let verified = snap
+            .decided
+            .values()
+            .filter(|d| d.result.is_verified())
+            .count();
+        let decided = snap.decided.len();
+        let tasks = snap.spec.inputs.len();
+        let status = JobStatus {
+            job,
+            coordinator: b.coordinator.clone().unwrap_or_else(|| self.me.clone()),
+            tasks: u32::try_from(tasks).unwrap_or(u32::MAX),
+            pending: u32::try_from(tasks.saturating_sub(decided)).unwrap_or(u32::MAX),
+            running: 0,
+            verified: u32::try_from(verified).unwrap_or(u32::MAX),
+            failed: u32::try_from(decided - verified).unwrap_or(u32::MAX),
+            replicas_run: 0,
+            disagreements: 0,
+            rejected: Vec::new(),
+            done: snap.is_done(),
+            cancelled: snap.is_cancelled(),
+            failovers: snap.failovers,
+            reputation: Vec::new(),
+            version: 0,
+        };
+        Response::Job(JobResponse::Results(Box::new(page_of(
+            snap, &b.header, from, status,
+        ))))
+    }
+
     /// The job's status as it is now.
     fn status_now(&self, h: &JobHandle) -> Response {
         match h.state.lock() {
@@ -252,7 +298,7 @@ impl Shared {
                         format!("only the submitter of job {job} can cancel it"),
                     ));
                 }
-                if h.cancel(self) {
+                if h.cancel(self, signature) {
                     info!(%job, "job cancelled");
                     self.persist_and_replicate(h).await;
                 }

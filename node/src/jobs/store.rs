@@ -46,6 +46,7 @@ use std::sync::Arc;
 use chorus_sdk::job::{DecidedTask, JobId, JobSpec};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use tracing::warn;
 
 pub use chorus_sdk::job::JobSnapshot;
@@ -225,7 +226,7 @@ impl Store {
     pub fn put_job(&self, role: Role, job: JobId, snap: &JobSnapshot) -> Result<(), StoreError> {
         let spec = rmp_serde::to_vec_named(&snap.spec)?;
         let flags = Flags {
-            cancelled: snap.cancelled,
+            cancel: snap.cancel.clone(),
             failovers: snap.failovers,
         }
         .encode()?;
@@ -266,10 +267,15 @@ impl Store {
         })
     }
 
-    /// Marks a stored job cancelled. [`StoreError::NotStored`] if it is not
-    /// stored in `role`.
-    pub fn set_cancelled(&self, role: Role, job: JobId) -> Result<(), StoreError> {
-        self.update_flags(role, job, |f| f.cancelled = true)
+    /// Marks a stored job cancelled with the submitter's `signature`.
+    /// [`StoreError::NotStored`] if it is not stored in `role`.
+    pub fn set_cancelled(
+        &self,
+        role: Role,
+        job: JobId,
+        signature: &ByteBuf,
+    ) -> Result<(), StoreError> {
+        self.update_flags(role, job, |f| f.cancel = Some(signature.clone()))
     }
 
     /// Sets a stored job's failover count. [`StoreError::NotStored`] if it is
@@ -427,8 +433,9 @@ from_redb!(
 /// A job's small mutable state, apart from its spec.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Flags {
+    /// The submitter's cancel signature, when cancelled.
     #[serde(default)]
-    cancelled: bool,
+    cancel: Option<ByteBuf>,
     #[serde(default)]
     failovers: u32,
 }
@@ -486,7 +493,7 @@ impl ReadTables {
         Ok(Some(JobSnapshot {
             spec,
             decided,
-            cancelled: flags.cancelled,
+            cancel: flags.cancel,
             failovers: flags.failovers,
         }))
     }
@@ -588,11 +595,13 @@ mod tests {
         store
             .add_decided(Role::Primary, ja, &[decided(ja, 1), decided(ja, 2)])
             .unwrap();
-        store.set_cancelled(Role::Primary, ja).unwrap();
+        store
+            .set_cancelled(Role::Primary, ja, &ByteBuf::from(vec![9; 64]))
+            .unwrap();
         store.set_failovers(Role::Primary, ja, 2).unwrap();
         let got = store.load(Role::Primary, ja).unwrap().unwrap();
         assert_eq!(got.decided, snapshot(&a, [0, 1, 2]).decided);
-        assert!(got.cancelled);
+        assert_eq!(got.cancel, Some(ByteBuf::from(vec![9; 64])));
         assert_eq!(got.failovers, 2);
         assert_eq!(
             store.load(Role::Backup, ja).unwrap().as_ref(),
@@ -605,7 +614,7 @@ mod tests {
             Err(StoreError::NotStored { role: Role::Primary, job }) if job == jb
         ));
         assert!(matches!(
-            store.set_cancelled(Role::Primary, jb),
+            store.set_cancelled(Role::Primary, jb, &ByteBuf::new()),
             Err(StoreError::NotStored { .. })
         ));
         assert!(matches!(
@@ -858,7 +867,7 @@ mod tests {
                         "round {round}: task {task} of {job}"
                     );
                 }
-                assert!(!snap.cancelled);
+                assert!(!snap.is_cancelled());
                 assert_eq!(snap.failovers, 0);
             }
             println!(
@@ -958,6 +967,7 @@ mod tests {
             agreeing: vec![PeerId([task as u8; 32]), PeerId([7; 32])],
             disagreeing: vec![PeerId([(task as u8) ^ 0xff; 32])],
             votes: 3,
+            attestations: Vec::new(),
         }
     }
 
@@ -966,7 +976,7 @@ mod tests {
         JobSnapshot {
             spec: spec.clone(),
             decided: tasks.into_iter().map(|t| (t, decided(job, t))).collect(),
-            cancelled: false,
+            cancel: None,
             failovers: 0,
         }
     }

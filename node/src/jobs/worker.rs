@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chorus_core::RingPos;
+use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
@@ -15,7 +16,7 @@ use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
 use serde_bytes::ByteBuf;
 use tracing::{debug, warn};
 
-use super::{Chaos, Shared};
+use super::Shared;
 use crate::sandbox::{SandboxError, TaskReport, TaskSpec};
 
 /// Most bundles kept in memory by a worker.
@@ -99,12 +100,16 @@ impl Shared {
                 }
             },
         };
+        // What every attestation of this batch binds besides the task.
+        let terms = terms_digest(&run.limits, &run.policy);
         let mut handles = Vec::with_capacity(n);
         for a in run.tasks {
+            let input = sha256(&a.input);
             let engine = self.engine.clone();
             let module = module.clone();
             handles.push((
                 a.task,
+                input,
                 tokio::spawn(async move {
                     match module {
                         Ok(m) => {
@@ -128,7 +133,7 @@ impl Shared {
             ));
         }
         let mut results = Vec::with_capacity(n);
-        for (task, h) in handles {
+        for (task, input, h) in handles {
             let report = match h.await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => TaskReport {
@@ -156,12 +161,26 @@ impl Shared {
             self.metrics.fuel_donated.inc_by(report.fuel_used);
             let mut outcome = report.outcome;
             let mut output = report.stdout;
-            if self.chaos == Chaos::CorruptResults {
+            if self.chaos.corrupt_results {
                 corrupt(&mut outcome, &mut output);
             }
+            let digest = outcome::digest(&outcome, &output);
+            // Attest every verdict: what ran (input, bundle, terms) and how it ended.
+            let attestation = digest.map(|d| {
+                let claim = Claim {
+                    job: run.job,
+                    task,
+                    input,
+                    bundle: run.bundle,
+                    terms,
+                    outcome: d,
+                };
+                claim.sign(&self.identity).signature
+            });
             results.push(WorkerResult {
                 task,
-                digest: outcome::digest(&outcome, &output),
+                digest,
+                attestation,
                 outcome,
                 output: ByteBuf::from(output),
                 fuel_used: report.fuel_used,
@@ -262,6 +281,13 @@ impl Shared {
 /// `--chaos corrupt-results`: a consistent lie. Outputs get their bytes
 /// flipped; an error becomes a made-up success, so that every result votes
 /// differently from an honest one.
+/// SHA-256 of `bytes`.
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
 fn corrupt(outcome: &mut Outcome, output: &mut Vec<u8>) {
     match outcome {
         Outcome::Ok | Outcome::Exit(_) => {

@@ -40,6 +40,7 @@
 //! | `chorus_jobs_submitted_total` | counter | jobs this node accepted as coordinator |
 //! | `chorus_job_failovers_total` | counter | jobs this node took over from a dead coordinator |
 //! | `chorus_job_store_errors_total` | counter | writes to the job store that failed (kept in memory and retried at the next checkpoint) |
+//! | `chorus_job_copies_refused_total` | counter | job copies refused: the sender is not the job's owner, the spec is unsigned, a decided task lacks a quorum of valid attestations by ring members, or a cancel is not the submitter's |
 //! | `chorus_peer_reputation{peer}` | gauge | reputation of workers as seen here (at most 32 peers: the 16 best and 16 worst) |
 
 use std::net::SocketAddr;
@@ -132,6 +133,8 @@ pub struct NodeMetrics {
     pub job_failovers: IntCounter,
     /// Failed writes to the job store.
     pub job_store_errors: IntCounter,
+    /// Job copies refused (forged or unprovable).
+    pub job_copies_refused: IntCounter,
     /// Reputation of known workers (bounded, see [`NodeMetrics::set_reputation`]).
     peer_reputation: IntGaugeVec,
 }
@@ -297,6 +300,10 @@ impl NodeMetrics {
             job_store_errors: counter(
                 "chorus_job_store_errors_total",
                 "Writes to the job store that failed (kept in memory and retried at the next checkpoint).",
+            )?,
+            job_copies_refused: counter(
+                "chorus_job_copies_refused_total",
+                "Job copies this node refused: not from the job's owner, an unsigned spec, a decided task without a quorum of valid attestations by ring members, or a cancel not signed by the submitter.",
             )?,
             peer_reputation: gauge_vec(
                 "chorus_peer_reputation",

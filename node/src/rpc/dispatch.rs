@@ -68,5 +68,6 @@ async fn dispatch(req: Request, from: PeerId, services: &Services) -> Response {
             }
             Err(RingError::Stopped) => stopped(),
         },
+        Request::Prove { nonce } => services.jobs.prove(&nonce),
     }
 }

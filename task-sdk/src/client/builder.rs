@@ -176,8 +176,16 @@ mod tests {
         let a = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
         let c = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
         assert_ne!(a.id(), c.id());
-        let a = JobBuilder::new(&b).input(vec![1]).nonce(9).build(&me).unwrap();
-        let c = JobBuilder::new(&b).input(vec![1]).nonce(9).build(&me).unwrap();
+        let a = JobBuilder::new(&b)
+            .input(vec![1])
+            .nonce(9)
+            .build(&me)
+            .unwrap();
+        let c = JobBuilder::new(&b)
+            .input(vec![1])
+            .nonce(9)
+            .build(&me)
+            .unwrap();
         assert_eq!(a.id(), c.id());
         assert!(a.verify().is_ok());
     }

@@ -14,7 +14,9 @@ use super::results::{JobResults, Refusal};
 use crate::attest::check_attestations;
 use crate::job::{JOB_FRAME_CAP, JobHeader, JobId};
 use crate::outcome::{self, Outcome};
-use crate::wire::{JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage, TaskResult};
+use crate::wire::{
+    JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage, TaskResult,
+};
 
 /// Checks `r` against the job's header, without the network: returns the
 /// signers' keys (none for a failed task, which carries no proof).

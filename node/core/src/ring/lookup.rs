@@ -233,7 +233,22 @@ impl<A: Address> RingNode<A> {
                     self.verify_next(now, lid, rest, before);
                 }
             }
-            (Phase::Verify { .. }, Response::Ack) => {
+            // The owner must answer for the key as its own: its predecessor
+            // is known and the key lies between it and the owner. A hop that
+            // named some other node as owner (a liar capturing the key, or a
+            // stale entry) fails here and the lookup falls back. A joining
+            // node only needs its successor alive.
+            (
+                Phase::Verify { owner, .. },
+                Response::Neighbors {
+                    me, predecessor, ..
+                },
+            ) if me.id == owner.id
+                && (l.kind == LookupKind::Join
+                    || predecessor
+                        .as_ref()
+                        .is_some_and(|p| l.key.in_open_closed(p.id, me.id))) =>
+            {
                 let Phase::Verify { owner, .. } = std::mem::replace(&mut l.phase, Phase::Routing)
                 else {
                     return;
@@ -340,7 +355,7 @@ impl<A: Address> RingNode<A> {
         self.send(
             Some(owner.clone()),
             owner.addr,
-            Request::Ping,
+            Request::GetNeighbors,
             Purpose::Lookup(lid),
         );
     }
@@ -383,7 +398,7 @@ impl<A: Address> RingNode<A> {
         self.send(
             Some(owner.clone()),
             owner.addr,
-            Request::Ping,
+            Request::GetNeighbors,
             Purpose::Lookup(lid),
         );
     }
@@ -465,7 +480,7 @@ fn split_list<A>(
     (rest, before)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LookupKind {
     User(LookupId),
     Join,

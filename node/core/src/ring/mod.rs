@@ -78,10 +78,12 @@ pub struct Config {
     /// [`LookupError::TooManyHops`]. Default 64 (a healthy ring of 10^5 nodes
     /// needs about 9 on average, 17 at most).
     pub max_hops: u32,
-    /// Ping the owner a lookup found before reporting it, and fall back to the
-    /// next live node of the last responder's successor list if it is dead.
-    /// Costs one round trip per lookup; catches owners that died since the last
-    /// stabilize. Default false.
+    /// Ask the owner a lookup found for its neighbours before reporting it:
+    /// it must be alive, know its predecessor and hold the key between that
+    /// predecessor and itself; otherwise fall back to the next live node of
+    /// the last responder's successor list. Costs one round trip per lookup;
+    /// catches owners that died since the last stabilize and hops that lie
+    /// about who owns a key. Default true.
     pub verify_owner: bool,
     /// Delay before trying the next bootstrap address after a failed join, in
     /// ms. Default 1000.
@@ -102,7 +104,7 @@ impl Default for Config {
             check_predecessor_interval: 1000,
             lookup_candidates: 4,
             max_hops: 64,
-            verify_owner: false,
+            verify_owner: true,
             join_retry_interval: 1000,
             answer_from_successor_list: false,
         }

@@ -7,10 +7,15 @@ fn peer(id: u64) -> Peer<u32> {
     }
 }
 
+/// A node with this state. Owners are not verified here (routing is what
+/// these tests look at); the tests of verification turn it on.
 fn node(me: u64, pred: Option<u64>, succs: &[u64], fingers: &[(u32, u64)]) -> RingNode<u32> {
     RingNode::with_state(
         peer(me),
-        Config::default(),
+        Config {
+            verify_owner: false,
+            ..Config::default()
+        },
         7,
         pred.map(peer),
         succs.iter().copied().map(peer).collect(),
@@ -201,14 +206,101 @@ fn verified_lookup_skips_a_dead_owner() {
     );
     n.lookup(0, RingPos(5));
     let t = transmits(&mut n);
-    assert_eq!((t.len(), t[0].to, &t[0].request), (1, 10, &Request::Ping));
+    assert_eq!(
+        (t.len(), t[0].to, &t[0].request),
+        (1, 10, &Request::GetNeighbors)
+    );
     n.handle_failure(1, t[0].id);
     let t = transmits(&mut n);
-    assert_eq!((t.len(), t[0].to, &t[0].request), (1, 20, &Request::Ping));
-    n.handle_response(2, t[0].id, Response::Ack);
+    assert_eq!(
+        (t.len(), t[0].to, &t[0].request),
+        (1, 20, &Request::GetNeighbors)
+    );
+    n.handle_response(
+        2,
+        t[0].id,
+        Response::Neighbors {
+            me: peer(20),
+            predecessor: Some(peer(0)),
+            successors: vec![peer(30)],
+        },
+    );
     let done = lookups(&mut n).pop().unwrap().unwrap();
     assert_eq!((done.owner.id.0, done.timeouts), (20, 1));
     assert_eq!(ids(n.successors()), vec![20, 30]);
+}
+
+#[test]
+fn owners_are_verified_by_default_and_a_lying_hop_cannot_capture_a_key() {
+    assert!(Config::default().verify_owner);
+    // We are 0 and know 1000 and 5000; the key 6000 is far away.
+    let mut n = RingNode::with_state(
+        peer(0),
+        Config::default(),
+        1,
+        None,
+        vec![peer(1000)],
+        vec![(12, peer(5000))],
+    );
+    let lid = n.lookup(0, RingPos(6000));
+    let t = transmits(&mut n);
+    assert_eq!(t[0].to, 5000);
+    // 5000 lies: it names 9000 (its accomplice, which sits past the key)
+    // as the owner of 6000.
+    n.handle_response(
+        1,
+        t[0].id,
+        Response::FindSuccessor(Step::Done { owner: peer(9000) }),
+    );
+    let t = transmits(&mut n);
+    assert_eq!((t[0].to, &t[0].request), (9000, &Request::GetNeighbors));
+    // 9000 answers, but its predecessor is 8000: 6000 is not its key.
+    n.handle_response(
+        2,
+        t[0].id,
+        Response::Neighbors {
+            me: peer(9000),
+            predecessor: Some(peer(8000)),
+            successors: vec![],
+        },
+    );
+    // The lookup does not report 9000: it falls back to other candidates
+    // (here it asks 5000, the responder, for its neighbours), and fails
+    // rather than hand the key to the liar when nobody else answers.
+    for _ in 0..20 {
+        let t = transmits(&mut n);
+        if t.is_empty() {
+            break;
+        }
+        for t in t {
+            n.handle_failure(3, t.id);
+        }
+    }
+    let result = events(&mut n).into_iter().find_map(|e| match e {
+        Event::Lookup { id, result } if id == lid => Some(result),
+        _ => None,
+    });
+    assert!(
+        !matches!(result, Some(Ok(ref d)) if d.owner.id.0 == 9000),
+        "a lying hop captured the key: {result:?}"
+    );
+    // An owner with no predecessor cannot answer for a key either.
+    let mut n = RingNode::with_state(peer(0), Config::default(), 1, None, vec![peer(10)], vec![]);
+    n.lookup(0, RingPos(5));
+    let t = transmits(&mut n);
+    n.handle_response(
+        1,
+        t[0].id,
+        Response::Neighbors {
+            me: peer(10),
+            predecessor: None,
+            successors: vec![],
+        },
+    );
+    assert!(
+        !matches!(lookups(&mut n).pop(), Some(Ok(ref d)) if d.owner.id.0 == 10),
+        "an owner that does not know its predecessor was accepted"
+    );
 }
 
 #[test]
