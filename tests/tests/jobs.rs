@@ -453,7 +453,27 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
     // More replicas than live nodes.
     let mut many = good();
     many.policy = Policy::new(5, None, None).expect("policy");
+    let many = many.sign(&submitter).expect("sign");
     expect_error(submit(addr, many), "not_enough_workers");
+
+    // A spec changed after its submitter signed it (here its nonce), or
+    // signed by a stranger: refused, nothing stored.
+    let mut changed = good();
+    changed.nonce += 1;
+    expect_error(submit(addr, changed.clone()), "forbidden");
+    let stranger_key = Identity::generate().expect("key");
+    changed.signature = serde_bytes::ByteBuf::from(
+        stranger_key
+            .sign(
+                &[
+                    b"chorus job spec v1\0".as_slice(),
+                    &changed.id().0.0.to_be_bytes(),
+                ]
+                .concat(),
+            )
+            .to_vec(),
+    );
+    expect_error(submit(addr, changed), "forbidden");
 
     // No tasks.
     let mut none = good();

@@ -14,6 +14,7 @@ pub mod run;
 pub mod sim;
 pub mod status;
 pub mod submit;
+pub mod verify;
 
 /// Chorus: a volunteer compute grid on a Chord ring over QUIC.
 #[derive(Debug, Parser)]
@@ -45,6 +46,8 @@ pub enum Command {
     Results(results::ResultsArgs),
     /// Show a job's progress, asked through any node.
     Status(status::StatusArgs),
+    /// Check every output in a directory against its `.proof`, offline.
+    Verify(verify::VerifyArgs),
     /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
     /// on it with verification, and write the picture as a PNG.
     Demo(demo::DemoArgs),
@@ -54,6 +57,12 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    run(cli)
+}
+
+/// Runs a parsed command line and maps errors to an exit code (what
+/// [`main`] does after parsing; tests call it with arguments of their own).
+pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Node(a) => node::run(a),
         Command::Ring(a) => ring::ring(a),
@@ -64,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Submit(a) => submit::run(a),
         Command::Results(a) => results::run(a),
         Command::Status(a) => status::run(a),
+        Command::Verify(a) => verify::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

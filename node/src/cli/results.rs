@@ -85,6 +85,11 @@ pub struct Summary {
     pub disagreements: u64,
     /// Seconds from the start of the command, to the millisecond.
     pub seconds: f64,
+    /// Results the client refused because their proof did not hold
+    /// (fetched again from other nodes).
+    pub refused: usize,
+    /// The nodes that served refused results.
+    pub refused_from: Vec<String>,
 }
 
 impl Summary {
@@ -104,8 +109,22 @@ impl Summary {
             replicas_run: s.replicas_run,
             disagreements: s.disagreements,
             seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            refused: results.refused().len(),
+            refused_from: refused_from(results),
         }
     }
+}
+
+/// The nodes that served refused results, each once, in order of first refusal.
+fn refused_from(results: &JobResults) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in results.refused() {
+        let node = r.node.to_string();
+        if !out.contains(&node) {
+            out.push(node);
+        }
+    }
+    out
 }
 
 /// Writes the outputs, prints the summary, and says how to exit: 0 when every
@@ -119,6 +138,21 @@ pub fn finish(
 ) -> anyhow::Result<ExitCode> {
     let written = write_outputs(out, names, results)?;
     let summary = Summary::of(results, elapsed);
+    // Say who lied, once per node: the results it served were refused and
+    // fetched from other nodes; none of its bytes were written.
+    for node in &summary.refused_from {
+        let refused: Vec<_> = results
+            .refused()
+            .iter()
+            .filter(|r| r.node.to_string() == *node)
+            .collect();
+        eprintln!(
+            "warning: node {node} served {} results whose proofs do not hold (first: task {}, {}); they were refused and fetched from other nodes",
+            refused.len(),
+            refused[0].task,
+            refused[0].reason
+        );
+    }
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -133,8 +167,9 @@ pub fn finish(
             summary.seconds
         );
         println!(
-            "{} outputs and {} error files in {}",
+            "{} outputs with {} proofs and {} error files in {}",
             written.outputs,
+            written.proofs,
             written.errors,
             out.display()
         );
@@ -157,14 +192,17 @@ pub fn finish(
 pub struct Written {
     /// `OUT/<name>` files: accepted outputs.
     pub outputs: usize,
+    /// `OUT/<name>.proof` files: the attestations of each output.
+    pub proofs: usize,
     /// `OUT/<name>.error` files: agreed task errors and tasks without an accepted result.
     pub errors: usize,
 }
 
 /// Writes task `i`'s result under `names[i]` in `out`: an output to
-/// `OUT/<name>`, an agreed task error to `OUT/<name>.error` (the outcome, then
-/// anything the task printed), and a task with no accepted result to
-/// `OUT/<name>.error` too (why).
+/// `OUT/<name>` with its proof in `OUT/<name>.proof` (see
+/// [`chorus_sdk::proof`]; `chorus verify OUT` checks them offline), an agreed
+/// task error to `OUT/<name>.error` (the outcome, then anything the task
+/// printed), and a task with no accepted result to `OUT/<name>.error` too (why).
 pub fn write_outputs(
     out: &Path,
     names: &[String],
@@ -179,6 +217,12 @@ pub fn write_outputs(
         let (path, bytes) = match result {
             Some(TaskResult::Output(bytes)) => {
                 written.outputs += 1;
+                if let Some(proof) = results.proof(task) {
+                    let path = out.join(format!("{name}.proof"));
+                    fs::write(&path, proof.to_json())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    written.proofs += 1;
+                }
                 (out.join(name), bytes.to_vec())
             }
             other => {
@@ -375,6 +419,7 @@ mod tests {
             w,
             Written {
                 outputs: 1,
+                proofs: 0,
                 errors: 2
             }
         );
@@ -399,7 +444,7 @@ mod tests {
         let s = Summary::of(&results(), Duration::from_micros(1_234_567));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
-            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"seconds":1.235}"#
+            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"seconds":1.235,"refused":0,"refused_from":[]}"#
         );
     }
 

@@ -1,0 +1,339 @@
+//! Results a client can check, against adversaries that speak the protocol
+//! with keys of their own: a node that forges the results it hands clients
+//! (`--chaos forge-results`), a node that forges copies of jobs and asks
+//! backups to take them over (`--chaos forge-copies`), and proof files that
+//! were tampered with after the fact. Real QUIC on 127.0.0.1, real sandboxes,
+//! the committed primes module; outputs are checked against its kernel
+//! compiled natively into this test.
+//!
+//! Run: `cargo test --release -p chorus-tests --test attest`.
+
+#[path = "../../examples/primes/src/kernel.rs"]
+mod primes;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chorus_core::RingPos;
+use chorus_core::jobs::Policy;
+use chorus_node::cli::Cli;
+use chorus_node::cli::verify::verify_dir;
+use chorus_node::net::NodeConfig;
+use chorus_sdk::bundle::{Bundle, Manifest};
+use chorus_sdk::client::Client;
+use chorus_sdk::identity::Identity;
+use chorus_sdk::job::{JobSpec, TaskResult};
+use chorus_sdk::proof::Proof;
+use chorus_tests::{TestNode, start_cluster, status, submit, wait_for_results, wait_until};
+use clap::Parser;
+
+const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+
+fn ranges(n: u64, width: u64) -> Vec<primes::Range> {
+    (0..n)
+        .map(|i| primes::Range {
+            lo: 1_000_000 + i * width,
+            hi: 1_000_000 + (i + 1) * width,
+        })
+        .collect()
+}
+
+fn input(r: &primes::Range) -> Vec<u8> {
+    rmp_serde::to_vec(r).expect("encode")
+}
+
+/// The output the native kernel gives for `r`.
+fn want(r: &primes::Range) -> Vec<u8> {
+    rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode")
+}
+
+fn spec(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
+    let bundle = Bundle::sign(
+        Manifest::new("primes", "1", submitter.public_key()),
+        PRIMES.to_vec(),
+        submitter,
+    )
+    .expect("bundle");
+    JobSpec::new(
+        &bundle,
+        work.iter().map(input).collect(),
+        Some(Policy::new(replicas, None, None).expect("policy")),
+        None,
+        nonce,
+    )
+    .expect("spec")
+    .sign(submitter)
+    .expect("sign")
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("chorus-attest-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the `chorus` command line in this process.
+fn chorus(args: &[&str]) -> ExitCode {
+    let cli = Cli::try_parse_from(std::iter::once("chorus").chain(args.iter().copied()))
+        .expect("arguments parse");
+    chorus_node::cli::run(cli)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// The reasons `chorus verify` gives, by file.
+fn failures(dir: &Path) -> BTreeMap<String, String> {
+    verify_dir(dir)
+        .expect("verify")
+        .failed
+        .into_iter()
+        .map(|f| (f.file, f.reason))
+        .collect()
+}
+
+#[test]
+fn a_client_through_a_forging_node_gets_every_output_right_and_names_it() {
+    let nodes = start_cluster(5, |i, c: &mut NodeConfig| {
+        if i == 1 {
+            c.chaos.forge_results = true;
+        }
+    })
+    .expect("cluster");
+    let forger = nodes[1].addr;
+    let work = ranges(12, 2_000);
+
+    // Through the SDK: every output it returns is right, every one carries a
+    // proof that holds, and the forger is named for each result it served.
+    let submitter = Identity::generate().expect("key");
+    let spec = spec(&submitter, &work, 2, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = Client::connect(forger).await.expect("connect");
+        let job = client.submit(&spec).await.expect("submit");
+        let results = client.wait(job).await.expect("results");
+        for (i, r) in work.iter().enumerate() {
+            let i = i as u32;
+            let got = results.output(i).expect("an accepted output");
+            assert_eq!(got, want(r).as_slice(), "task {i}");
+            let proof = results.proof(i).expect("a proof");
+            assert!(proof.check(got).expect("the proof holds") >= 2);
+        }
+        assert!(
+            !results.refused().is_empty(),
+            "the forged results were noticed"
+        );
+        for r in results.refused() {
+            assert_eq!(r.node, forger, "refusal {r:?} names the forger");
+        }
+        client.close();
+    });
+
+    // Through the CLI: exit 0, no forged byte written, a proof beside every
+    // output, and `chorus verify` agrees.
+    let tmp = TempDir::new("cli");
+    let (inputs, out, keys) = (tmp.0.join("in"), tmp.0.join("out"), tmp.0.join("keys"));
+    fs::create_dir_all(&inputs).expect("mkdir");
+    for (i, r) in work.iter().enumerate() {
+        fs::write(inputs.join(format!("range-{i:02}")), input(r)).expect("write input");
+    }
+    let module = tmp.0.join("primes.wasm");
+    fs::write(&module, PRIMES).expect("write module");
+    let code = chorus(&[
+        "submit",
+        "--node",
+        &forger.to_string(),
+        "--inputs",
+        inputs.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--key-dir",
+        keys.to_str().expect("utf-8"),
+        "--replicas",
+        "2",
+        module.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, ExitCode::SUCCESS, "chorus submit exits 0");
+    for (i, r) in work.iter().enumerate() {
+        let name = format!("range-{i:02}");
+        let got = fs::read(out.join(&name)).expect("output written");
+        assert_eq!(got, want(r), "{name}");
+        let proof = fs::read(out.join(format!("{name}.proof"))).expect("proof written");
+        assert!(
+            Proof::from_json(&proof)
+                .expect("proof parses")
+                .check(&got)
+                .is_ok()
+        );
+    }
+    for e in fs::read_dir(&out).expect("out") {
+        let bytes = fs::read(e.expect("entry").path()).expect("read");
+        assert!(
+            !bytes.windows(6).any(|w| w == b"FORGED"),
+            "a forged byte was written"
+        );
+    }
+
+    // `chorus verify`: fresh outputs hold...
+    let report = verify_dir(&out).expect("verify");
+    assert_eq!((report.checked, report.ok), (work.len(), work.len()));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(
+        chorus(&["verify", out.to_str().expect("utf-8")]),
+        ExitCode::SUCCESS
+    );
+
+    // ...and each tampering is named with its reason.
+    let case = |name: &str, tamper: &dyn Fn(&Path)| -> BTreeMap<String, String> {
+        let dir = tmp.0.join(name);
+        copy_dir(&out, &dir);
+        tamper(&dir);
+        assert_eq!(
+            chorus(&["verify", dir.to_str().expect("utf-8")]),
+            ExitCode::from(1),
+            "{name}: chorus verify exits 1"
+        );
+        failures(&dir)
+    };
+    let flip = |path: PathBuf, at: usize| {
+        let mut b = fs::read(&path).expect("read");
+        let at = at.min(b.len() - 1);
+        b[at] ^= 0x01;
+        fs::write(&path, b).expect("write");
+    };
+    let got = case("output-byte", &|d| flip(d.join("range-03"), 0));
+    assert_eq!(
+        got,
+        BTreeMap::from([("range-03".to_string(), "output_changed".to_string())])
+    );
+    let got = case("proof-byte", &|d| {
+        // One hex digit of the first signature, changed to another hex digit.
+        let p = d.join("range-05.proof");
+        let text = fs::read_to_string(&p).expect("read");
+        let at = text.find("\"signature\": \"").expect("a signature") + 14;
+        let mut b = text.into_bytes();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        fs::write(&p, b).expect("write");
+    });
+    assert_eq!(
+        got,
+        BTreeMap::from([("range-05".to_string(), "signature_invalid".to_string())])
+    );
+    let got = case("proof-gone", &|d| {
+        fs::remove_file(d.join("range-07.proof")).expect("rm")
+    });
+    assert_eq!(
+        got,
+        BTreeMap::from([("range-07".to_string(), "proof_missing".to_string())])
+    );
+    let got = case("too-few", &|d| {
+        let p = d.join("range-09.proof");
+        let mut proof = Proof::from_json(&fs::read(&p).expect("read")).expect("parse");
+        proof.attestations.truncate(1);
+        fs::write(&p, proof.to_json()).expect("write");
+    });
+    assert_eq!(
+        got,
+        BTreeMap::from([("range-09".to_string(), "too_few_signers".to_string())])
+    );
+}
+
+#[test]
+fn forged_copies_change_nothing_and_the_real_next_owner_finishes_the_job() {
+    let forger_index = 5;
+    let mut nodes = start_cluster(6, |i, c: &mut NodeConfig| {
+        // One task at a time, so the job is still running when its
+        // coordinator dies.
+        c.jobs.batch_tasks = 1;
+        c.jobs.queue_per_core = 1;
+        if i == forger_index {
+            c.chaos.forge_copies = true;
+        }
+    })
+    .expect("cluster");
+    let forger = nodes[forger_index].id;
+    let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(40, 60_000_000);
+    // A job whose coordinator is not the forger (it would only forge copies
+    // of its own job, which proves nothing).
+    let spec = (0..1000u64)
+        .map(|nonce| spec(&submitter, &work, 2, nonce))
+        .find(|s| chorus_tests::true_owner(&ids, s.id().0) != forger)
+        .expect("a job owned by an honest node");
+    let job = submit(nodes[0].addr, spec).expect("submitted");
+    let coordinator = status(nodes[0].addr, job).expect("status").coordinator.id;
+    // Progress, and time for the forger (a worker of the job) to learn of it
+    // and send its first rounds of forged copies.
+    wait_until(Duration::from_secs(60), || {
+        let s = status(nodes[0].addr, job).map_err(|e| e.to_string())?;
+        let refused: u64 = nodes
+            .iter()
+            .map(|n| n.node().metrics().job_copies_refused.get())
+            .sum();
+        if s.verified >= 2 && refused > 0 {
+            Ok(())
+        } else {
+            Err(format!("{} verified, {refused} copies refused", s.verified))
+        }
+    })
+    .expect("progress and forged copies refused");
+    let at = nodes
+        .iter()
+        .position(|n| n.id == coordinator)
+        .expect("coordinator is one of ours");
+    let dead = nodes.remove(at);
+    let before = status(dead.addr, job).expect("status");
+    assert!(
+        !before.done,
+        "the job was still running when its coordinator died"
+    );
+    dead.kill();
+    let live: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let (st, results) = wait_for_results(&live, job, Duration::from_secs(240)).expect("results");
+    assert!(!st.cancelled, "a forged cancel was taken: {st:?}");
+    for (i, r) in work.iter().enumerate() {
+        match results.get(&(i as u32)) {
+            Some(TaskResult::Output(got)) => {
+                assert_eq!(got.as_ref(), want(r).as_slice(), "task {i}")
+            }
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+    let live_ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    assert_eq!(
+        st.coordinator.id,
+        chorus_tests::true_owner(&live_ids, job.0),
+        "the real next owner finished the job"
+    );
+    assert_ne!(st.coordinator.id, forger, "the forger did not take the job");
+    let refused: u64 = nodes
+        .iter()
+        .map(|n| n.node().metrics().job_copies_refused.get())
+        .sum();
+    assert!(refused > 0, "forged copies are counted as refused");
+    let _keep: Vec<TestNode> = nodes;
+}
