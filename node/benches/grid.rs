@@ -19,6 +19,7 @@ use chorus_core::jobs::Policy;
 use chorus_node::net::call_node;
 use chorus_node::sandbox::{Engine, EngineConfig, Limits, TaskSpec};
 use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
+use chorus_sdk::client::Client;
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec};
 use chorus_sdk::wire::{Request, Response};
@@ -202,6 +203,7 @@ fn main() {
             direct_wall.as_secs_f64() * 1e6,
             one
         );
+        let mut checked_job = None;
         for (replicas, nonce) in [(1u32, 1u64), (2, 2)] {
             let (wall, cpu, job, replicas_run) = run_job(
                 nodes[1].me().addr,
@@ -216,6 +218,27 @@ fn main() {
             let cpu_per = cpu.as_secs_f64() / tasks as f64 * 1e6;
             println!(
                 "| grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.1} |",
+                1.0 / per_task,
+                per_task * 1e6,
+                cpu_per,
+                cpu_per / one
+            );            checked_job = Some(job);
+        }
+        // What a client pays to check every result it fetches (signatures,
+        // signers, digests, input hashes; the membership of the 4 workers
+        // was learned by a first fetch and is cached).
+        if let Some(job) = checked_job {
+            let client = Client::connect(nodes[3].me().addr).await.expect("client");
+            let _ = client.results(job).await.expect("results");
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            let r = client.results(job).await.expect("results");
+            let (wall, cpu) = (t0.elapsed(), cpu_time().saturating_sub(cpu0));
+            assert!(r.all_accepted() && r.refused().is_empty() && r.len() == tasks);
+            let per_task = wall.as_secs_f64() / tasks as f64;
+            let cpu_per = cpu.as_secs_f64() / tasks as f64 * 1e6;
+            println!(
+                "| client: fetch and check every result of the replicas-2 job | {:.0} | {:.1} | {:.1} | {:.1} |",
                 1.0 / per_task,
                 per_task * 1e6,
                 cpu_per,

@@ -108,6 +108,10 @@ fn lookups_route_around_dead_nodes_without_repair() {
     let mut cfg = config(seed);
     cfg.ring.successors = 20;
     cfg.ring.verify_owner = true;
+    // Only liveness: with stabilization stopped, an owner whose predecessor
+    // died cannot claim the keys it inherited (nothing repairs its
+    // predecessor), which is what the claim check asks of it.
+    cfg.ring.verify_owner_claim = false;
     let mut sim = Sim::oracle_ring(cfg, 1000);
     sim.fail_random(500);
     sim.set_maintenance(false);

@@ -120,7 +120,7 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
         })
         .collect();
     say(format!(
-        "started {} nodes on 127.0.0.1; node {liar} corrupts every result it returns",
+        "started {} nodes on 127.0.0.1; node {liar} lies: it corrupts every result it returns, forges results for clients and forges copies of jobs",
         nodes.len()
     ));
     for m in &members {
@@ -130,7 +130,11 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
             m.id,
             m.addr,
             m.metrics.map_or("-".to_string(), |a| a.to_string()),
-            if m.liar { "  (corrupt-results)" } else { "" }
+            if m.liar {
+                "  (corrupt-results, forge-results, forge-copies)"
+            } else {
+                ""
+            }
         ));
     }
 
@@ -187,6 +191,28 @@ async fn run_job(
     let results = results.with_context(|| format!("waiting for job {job}"))?;
     let elapsed = job_start.elapsed();
 
+    // The same results through the liar, which forges every one it serves:
+    // the client refuses each forged result and fetches it elsewhere.
+    let liar = members.iter().find(|m| m.liar).map(|m| m.addr);
+    let mut defences = Defences {
+        copies_refused: 0,
+        forged_refused: 0,
+        same_through_liar: false,
+    };
+    if let Some(liar) = liar {
+        let via = Client::connect(liar)
+            .await
+            .context("connecting to the liar")?;
+        let again = via.results(job).await.context("results through the liar")?;
+        via.close();
+        defences.forged_refused = again.refused().iter().filter(|r| r.node == liar).count();
+        defences.same_through_liar = again.outputs().ok() == results.outputs().ok();
+    }
+    defences.copies_refused = nodes
+        .iter()
+        .map(|n| n.metrics().job_copies_refused.get())
+        .sum();
+
     let mut png = None;
     if results.all_accepted() {
         let outputs = results.outputs()?;
@@ -200,15 +226,31 @@ async fn run_job(
     }
 
     if args.json {
-        println!("{}", report_json(&results, members, elapsed, args, png));
+        println!(
+            "{}",
+            report_json(&results, members, elapsed, args, png, &defences)
+        );
     } else {
-        print!("{}", report_text(&results, members, elapsed, args, png));
+        print!(
+            "{}",
+            report_text(&results, members, elapsed, args, png, &defences)
+        );
     }
     if png.is_some() {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(2))
     }
+}
+
+/// What the liar's forgeries came to.
+struct Defences {
+    /// Forged results the client refused when it fetched through the liar.
+    forged_refused: usize,
+    /// Whether the results fetched through the liar equal the first ones.
+    same_through_liar: bool,
+    /// Forged job copies the honest nodes refused.
+    copies_refused: u64,
 }
 
 /// Waits until every node holds a capacity record of every other.
@@ -276,6 +318,7 @@ fn report_text(
     elapsed: Duration,
     args: &DemoArgs,
     png: Option<usize>,
+    defences: &Defences,
 ) -> String {
     let s = &results.status;
     let summary = Summary::of(results, elapsed);
@@ -312,6 +355,19 @@ fn report_text(
             who(members, w.worker.ring_pos())
         ));
     }
+    out.push_str(&format!(
+        "through the liar: {} forged results refused and fetched from other nodes; {}\n",
+        defences.forged_refused,
+        if defences.same_through_liar {
+            "the same picture"
+        } else {
+            "NOT the same picture"
+        }
+    ));
+    out.push_str(&format!(
+        "forged job copies refused by the honest nodes: {}\n",
+        defences.copies_refused
+    ));
     out.push_str("metrics (Prometheus; /sd lists the whole ring):\n");
     for m in members {
         if let Some(a) = m.metrics {
@@ -336,6 +392,7 @@ fn report_json(
     elapsed: Duration,
     args: &DemoArgs,
     png: Option<usize>,
+    defences: &Defences,
 ) -> Value {
     let summary = Summary::of(results, elapsed);
     json!({
@@ -345,7 +402,7 @@ fn report_json(
             "id": m.id.to_string(),
             "addr": m.addr.to_string(),
             "metrics_addr": m.metrics.map(|a| a.to_string()),
-            "chaos": if m.liar { "corrupt-results" } else { "off" },
+            "chaos": if m.liar { "corrupt-results,forge-results,forge-copies" } else { "off" },
         })).collect::<Vec<_>>(),
         "rejected_by_worker": rejections_by_worker(&results.status).iter().map(|(w, n)| json!({
             "worker": w.to_string(),
@@ -353,6 +410,9 @@ fn report_json(
             "liar": member(members, *w).is_some_and(|m| m.liar),
         })).collect::<Vec<_>>(),
         "status": status_json(&results.status),
+        "forged_results_refused": defences.forged_refused,
+        "same_results_through_liar": defences.same_through_liar,
+        "forged_copies_refused": defences.copies_refused,
         "png": png.map(|bytes| json!({"path": args.out.display().to_string(), "bytes": bytes})),
     })
 }

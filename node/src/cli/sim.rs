@@ -146,6 +146,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     cfg.ring.successors = args.successors.max(1);
     cfg.ring.verify_owner = args.verify_owner || args.no_repair;
+    // Without repair predecessors stay stale: verify liveness only.
+    cfg.ring.verify_owner_claim = !args.no_repair;
     cfg.ring.answer_from_successor_list = args.answer_from_successor_list;
 
     let mut sim = if args.join {

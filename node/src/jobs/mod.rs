@@ -24,8 +24,11 @@
 //!   [`JobRequest`]s, metrics sync and the background loop.
 //! - `routing.rs`: owner lookup and forwarding; status, watch, results, cancel.
 //! - `coordinator.rs`: the driver of one job's state machine.
-//! - `replication.rs`: copies of other coordinators' jobs, takeovers, expiry.
-//! - `worker.rs`: running a batch in the sandbox; serving bundles.
+//! - `replication.rs`: copies of other coordinators' jobs (checked: the
+//!   sender, the spec's signature, every decided task's attestations, a
+//!   cancel's signature), takeovers, expiry.
+//! - `worker.rs`: running a batch in the sandbox, attesting each verdict; serving bundles.
+//! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`].
 //! - `store.rs`: the job store.
 
 mod chaos;

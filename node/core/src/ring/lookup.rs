@@ -245,6 +245,7 @@ impl<A: Address> RingNode<A> {
                 },
             ) if me.id == owner.id
                 && (l.kind == LookupKind::Join
+                    || !self.config.verify_owner_claim
                     || predecessor
                         .as_ref()
                         .is_some_and(|p| l.key.in_open_closed(p.id, me.id))) =>

@@ -85,6 +85,13 @@ pub struct Config {
     /// catches owners that died since the last stabilize and hops that lie
     /// about who owns a key. Default true.
     pub verify_owner: bool,
+    /// With `verify_owner`, also require the owner to claim the key: it
+    /// knows its predecessor and the key lies between the two. Turn it off
+    /// only where predecessors are stale by design (a simulation with
+    /// stabilization stopped): after a predecessor dies, the true owner
+    /// cannot claim the keys it inherited until stabilization repairs its
+    /// predecessor. Default true.
+    pub verify_owner_claim: bool,
     /// Delay before trying the next bootstrap address after a failed join, in
     /// ms. Default 1000.
     pub join_retry_interval: Time,
@@ -105,6 +112,7 @@ impl Default for Config {
             lookup_candidates: 4,
             max_hops: 64,
             verify_owner: true,
+            verify_owner_claim: true,
             join_retry_interval: 1000,
             answer_from_successor_list: false,
         }
