@@ -61,39 +61,34 @@ impl Members {
 
     /// Whether `key` is a member: from the cache, or by asking. `lookup`
     /// resolves a ring position to its owner (`None` when it cannot); the
-    /// owner is then challenged through `transport`. A failed lookup or an
-    /// unreachable owner is not cached (it says nothing about the key).
+    /// owner is then challenged through `transport`. `None` when it cannot
+    /// tell (a failed lookup, an owner that does not answer): that is not
+    /// cached, and the caller may ask again, through another node.
     pub async fn check<F, Fut>(
         &self,
         key: &[u8; 32],
         lookup: F,
         transport: &Transport,
         timeout: Duration,
-    ) -> bool
+    ) -> Option<bool>
     where
         F: FnOnce(chorus_core::RingPos) -> Fut,
         Fut: Future<Output = Option<Peer>>,
     {
         if let Some(member) = self.cached(key) {
-            return member;
+            return Some(member);
         }
         let pos = PeerId::from_public_key(key).ring_pos();
-        let Some(owner) = lookup(pos).await else {
-            return false;
-        };
+        let owner = lookup(pos).await?;
         if owner.id != pos {
             // The position is owned by someone else: no node holds this key.
             tracing::debug!(%pos, owner = %owner.id, "signer is not a member");
             self.record(*key, false);
-            return false;
+            return Some(false);
         }
-        match challenge(transport, &owner, key, timeout).await {
-            Some(member) => {
-                self.record(*key, member);
-                member
-            }
-            None => false,
-        }
+        let member = challenge(transport, &owner, key, timeout).await?;
+        self.record(*key, member);
+        Some(member)
     }
 }
 

@@ -31,6 +31,24 @@ pub(super) struct Backup {
     pub(super) header: JobHeader,
 }
 
+/// Who sent a copy, as far as copies go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// The job's owner by our lookup, or the coordinator of our copy.
+    Owner,
+    /// One of our successors, while we own the job.
+    Successor,
+}
+
+/// Whether `decided` holds failed tasks that no proof backs (a cancel
+/// signature backs them all; the caller checks it).
+fn unproven_failures<'a>(
+    mut decided: impl Iterator<Item = &'a DecidedTask>,
+    cancelled: bool,
+) -> bool {
+    !cancelled && decided.any(|d| !d.result.is_verified())
+}
+
 impl Backup {
     /// A copy from its snapshot.
     pub(super) fn new(coordinator: Option<Peer>, snapshot: JobSnapshot) -> Backup {
@@ -56,8 +74,21 @@ impl Shared {
             // our state is at least as new.
             return Response::Job(JobResponse::Ok);
         }
-        if !self.may_send_copies(job, &coordinator).await {
+        let Some(sender) = self.sender_of_copies(job, &coordinator).await else {
             return self.refuse_copy(job, &coordinator, "the sender is not the job's owner");
+        };
+        // Failed tasks carry no proof: only the owner may say so (or the
+        // submitter's cancel, which the copy carries and we check).
+        let unproven = match &copy {
+            JobCopy::Full(s) => unproven_failures(s.decided.values(), s.cancel.is_some()),
+            JobCopy::Update(u) => unproven_failures(u.decided.iter(), u.cancel.is_some()),
+        };
+        if sender == Sender::Successor && unproven {
+            return self.refuse_copy(
+                job,
+                &coordinator,
+                "failed tasks without proof from a node that is not the job's owner",
+            );
         }
         let entry = match copy {
             JobCopy::Full(snapshot) => {
@@ -156,31 +187,35 @@ impl Shared {
     /// Counts and logs a refused copy; the answer says why.
     fn refuse_copy(&self, job: JobId, sender: &Peer, why: &str) -> Response {
         self.metrics.job_copies_refused.inc();
-        warn!(%job, sender = %sender.id, addr = %sender.addr, reason = why, "refused a job copy");
+        // Counted; logged at info, since a forger can send many.
+        info!(%job, sender = %sender.id, addr = %sender.addr, reason = why, "refused a job copy");
         Response::Error(WireError::new(
             ErrorKind::Forbidden,
             format!("copy of job {job} refused: {why}"),
         ))
     }
 
-    /// Whether `sender` may send copies of `job`: it is the coordinator of
-    /// our copy already, or the job's owner by our own lookup, or (a node
-    /// that joined in front of it) we own the job and it is our successor.
-    async fn may_send_copies(&self, job: JobId, sender: &Peer) -> bool {
+    /// Who `sender` is to `job`: the coordinator of our copy already or
+    /// the job's owner by our own lookup ([`Sender::Owner`]); one of our
+    /// successors while we own the job ourselves ([`Sender::Successor`]: a
+    /// coordinator we joined in front of, or one a lookup misled while the
+    /// ring was repairing); or nobody who may send copies.
+    async fn sender_of_copies(&self, job: JobId, sender: &Peer) -> Option<Sender> {
         if self
             .copy_coordinator(job)
             .is_some_and(|c| c.id == sender.id)
         {
-            return true;
+            return Some(Sender::Owner);
         }
         match self.ring.lookup(job.0).await {
-            Ok(done) if done.owner.id == sender.id => true,
+            Ok(done) if done.owner.id == sender.id => Some(Sender::Owner),
             Ok(done) if done.owner.id == self.me.id => self
                 .ring
                 .view()
                 .await
-                .is_ok_and(|v| v.successors.first().is_some_and(|s| s.id == sender.id)),
-            _ => false,
+                .is_ok_and(|v| v.successors.iter().any(|s| s.id == sender.id))
+                .then_some(Sender::Successor),
+            _ => None,
         }
     }
 
@@ -246,11 +281,22 @@ impl Shared {
         if *key == self.identity.public_key() {
             return true;
         }
-        let ring = &self.ring;
-        let lookup = |pos| async move { ring.lookup(pos).await.ok().map(|d| d.owner) };
-        self.members
-            .check(key, lookup, &self.transport, self.config.liveness_timeout)
-            .await
+        // A lookup can fail while the ring repairs itself: ask a few times.
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let ring = &self.ring;
+            let lookup = |pos| async move { ring.lookup(pos).await.ok().map(|d| d.owner) };
+            if let Some(member) = self
+                .members
+                .check(key, lookup, &self.transport, self.config.liveness_timeout)
+                .await
+            {
+                return member;
+            }
+        }
+        false
     }
 
     /// Stores a whole job off the async threads (a spec may be 64 MiB and

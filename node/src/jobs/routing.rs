@@ -201,6 +201,15 @@ impl Shared {
             None => match self.copy_coordinator(job) {
                 // A copy whose coordinator is alive: ask it.
                 Some(c) if c.id != self.me.id => self.forward(c, &ask.onward(job)).await,
+                // Only the owner may say a job does not exist. A lookup
+                // that pointed here while the ring repairs itself (a slow
+                // owner taken for dead) is not the last word: try again.
+                _ if !self.owns(job.0).await => Response::Error(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "this node does not own job {job} by its own view; the ring is repairing, try again"
+                    ),
+                )),
                 _ => unknown(job),
             },
         }

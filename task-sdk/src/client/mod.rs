@@ -78,6 +78,12 @@ pub use self::builder::{JobBuilder, sign_module};
 pub use self::error::ClientError;
 pub use self::results::{JobResults, Refusal};
 
+/// Nodes asked, in turn, whether an attestation's signer is a ring member
+/// before it counts as none (see [`crate::members`]).
+const MEMBER_TRIES: usize = 3;
+/// Rounds over a job's holders for results whose proof did not hold.
+const REFETCH_ROUNDS: usize = 3;
+
 /// How patient a [`Client`] is. The defaults ride out the death of a
 /// coordinator (its successor takes the job over within seconds).
 #[derive(Clone, Debug)]
@@ -440,7 +446,16 @@ impl Client {
             }
         }
         let mut all = out.unwrap_or_else(|| JobResults::empty(empty_status(job)));
-        if !bad.is_empty() {
+        // A few rounds over the holders, a pause apart: a copy can lag its
+        // coordinator, and a signer's membership can be unknowable for a
+        // moment while the ring repairs itself.
+        for round in 0..REFETCH_ROUNDS {
+            if bad.is_empty() {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             self.refetch(job, &mut header, &mut all, &mut bad, &liars)
                 .await;
         }
@@ -497,30 +512,53 @@ impl Client {
     /// Whether `key` is a member of the ring: a lookup of its position
     /// through a node other than `served_by` (the node whose answer is being
     /// checked), then a signed challenge at the owner found. Cached.
+    ///
+    /// A lookup can fail while the ring repairs itself (an owner that does
+    /// not know its predecessor yet): up to [`MEMBER_TRIES`] nodes are
+    /// asked in turn, a short pause apart, before the key counts as no member.
     async fn is_member(&self, key: &[u8; 32], served_by: SocketAddr) -> bool {
         if let Some(m) = self.inner.members.cached(key) {
             return m;
         }
-        let via = self
+        let mut vias: Vec<SocketAddr> = self
             .nodes()
             .into_iter()
-            .find(|n| *n != served_by)
-            .unwrap_or(served_by);
+            .filter(|n| *n != served_by)
+            .collect();
+        if vias.is_empty() {
+            vias.push(served_by);
+        }
         let timeout = self.inner.config.call_timeout;
         let transport = &self.inner.transport;
-        let lookup = |key| async move {
-            match transport
-                .call::<_, Response>(via, None, &Request::Lookup { key }, JOB_FRAME_CAP, timeout)
+        for (attempt, via) in vias.into_iter().cycle().take(MEMBER_TRIES).enumerate() {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let lookup = |key| async move {
+                match transport
+                    .call::<_, Response>(
+                        via,
+                        None,
+                        &Request::Lookup { key },
+                        JOB_FRAME_CAP,
+                        timeout,
+                    )
+                    .await
+                {
+                    Ok(Response::Lookup(a)) if a.key == key => Some(a.owner),
+                    _ => None,
+                }
+            };
+            if let Some(member) = self
+                .inner
+                .members
+                .check(key, lookup, transport, timeout)
                 .await
             {
-                Ok(Response::Lookup(a)) if a.key == key => Some(a.owner),
-                _ => None,
+                return member;
             }
-        };
-        self.inner
-            .members
-            .check(key, lookup, transport, timeout)
-            .await
+        }
+        false
     }
 
     /// One request with failover: on a transport error, or an answer that

@@ -37,6 +37,19 @@ pub(super) fn check_result(
     check_attestations(&claim, &r.attestations, header.policy.quorum).map_err(|e| e.to_string())
 }
 
+/// One warning per page that held refused results.
+fn warn_refused(job: JobId, node: SocketAddr, refused: usize, first: Option<&str>) {
+    if refused > 0 {
+        tracing::warn!(
+            %job,
+            %node,
+            refused,
+            first = first.unwrap_or(""),
+            "refused results whose proofs do not hold; fetching them from the job's other holders"
+        );
+    }
+}
+
 /// What a page left to do.
 pub(super) struct Checked {
     /// Tasks refused from this page.
@@ -56,8 +69,10 @@ impl Client {
         bad: &mut BTreeSet<u32>,
     ) -> Checked {
         let mut refused = 0;
+        let mut first: Option<String> = None;
         let mut refuse = |all: &mut JobResults, task: u32, reason: String| {
-            tracing::warn!(%job, task, %node, %reason, "refused a result whose proof does not hold");
+            tracing::debug!(%job, task, %node, %reason, "refused a result whose proof does not hold");
+            first.get_or_insert_with(|| format!("task {task}: {reason}"));
             all.refuse(Refusal { task, node, reason });
             refused += 1;
         };
@@ -67,6 +82,7 @@ impl Client {
                     bad.insert(r.task);
                     refuse(all, r.task, "the page's job header is not the job's".into());
                 }
+                warn_refused(job, node, refused, first.as_deref());
                 return Checked { refused };
             }
             if header.is_none() {
@@ -111,6 +127,7 @@ impl Client {
             bad.remove(&task);
             all.insert_proved(task, r.result, r.attestations);
         }
+        warn_refused(job, node, refused, first.as_deref());
         Checked { refused }
     }
 

@@ -257,6 +257,13 @@ impl<A: Address> RingNode<A> {
                 let done = self.done(lid, owner);
                 self.finish_lookup(now, lid, done);
             }
+            // Alive, but it does not claim the key. It is not dead, so the
+            // next node after it is not the owner either: falling back to it
+            // would hand the key to the wrong node. Fail; the caller retries.
+            (Phase::Verify { owner, .. }, Response::Neighbors { me, .. }) if me.id == owner.id => {
+                let id = owner.id;
+                self.finish_lookup(now, lid, Err(LookupError::OwnerUnverified(id)));
+            }
             (
                 Phase::AskResponder { responder, closer },
                 Response::Neighbors { me, successors, .. },

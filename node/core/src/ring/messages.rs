@@ -152,4 +152,9 @@ pub enum LookupError {
     /// This node left the ring before the lookup finished.
     #[error("the node left the ring")]
     Left,
+    /// The owner the lookup reached is alive but does not claim the key (it
+    /// does not know its predecessor, or the key is not between the two): a
+    /// hop lied, or the ring is still repairing. Try again.
+    #[error("owner {0} does not claim the key")]
+    OwnerUnverified(RingPos),
 }
