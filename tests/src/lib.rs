@@ -143,17 +143,27 @@ pub fn wait_until(
 /// consistent and every node knows every other node's capacity record.
 pub fn start_cluster(
     n: usize,
+    config: impl FnMut(usize, &mut NodeConfig),
+) -> anyhow::Result<Vec<TestNode>> {
+    start_cluster_as((0..n).map(|_| None).collect(), config)
+}
+
+/// [`start_cluster`] with one node per entry of `keys`, each with that
+/// identity when given (tests that speak for a node with its own key).
+pub fn start_cluster_as(
+    keys: Vec<Option<chorus_sdk::identity::Identity>>,
     mut config: impl FnMut(usize, &mut NodeConfig),
 ) -> anyhow::Result<Vec<TestNode>> {
+    let n = keys.len();
     let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, key) in keys.into_iter().enumerate() {
         let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
         c.cores = 1;
         if let Some(first) = nodes.first() {
             c.bootstrap = vec![first.addr];
         }
         config(i, &mut c);
-        nodes.push(TestNode::start_with(c)?);
+        nodes.push(TestNode::start_as(c, key)?);
     }
     let refs: Vec<&TestNode> = nodes.iter().collect();
     wait_until(Duration::from_secs(60), || ring_consistent(&refs))

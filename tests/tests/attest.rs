@@ -342,3 +342,131 @@ fn forged_copies_change_nothing_and_the_real_next_owner_finishes_the_job() {
     assert!(refused > 0, "forged copies are counted as refused");
     let _keep: Vec<TestNode> = nodes;
 }
+
+/// Two copies of one fresh key: one for a node, one for the test to speak
+/// with it.
+fn twin_keys(dir: &Path) -> (Identity, Identity) {
+    let a = Identity::load_or_create(dir).expect("key");
+    let b = Identity::load_or_create(dir).expect("same key");
+    assert_eq!(a.public_key(), b.public_key());
+    (a, b)
+}
+
+#[test]
+fn a_copy_with_one_forged_task_is_refused_whole() {
+    let tmp = TempDir::new("twins");
+    let (mut node_keys, mut test_keys) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let (a, b) = twin_keys(&tmp.0.join(format!("k{i}")));
+        node_keys.push(Some(a));
+        test_keys.push(b);
+    }
+    let nodes = chorus_tests::start_cluster_as(node_keys, |_, _| {}).expect("cluster");
+    let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
+    // A signed job that node 0 owns; the test speaks as node 0 (its
+    // coordinator) to node 1, with node 0's own key.
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(4, 1_000);
+    let spec = (0..1000u64)
+        .map(|nonce| spec(&submitter, &work, 2, nonce))
+        .find(|s| chorus_tests::true_owner(&ids, s.id().0) == nodes[0].id)
+        .expect("a job node 0 owns");
+    let job = spec.id();
+    let header = spec.header();
+    let task = |i: u32, signers: &[&Identity]| {
+        let out = want(&work[i as usize]);
+        let digest =
+            chorus_sdk::outcome::digest(&chorus_sdk::outcome::Outcome::Ok, &out).expect("verdict");
+        let claim = header.claim(job, i, digest).expect("claim");
+        chorus_sdk::job::DecidedTask {
+            task: i,
+            result: TaskResult::Output(serde_bytes::ByteBuf::from(out)),
+            agreeing: signers.iter().map(|k| k.peer_id()).collect(),
+            disagreeing: Vec::new(),
+            votes: 2,
+            attestations: signers.iter().map(|k| claim.sign(k)).collect(),
+        }
+    };
+    let members = [&test_keys[0], &test_keys[1], &test_keys[2]];
+    let stranger = Identity::generate().expect("key");
+    let honest: BTreeMap<u32, _> = (0..3)
+        .map(|i| {
+            (
+                i,
+                task(
+                    i,
+                    &[members[(i as usize) % 3], members[(i as usize + 1) % 3]],
+                ),
+            )
+        })
+        .collect();
+    // One forged task among honest ones: a member and a stranger sign it.
+    let mut forged = honest.clone();
+    forged.insert(3, task(3, &[members[0], &stranger]));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let as_node0 = rt
+        .block_on(async {
+            chorus_sdk::transport::Transport::client(&test_keys[0], ([127, 0, 0, 1], 0).into())
+        })
+        .expect("transport");
+    let send =
+        |decided: BTreeMap<u32, chorus_sdk::job::DecidedTask>| -> chorus_sdk::wire::Response {
+            let req = chorus_sdk::wire::Request::Job(chorus_sdk::job::JobRequest::Replicate {
+                coordinator: chorus_sdk::wire::Peer {
+                    id: nodes[0].id,
+                    addr: nodes[0].addr,
+                },
+                job,
+                copy: chorus_sdk::job::JobCopy::Full(Box::new(chorus_sdk::job::JobSnapshot {
+                    spec: spec.clone(),
+                    decided,
+                    cancel: None,
+                    failovers: 0,
+                })),
+            });
+            rt.block_on(as_node0.call(
+                nodes[1].addr,
+                Some(nodes[1].id),
+                &req,
+                chorus_sdk::job::JOB_FRAME_CAP,
+                Duration::from_secs(30),
+            ))
+            .expect("an answer")
+        };
+    let held = || {
+        chorus_tests::ask(
+            nodes[1].addr,
+            &chorus_sdk::wire::Request::Job(chorus_sdk::job::JobRequest::Held { job, from: 0 }),
+        )
+        .expect("an answer")
+    };
+    let refused = || nodes[1].node().metrics().job_copies_refused.get();
+
+    let before = refused();
+    match send(forged) {
+        chorus_sdk::wire::Response::Error(e) => assert_eq!(e.kind, "forbidden", "{e}"),
+        other => panic!("a copy with a forged task was taken: {other:?}"),
+    }
+    assert_eq!(refused(), before + 1, "the refusal is counted");
+    match held() {
+        chorus_sdk::wire::Response::Error(e) => assert_eq!(e.kind, "unknown_job", "{e}"),
+        other => panic!("nothing of the refused copy is kept: {other:?}"),
+    }
+    // The same copy without the forged task is taken: the refusal was for it.
+    match send(honest) {
+        chorus_sdk::wire::Response::Job(chorus_sdk::job::JobResponse::Ok) => {}
+        other => panic!("the honest copy was refused: {other:?}"),
+    }
+    match held() {
+        chorus_sdk::wire::Response::Job(chorus_sdk::job::JobResponse::Results(page)) => {
+            assert_eq!(page.results.len(), 3);
+            assert!(page.header.is_some_and(|h| h.matches(job)));
+        }
+        other => panic!("the copy is held: {other:?}"),
+    }
+    as_node0.close();
+}
