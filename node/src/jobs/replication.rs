@@ -27,8 +27,11 @@ pub(super) struct Backup {
     pub(super) coordinator: Option<Peer>,
     /// The job as copied.
     pub(super) snapshot: JobSnapshot,
-    /// Its header: what the attestations of its decided tasks are checked against.
-    pub(super) header: JobHeader,
+    /// Its header: what the attestations of its decided tasks are checked
+    /// against (shared: an update is checked without copying it).
+    pub(super) header: Arc<JobHeader>,
+    /// The submitter's key, which signs a cancel.
+    pub(super) submitter: Option<[u8; 32]>,
 }
 
 /// Who sent a copy, as far as copies go.
@@ -55,7 +58,8 @@ impl Backup {
         Backup {
             updated: Instant::now(),
             coordinator,
-            header: snapshot.spec.header(),
+            header: Arc::new(snapshot.spec.header()),
+            submitter: snapshot.spec.submitter(),
             snapshot,
         }
     }
@@ -102,7 +106,7 @@ impl Shared {
                 if let Err(why) = self
                     .check_copy(
                         job,
-                        &snapshot,
+                        snapshot.spec.submitter(),
                         &header,
                         snapshot.decided.values(),
                         snapshot.cancel.as_ref(),
@@ -131,17 +135,14 @@ impl Shared {
                 let Some(b) = self.backups.get(&job).map(|b| b.clone()) else {
                     return Response::Job(JobResponse::NeedSpec);
                 };
-                let known = b
-                    .lock()
-                    .ok()
-                    .map(|b| (b.snapshot.clone(), b.header.clone()));
-                let Some((snapshot, header)) = known else {
+                let known = b.lock().ok().map(|b| (b.submitter, b.header.clone()));
+                let Some((submitter, header)) = known else {
                     return Response::Error(WireError::new(ErrorKind::Internal, "backup poisoned"));
                 };
                 if let Err(why) = self
                     .check_copy(
                         job,
-                        &snapshot,
+                        submitter,
                         &header,
                         update.decided.iter(),
                         update.cancel.as_ref(),
@@ -225,13 +226,13 @@ impl Shared {
     async fn check_copy<'a>(
         &self,
         job: JobId,
-        snapshot: &JobSnapshot,
+        submitter: Option<[u8; 32]>,
         header: &JobHeader,
         decided: impl Iterator<Item = &'a DecidedTask>,
         cancel: Option<&ByteBuf>,
     ) -> Result<(), String> {
         if let Some(signature) = cancel {
-            let Some(key) = snapshot.spec.submitter() else {
+            let Some(key) = submitter else {
                 return Err("the job has no submitter to cancel it".into());
             };
             if !verify_cancel(job, &key, signature) {
