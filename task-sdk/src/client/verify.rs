@@ -37,6 +37,10 @@ pub(super) fn check_result(
     check_attestations(&claim, &r.attestations, header.policy.quorum).map_err(|e| e.to_string())
 }
 
+/// Distinct signers found not to be ring members in one page before the rest
+/// of the page is refused without looking anyone else up.
+const MAX_STRANGERS_PER_PAGE: usize = 8;
+
 /// One warning per page that held refused results.
 fn warn_refused(job: JobId, node: SocketAddr, refused: usize, first: Option<&str>) {
     if refused > 0 {
@@ -90,6 +94,7 @@ impl Client {
                 *header = Some(*h);
             }
         }
+        let mut strangers = BTreeSet::new();
         for r in page.results {
             let task = r.task;
             let Some(h) = header.as_ref() else {
@@ -105,10 +110,24 @@ impl Client {
                     continue;
                 }
             };
+            // A node that signs with fresh keys could make us look up
+            // thousands of strangers: past a few, the rest of its page is
+            // refused unchecked.
+            if strangers.len() >= MAX_STRANGERS_PER_PAGE {
+                bad.insert(task);
+                refuse(
+                    all,
+                    task,
+                    "the node served too many results signed by non-members".into(),
+                );
+                continue;
+            }
             let mut members = 0usize;
             for key in &signers {
                 if self.is_member(key, node).await {
                     members += 1;
+                } else {
+                    strangers.insert(*key);
                 }
             }
             if members < h.policy.quorum as usize {
