@@ -17,8 +17,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::identity::{Identity, PeerId};
 
-/// The ALPN protocol name and version of Chorus.
-pub const ALPN: &[u8] = b"chorus/1";
+/// The ALPN protocol name and version of Chorus. Version 2: attestations,
+/// signed specs, `Held` and `Prove` (a node of version 1 cannot decode them,
+/// so the two refuse each other at the handshake rather than mid-job).
+pub const ALPN: &[u8] = b"chorus/2";
 
 /// Server name used when dialling an address whose id we do not know yet.
 pub const ANY_PEER: &str = "any.chorus";

@@ -298,3 +298,24 @@ pub fn wait_for_results(
     }
     Err(format!("results of {job}: too many pages ({last})"))
 }
+
+/// Kills the node `coordinator` of `nodes` (removing it) after checking that
+/// `job` is still running there; returns how many tasks it had verified.
+pub fn kill_running_coordinator(
+    nodes: &mut Vec<TestNode>,
+    coordinator: RingPos,
+    job: JobId,
+) -> u32 {
+    let at = nodes
+        .iter()
+        .position(|n| n.id == coordinator)
+        .expect("coordinator is one of ours");
+    let dead = nodes.remove(at);
+    let before = status(dead.addr, job).expect("status");
+    assert!(
+        !before.done,
+        "the job was still running when its coordinator died"
+    );
+    dead.kill();
+    before.verified
+}

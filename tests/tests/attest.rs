@@ -306,17 +306,7 @@ fn forged_copies_change_nothing_and_the_real_next_owner_finishes_the_job() {
         }
     })
     .expect("progress and forged copies refused");
-    let at = nodes
-        .iter()
-        .position(|n| n.id == coordinator)
-        .expect("coordinator is one of ours");
-    let dead = nodes.remove(at);
-    let before = status(dead.addr, job).expect("status");
-    assert!(
-        !before.done,
-        "the job was still running when its coordinator died"
-    );
-    dead.kill();
+    chorus_tests::kill_running_coordinator(&mut nodes, coordinator, job);
     let live: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let (st, results) = wait_for_results(&live, job, Duration::from_secs(240)).expect("results");
     assert!(!st.cancelled, "a forged cancel was taken: {st:?}");

@@ -243,18 +243,7 @@ fn killing_the_coordinator_hands_the_job_to_the_next_owner() {
     let job = submit(nodes[1].addr, spec).expect("submitted");
     let coordinator = status(nodes[1].addr, job).expect("status").coordinator.id;
     wait_for_progress(nodes[1].addr, job, 2);
-    let at = nodes
-        .iter()
-        .position(|n| n.id == coordinator)
-        .expect("coordinator is one of ours");
-    let dead = nodes.remove(at);
-    let before = status(dead.addr, job).expect("status");
-    assert!(
-        !before.done,
-        "the job was still running when its coordinator died"
-    );
-    let verified_before = before.verified;
-    dead.kill();
+    let verified_before = chorus_tests::kill_running_coordinator(&mut nodes, coordinator, job);
     eprintln!("killed coordinator {coordinator} with {verified_before} tasks verified");
     let (st, results) =
         wait_for_results(&addrs(&nodes), job, Duration::from_secs(180)).expect("results");
