@@ -82,6 +82,8 @@ fn main() {
         println!("| path | median (ms) | p90 (ms) | p99 (ms) |");
         println!("| --- | --- | --- | --- |");
         let mut lat = Vec::with_capacity(runs);
+        let mut acked = Vec::with_capacity(runs);
+        let mut fetched = Vec::with_capacity(runs);
         for i in 0..runs as u64 {
             let spec = JobBuilder::new(&bundle)
                 .input(Vec::new())
@@ -91,12 +93,22 @@ fn main() {
                 .expect("spec");
             let t0 = Instant::now();
             let job = client.submit(&spec).await.expect("submit");
+            acked.push(t0.elapsed());
             let results = client.wait(job).await.expect("wait");
             lat.push(t0.elapsed());
             assert_eq!(results.output(0).expect("verified"), b"chorus!\n");
+            // Fetching (and checking) the results of a done job again.
+            let t1 = Instant::now();
+            let again = client.results(job).await.expect("results");
+            fetched.push(t1.elapsed());
+            assert!(again.refused().is_empty());
         }
         let (p50, p90, p99) = percentiles(lat);
         println!("| one-task job, inside one client process | {p50:.1} | {p90:.1} | {p99:.1} |");
+        let (p50, p90, p99) = percentiles(acked);
+        println!("| of which: submit until acknowledged (stored and copied) | {p50:.1} | {p90:.1} | {p99:.1} |");
+        let (p50, p90, p99) = percentiles(fetched);
+        println!("| fetch and check the results of a done job | {p50:.1} | {p90:.1} | {p99:.1} |");
         client.close();
 
         let Some(exe) = exe else {

@@ -729,8 +729,14 @@ impl Shared {
                 (peer, r)
             });
         }
+        // The backups check a copy (the sender's ownership by a lookup, the
+        // spec's and the attestations' signatures) before they answer: ask
+        // them all at once rather than one after the other.
+        let sends: Vec<_> = sends.into_iter().map(tokio::spawn).collect();
         for s in sends {
-            let (peer, r) = s.await;
+            let Ok((peer, r)) = s.await else {
+                continue;
+            };
             let Ok(mut st) = handle.state.lock() else {
                 return;
             };
