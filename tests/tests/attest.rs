@@ -460,3 +460,46 @@ fn a_copy_with_one_forged_task_is_refused_whole() {
     }
     as_node0.close();
 }
+
+#[test]
+fn failed_tasks_reach_the_client_with_their_reason_and_are_not_refused() {
+    let nodes = start_cluster(3, |_, c: &mut NodeConfig| {
+        c.jobs.batch_tasks = 1;
+        c.jobs.queue_per_core = 1;
+    })
+    .expect("cluster");
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(40, 60_000_000);
+    let spec = spec(&submitter, &work, 2, 7);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = Client::connect(nodes[0].addr).await.expect("connect");
+        let job = client.submit(&spec).await.expect("submit");
+        client.cancel(job, &submitter).await.expect("cancel");
+        let results = client.wait(job).await.expect("results");
+        assert!(results.status.cancelled);
+        assert!(
+            results.refused().is_empty(),
+            "an honest coordinator's results were refused: {:?}",
+            results.refused().first()
+        );
+        let mut cancelled = 0;
+        for (task, r) in results.iter() {
+            match r {
+                Some(TaskResult::Failed { reason }) => {
+                    assert!(reason.contains("cancelled"), "task {task}: {reason}");
+                    cancelled += 1;
+                }
+                Some(TaskResult::Output(out)) => {
+                    assert_eq!(out.as_ref(), want(&work[task as usize]).as_slice())
+                }
+                other => panic!("task {task}: {other:?}"),
+            }
+        }
+        assert!(cancelled > 0, "the cancel came before every task was done");
+        client.close();
+    });
+}

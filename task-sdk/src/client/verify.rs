@@ -110,6 +110,13 @@ impl Client {
                     continue;
                 }
             };
+            // A failed task carries no proof and no output: kept as it is,
+            // never counted as verified (SECURITY.md: a coordinator can deny).
+            if !r.result.is_verified() {
+                bad.remove(&task);
+                all.insert_proved(task, r.result, Vec::new());
+                continue;
+            }
             // A node that signs with fresh keys could make us look up
             // thousands of strangers: past a few, the rest of its page is
             // refused unchecked.
