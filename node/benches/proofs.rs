@@ -14,16 +14,10 @@ use chorus_node::cli::verify::verify_dir;
 use chorus_sdk::attest::{Attestation, Claim, check_attestations, terms_digest};
 use chorus_sdk::bundle::{BundleId, Limits};
 use chorus_sdk::identity::Identity;
-use chorus_sdk::job::{JobHeader, JobId};
+use chorus_sdk::job::{JobHeader, JobId, sha256};
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::proof::Proof;
 use serde_bytes::ByteBuf;
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
-    out
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -9,7 +9,7 @@ use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
-    JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult,
+    JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult, sha256,
 };
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
@@ -281,13 +281,6 @@ impl Shared {
 /// `--chaos corrupt-results`: a consistent lie. Outputs get their bytes
 /// flipped; an error becomes a made-up success, so that every result votes
 /// differently from an honest one.
-/// SHA-256 of `bytes`.
-pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
-}
-
 fn corrupt(outcome: &mut Outcome, output: &mut Vec<u8>) {
     match outcome {
         Outcome::Ok | Outcome::Exit(_) => {

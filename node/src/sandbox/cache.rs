@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chorus_sdk::bundle::Limits;
+use chorus_sdk::job::sha256;
 use wasmtime::{InstancePre, Linker, Module};
 
 use super::config::{self, MAX_INSTANCES, MAX_TABLE_ELEMENTS};
@@ -376,11 +377,4 @@ fn trim_disk_cache(dir: &Path, cap: u64, keep: &Path) {
             }
         }
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
