@@ -256,7 +256,10 @@ impl Jobs {
             for (id, snapshot) in store.load_all(Role::Backup)? {
                 shared.backups.insert(
                     id,
-                    Arc::new(std::sync::Mutex::new(Backup::new(None, snapshot))),
+                    Arc::new(std::sync::Mutex::new({
+                        let header = snapshot.spec.header();
+                        Backup::new(None, snapshot, header)
+                    })),
                 );
             }
             for (id, snapshot) in store.load_all(Role::Primary)? {

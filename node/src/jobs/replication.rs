@@ -53,12 +53,17 @@ fn unproven_failures<'a>(
 }
 
 impl Backup {
-    /// A copy from its snapshot.
-    pub(super) fn new(coordinator: Option<Peer>, snapshot: JobSnapshot) -> Backup {
+    /// A copy from its snapshot and its header (`snapshot.spec.header()`,
+    /// which hashes every input: the caller has it already, or computes it).
+    pub(super) fn new(
+        coordinator: Option<Peer>,
+        snapshot: JobSnapshot,
+        header: JobHeader,
+    ) -> Backup {
         Backup {
             updated: Instant::now(),
             coordinator,
-            header: Arc::new(snapshot.spec.header()),
+            header: Arc::new(header),
             submitter: snapshot.spec.submitter(),
             snapshot,
         }
@@ -127,6 +132,7 @@ impl Shared {
                 let b = Arc::new(std::sync::Mutex::new(Backup::new(
                     Some(coordinator),
                     snapshot,
+                    header,
                 )));
                 self.backups.insert(job, b);
                 return Response::Job(JobResponse::Ok);

@@ -209,7 +209,8 @@ impl Client {
     /// Submits a job; returns its id once its coordinator stored it. From
     /// then on the job is the grid's to finish (or to fail explicitly).
     pub async fn submit(&self, spec: &JobSpec) -> Result<JobId, ClientError> {
-        self.remember_header(spec.id(), &spec.header());
+        let header = spec.header();
+        self.remember_header(header.id(), &header);
         let req = Request::Job(JobRequest::Submit {
             spec: Box::new(spec.clone()),
             forwarded: false,
