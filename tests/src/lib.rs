@@ -13,6 +13,31 @@ use chorus_node::net::{Node, NodeConfig};
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, JobStatus, TaskResult};
 use chorus_sdk::wire::{Request, Response, RingView, WireError};
 
+/// The primes example's kernel compiled natively: what the grid's outputs
+/// of the primes module are checked against.
+#[path = "../../examples/primes/src/kernel.rs"]
+pub mod primes;
+
+/// `n` primes tasks counting primes in consecutive ranges of `width`.
+pub fn prime_ranges(n: u64, width: u64) -> Vec<primes::Range> {
+    (0..n)
+        .map(|i| primes::Range {
+            lo: 1_000_000 + i * width,
+            hi: 1_000_000 + (i + 1) * width,
+        })
+        .collect()
+}
+
+/// A primes task's input: its range in MessagePack.
+pub fn prime_input(r: &primes::Range) -> Vec<u8> {
+    rmp_serde::to_vec(r).expect("encode")
+}
+
+/// The output the native kernel gives for `r`, encoded as the guest does.
+pub fn prime_output(r: &primes::Range) -> Vec<u8> {
+    rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode")
+}
+
 /// A node on its own runtime.
 pub struct TestNode {
     /// The runtime the node's tasks run on.

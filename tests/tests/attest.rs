@@ -8,9 +8,6 @@
 //!
 //! Run: `cargo test --release -p chorus-tests --test attest`.
 
-#[path = "../../examples/primes/src/kernel.rs"]
-mod primes;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,28 +24,11 @@ use chorus_sdk::client::Client;
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobSpec, TaskResult};
 use chorus_sdk::proof::Proof;
-use chorus_tests::{TestNode, start_cluster, status, submit, wait_for_results, wait_until};
+use chorus_tests::{TestNode, primes, start_cluster, status, submit, wait_for_results, wait_until};
+use chorus_tests::{prime_input as input, prime_output as want, prime_ranges as ranges};
 use clap::Parser;
 
 const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
-
-fn ranges(n: u64, width: u64) -> Vec<primes::Range> {
-    (0..n)
-        .map(|i| primes::Range {
-            lo: 1_000_000 + i * width,
-            hi: 1_000_000 + (i + 1) * width,
-        })
-        .collect()
-}
-
-fn input(r: &primes::Range) -> Vec<u8> {
-    rmp_serde::to_vec(r).expect("encode")
-}
-
-/// The output the native kernel gives for `r`.
-fn want(r: &primes::Range) -> Vec<u8> {
-    rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode")
-}
 
 fn spec(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
     let bundle = Bundle::sign(

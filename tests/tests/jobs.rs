@@ -4,9 +4,6 @@
 //!
 //! Run: `cargo test --release -p chorus-tests --test jobs`.
 
-#[path = "../../examples/primes/src/kernel.rs"]
-mod primes;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -17,7 +14,10 @@ use chorus_sdk::bundle::{Bundle, Limits, Manifest, VerifiedBundle};
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, TaskResult, sign_cancel};
 use chorus_sdk::wire::{Request, Response};
-use chorus_tests::{TestNode, ask, start_cluster, status, submit, wait_for_results, wait_until};
+use chorus_tests::prime_ranges as ranges;
+use chorus_tests::{
+    TestNode, ask, primes, start_cluster, status, submit, wait_for_results, wait_until,
+};
 
 const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
 
@@ -30,29 +30,15 @@ fn bundle(submitter: &Identity) -> VerifiedBundle {
     .expect("sign bundle")
 }
 
-/// `n` tasks counting primes in consecutive ranges of `width`.
-fn ranges(n: u64, width: u64) -> Vec<primes::Range> {
-    (0..n)
-        .map(|i| primes::Range {
-            lo: 1_000_000 + i * width,
-            hi: 1_000_000 + (i + 1) * width,
-        })
-        .collect()
-}
-
 fn inputs(ranges: &[primes::Range]) -> Vec<Vec<u8>> {
-    ranges
-        .iter()
-        .map(|r| rmp_serde::to_vec(r).expect("encode"))
-        .collect()
+    ranges.iter().map(chorus_tests::prime_input).collect()
 }
 
 /// Every task's accepted output equals the native kernel's.
 fn check_outputs(ranges: &[primes::Range], results: &BTreeMap<u32, TaskResult>) {
     assert_eq!(results.len(), ranges.len(), "one result per task");
     for (i, r) in ranges.iter().enumerate() {
-        let want =
-            rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode");
+        let want = chorus_tests::prime_output(r);
         match results.get(&(i as u32)) {
             Some(TaskResult::Output(got)) => {
                 assert_eq!(
