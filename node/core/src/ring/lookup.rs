@@ -83,17 +83,7 @@ impl<A: Address> RingNode<A> {
     pub(super) fn start_lookup(&mut self, now: Time, key: RingPos, kind: LookupKind) {
         let lid = self.next_lookup;
         self.next_lookup += 1;
-        let mut state = LookupState {
-            key,
-            kind,
-            queue: Vec::new(),
-            dead: Vec::new(),
-            last: None,
-            widened_self: false,
-            hops: 0,
-            timeouts: 0,
-            phase: Phase::Routing,
-        };
+        let mut state = LookupState::new(key, kind);
         if let Some(owner) = self.local_owner(key) {
             self.lookups.insert(lid, state);
             self.found_owner(now, lid, None, owner);
@@ -510,6 +500,23 @@ pub(super) struct LookupState<A> {
     pub(super) hops: u32,
     pub(super) timeouts: u32,
     pub(super) phase: Phase<A>,
+}
+
+impl<A> LookupState<A> {
+    /// A lookup of `key` that has not sent anything yet.
+    pub(super) fn new(key: RingPos, kind: LookupKind) -> LookupState<A> {
+        LookupState {
+            key,
+            kind,
+            queue: Vec::new(),
+            dead: Vec::new(),
+            last: None,
+            widened_self: false,
+            hops: 0,
+            timeouts: 0,
+            phase: Phase::Routing,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Membership: join (and joining again when cut off), graceful leave, a
 //! neighbour's leave, and the successor list and finger table bookkeeping.
 
-use super::lookup::{LookupKind, LookupState, Phase};
+use super::lookup::{LookupKind, LookupState};
 use super::{Address, Event, LookupDone, LookupError, Peer, Purpose, Request, RingNode, Time};
 
 impl<A: Address> RingNode<A> {
@@ -80,20 +80,8 @@ impl<A: Address> RingNode<A> {
         let lid = self.next_lookup;
         self.next_lookup += 1;
         let key = self.me.id;
-        self.lookups.insert(
-            lid,
-            LookupState {
-                key,
-                kind: LookupKind::Join,
-                queue: Vec::new(),
-                dead: Vec::new(),
-                last: None,
-                widened_self: false,
-                hops: 0,
-                timeouts: 0,
-                phase: Phase::Routing,
-            },
-        );
+        self.lookups
+            .insert(lid, LookupState::new(key, LookupKind::Join));
         self.send(
             None,
             addr,
