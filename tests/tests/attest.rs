@@ -483,3 +483,75 @@ fn failed_tasks_reach_the_client_with_their_reason_and_are_not_refused() {
         client.close();
     });
 }
+
+#[test]
+fn prove_and_held_from_a_fresh_key_change_nothing_and_a_proof_binds_its_nonce() {
+    use chorus_sdk::attest::member_message;
+    use chorus_sdk::job::{JobRequest, JobResponse};
+    use chorus_sdk::wire::{Request, Response};
+
+    let nodes = start_cluster(3, |_, _| {}).expect("cluster");
+    let node = &nodes[1];
+    let key_of = |r: Response| match r {
+        Response::Proof {
+            public_key,
+            signature,
+        } => (public_key, signature),
+        other => panic!("not a proof: {other:?}"),
+    };
+    // A stranger's challenge is answered with the node's own key, over that
+    // nonce only: the answer does not prove anything for another nonce.
+    let (key, sig) =
+        key_of(chorus_tests::ask(node.addr, &Request::Prove { nonce: [7; 32] }).expect("answer"));
+    assert_eq!(
+        chorus_sdk::identity::PeerId::from_public_key(&key).ring_pos(),
+        node.id
+    );
+    assert!(chorus_sdk::identity::verify(
+        &key,
+        &member_message(&[7; 32], &key),
+        &sig
+    ));
+    assert!(!chorus_sdk::identity::verify(
+        &key,
+        &member_message(&[8; 32], &key),
+        &sig
+    ));
+    // Held for a job nobody holds, asked twice (a replay): unknown, nothing made.
+    let job = chorus_sdk::job::JobId(RingPos(0x0bad_cafe_0000_0001));
+    for _ in 0..2 {
+        match chorus_tests::ask(node.addr, &Request::Job(JobRequest::Held { job, from: 0 }))
+            .expect("answer")
+        {
+            Response::Error(e) => assert_eq!(e.kind, "unknown_job", "{e}"),
+            other => panic!("held of an unknown job: {other:?}"),
+        }
+    }
+    assert!(node.node().jobs().coordinated().is_empty());
+    assert!(node.node().jobs().backed_up().is_empty());
+    // Held past the end of a real job's tasks: an empty page, not an error.
+    let submitter = Identity::generate().expect("key");
+    let work = ranges(2, 1_000);
+    let job = submit(nodes[0].addr, spec(&submitter, &work, 2, 3)).expect("submitted");
+    let (_, results) =
+        wait_for_results(&[nodes[0].addr], job, Duration::from_secs(60)).expect("results");
+    assert_eq!(results.len(), 2);
+    let holder = nodes
+        .iter()
+        .find(|n| n.node().jobs().coordinated().contains(&job))
+        .expect("a coordinator");
+    match chorus_tests::ask(
+        holder.addr,
+        &Request::Job(JobRequest::Held {
+            job,
+            from: u32::MAX,
+        }),
+    )
+    .expect("answer")
+    {
+        Response::Job(JobResponse::Results(page)) => {
+            assert!(page.results.is_empty() && page.next.is_none() && page.header.is_none())
+        }
+        other => panic!("held past the end: {other:?}"),
+    }
+}
