@@ -198,15 +198,26 @@ async fn run_job(
         copies_refused: 0,
         forged_refused: 0,
         same_through_liar: false,
+        liar_fetch_error: None,
     };
     if let Some(liar) = liar {
-        let via = Client::connect(liar)
-            .await
-            .context("connecting to the liar")?;
-        let again = via.results(job).await.context("results through the liar")?;
-        via.close();
-        defences.forged_refused = again.refused().iter().filter(|r| r.node == liar).count();
-        defences.same_through_liar = again.outputs().ok() == results.outputs().ok();
+        // The job is done and its picture made: a failure here is reported,
+        // not fatal.
+        let again = match Client::connect(liar).await {
+            Ok(via) => {
+                let r = via.results(job).await;
+                via.close();
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match again {
+            Ok(again) => {
+                defences.forged_refused = again.refused().iter().filter(|r| r.node == liar).count();
+                defences.same_through_liar = again.outputs().ok() == results.outputs().ok();
+            }
+            Err(e) => defences.liar_fetch_error = Some(e.to_string()),
+        }
     }
     defences.copies_refused = nodes
         .iter()
@@ -251,6 +262,8 @@ struct Defences {
     same_through_liar: bool,
     /// Forged job copies the honest nodes refused.
     copies_refused: u64,
+    /// Why fetching through the liar failed, if it did.
+    liar_fetch_error: Option<String>,
 }
 
 /// Waits until every node holds a capacity record of every other.
@@ -355,15 +368,20 @@ fn report_text(
             who(members, w.worker.ring_pos())
         ));
     }
-    out.push_str(&format!(
-        "through the liar: {} forged results refused and fetched from other nodes; {}\n",
-        defences.forged_refused,
-        if defences.same_through_liar {
-            "the same picture"
-        } else {
-            "NOT the same picture"
-        }
-    ));
+    match &defences.liar_fetch_error {
+        None => out.push_str(&format!(
+            "through the liar: {} forged results refused and fetched from other nodes; {}\n",
+            defences.forged_refused,
+            if defences.same_through_liar {
+                "the same picture"
+            } else {
+                "NOT the same picture"
+            }
+        )),
+        Some(e) => out.push_str(&format!(
+            "through the liar: could not fetch the results: {e}\n"
+        )),
+    }
     out.push_str(&format!(
         "forged job copies refused by the honest nodes: {}\n",
         defences.copies_refused
@@ -413,6 +431,7 @@ fn report_json(
         "forged_results_refused": defences.forged_refused,
         "same_results_through_liar": defences.same_through_liar,
         "forged_copies_refused": defences.copies_refused,
+        "liar_fetch_error": defences.liar_fetch_error,
         "png": png.map(|bytes| json!({"path": args.out.display().to_string(), "bytes": bytes})),
     })
 }
