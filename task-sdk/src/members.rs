@@ -6,8 +6,10 @@
 //! when a lookup of its ring position finds a node with that very position,
 //! and the node at the address the lookup returned answers a fresh
 //! challenge ([`Request::Prove`]) with a signature by that key. What was
-//! learned is cached: a member for [`MEMBER_TTL`], a stranger for
-//! [`STRANGER_TTL`] (it may be a node still joining).
+//! learned is cached: a member for [`MEMBER_TTL`], a key whose node answered
+//! the challenge wrongly for [`STRANGER_TTL`]. A lookup that finds another
+//! node at the key's position is not cached: it may have been misled while
+//! the ring repairs, so callers ask again through other nodes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,10 +83,11 @@ impl Members {
         let pos = PeerId::from_public_key(key).ring_pos();
         let owner = lookup(pos).await?;
         if owner.id != pos {
-            // The position is owned by someone else: no node holds this key.
-            tracing::debug!(%pos, owner = %owner.id, "signer is not a member");
-            self.record(*key, false);
-            return Some(false);
+            // Someone else owns the position: no node holds this key, or the
+            // lookup was misled (an owner under load taken for dead). Not
+            // cached and not final: the caller asks again through another node.
+            tracing::debug!(%pos, owner = %owner.id, "signer's position found elsewhere");
+            return None;
         }
         let member = challenge(transport, &owner, key, timeout).await?;
         self.record(*key, member);

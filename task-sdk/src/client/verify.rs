@@ -131,7 +131,7 @@ impl Client {
             }
             let mut members = 0usize;
             for key in &signers {
-                if self.is_member(key, node).await {
+                if !strangers.contains(key) && self.is_member(key, node).await {
                     members += 1;
                 } else {
                     strangers.insert(*key);
