@@ -14,10 +14,16 @@ use chorus_sdk::job::{
 };
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
 use serde_bytes::ByteBuf;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::coordinator::{JobHandle, page_of};
 use super::{Role, Shared, job_error};
+use crate::ring_actor::RingError;
+
+/// Lookups tried before a client is told the owner cannot be found.
+const LOOKUP_TRIES: u32 = 4;
+/// The wait after the first failed lookup; doubled after each (0.3 + 0.6 + 1.2 s).
+const LOOKUP_RETRY_FIRST: Duration = Duration::from_millis(300);
 
 /// A per-job question, answered by the job's coordinator.
 #[derive(Clone, Debug)]
@@ -85,14 +91,31 @@ fn unknown(job: JobId) -> Response {
 
 impl Shared {
     /// The owner of `key` when it is another node; `Ok(None)` when it is us.
+    ///
+    /// A failed lookup is tried again a few times (about two seconds in all):
+    /// while the ring repairs itself after a death, the owner may briefly not
+    /// claim its keys (its predecessor is unknown), and a client should not
+    /// see that.
     pub(super) async fn owner_elsewhere(&self, key: RingPos) -> Result<Option<Peer>, Response> {
-        match self.ring.lookup(key).await {
-            Ok(done) if done.owner.id != self.me.id => Ok(Some(done.owner)),
-            Ok(_) => Ok(None),
-            Err(e) => Err(Response::Error(WireError::new(
-                ErrorKind::Unavailable,
-                format!("cannot find the owner of {key}: {e}"),
-            ))),
+        let mut wait = LOOKUP_RETRY_FIRST;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.ring.lookup(key).await {
+                Ok(done) if done.owner.id != self.me.id => return Ok(Some(done.owner)),
+                Ok(_) => return Ok(None),
+                Err(RingError::Lookup(e)) if tries < LOOKUP_TRIES => {
+                    debug!(%key, error = %e, tries, "lookup failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+                Err(e) => {
+                    return Err(Response::Error(WireError::new(
+                        ErrorKind::Unavailable,
+                        format!("cannot find the owner of {key}: {e}"),
+                    )));
+                }
+            }
         }
     }
 
