@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use chorus_core::RingPos;
 use chorus_core::ring::{self, LookupDone, LookupError, RingNode};
 use chorus_sdk::capacity::{CapacityError, CapacityRecord};
+use chorus_sdk::frame::RING_FRAME_CAP;
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
 use chorus_sdk::transport::{Transport, TransportError};
-use chorus_sdk::wire::{Peer, RingView};
+use chorus_sdk::wire::{Peer, Request, Response, RingView};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::capacity::{self, Capacity};
 use crate::jobs::{Chaos, Jobs, JobsConfig};
@@ -95,6 +96,13 @@ pub enum NodeError {
     /// The endpoint could not be created.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The given identity lacks the identity proof of work: no other node
+    /// would talk to it.
+    #[error(
+        "identity {0} lacks the identity proof of work ({bits} bits): make one with Identity::generate_member",
+        bits = chorus_sdk::identity::ID_WORK_BITS
+    )]
+    NoWork(PeerId),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -144,14 +152,17 @@ impl Node {
     /// the bootstrap addresses, and serves until [`Node::leave`] or drop of the runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let identity = match &config.data_dir {
-            Some(dir) => Identity::load_or_create(dir)?,
-            None => Identity::generate()?,
+            Some(dir) => Identity::load_or_create_member(dir)?,
+            None => Identity::generate_member()?,
         };
         Self::start_with(config, identity).await
     }
 
     /// Starts a node with a given identity.
     pub async fn start_with(config: NodeConfig, identity: Identity) -> Result<Node, NodeError> {
+        if !identity.peer_id().has_work() {
+            return Err(NodeError::NoWork(identity.peer_id()));
+        }
         let identity = Arc::new(identity);
         let transport = Transport::server(&identity, config.listen)?;
         let bound = transport
@@ -257,6 +268,11 @@ impl Node {
         };
         let _ = scrape.services.set(services.clone());
         tasks.push(tokio::spawn(actor.run().instrument(span.clone())));
+        if metrics_addr.is_some() {
+            tasks.push(tokio::spawn(
+                probe_metrics_hosts(transport.clone(), capacity.clone()).instrument(span.clone()),
+            ));
+        }
         tasks.push(tokio::spawn(
             accept_loop(transport.clone(), services, Gate::new(&config.serve)).instrument(span),
         ));
@@ -335,6 +351,40 @@ impl Node {
     }
 }
 
+/// Records probed per round by [`probe_metrics_hosts`].
+const PROBES_PER_ROUND: usize = 8;
+/// Time between probe rounds.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Makes `/sd` complete without trusting records: a node's metrics address
+/// is listed only at an IP the node was seen at, so this loop calls each
+/// record's address (its identity pinned by the handshake, a membership
+/// challenge as the question) and marks the node seen there when it answers.
+/// Bounded: [`PROBES_PER_ROUND`] calls every [`PROBE_EVERY`], each under a
+/// timeout, only for records not yet seen.
+async fn probe_metrics_hosts(transport: Transport, capacity: Capacity) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        for (id, addr) in capacity.unseen_metrics(PROBES_PER_ROUND) {
+            let nonce = [0x5d; 32];
+            let answer: Result<Response, _> = transport
+                .call(
+                    addr,
+                    Some(id),
+                    &Request::Prove { nonce },
+                    RING_FRAME_CAP,
+                    PROBE_EVERY,
+                )
+                .await;
+            if matches!(answer, Ok(Response::Proof { .. })) {
+                capacity.mark_seen(id, addr);
+            } else {
+                debug!(peer = %id, %addr, "metrics host probe failed");
+            }
+        }
+    }
+}
+
 /// What the metrics server reads at each scrape.
 struct Scrape {
     metrics: NodeMetrics,
@@ -354,6 +404,7 @@ impl MetricsSource for Scrape {
             self.metrics
                 .capacity_known_peers
                 .set(i64::try_from(s.capacity.list().len()).unwrap_or(i64::MAX));
+            self.metrics.sync_capacity_refused(&s.capacity.refused());
             s.jobs.sync_metrics();
         }
         self.metrics.render()

@@ -302,7 +302,11 @@ impl Actor {
                 .await;
             let response = match result {
                 Ok(Response::Ring { msg, capacity: c }) => {
-                    capacity.absorb(&c);
+                    match t.to_id {
+                        Some(id) => capacity.absorb_from(&c, id, t.to),
+                        // A bootstrap contact: who answered is not pinned.
+                        None => capacity.absorb(&c),
+                    };
                     Some(msg)
                 }
                 Ok(other) => {

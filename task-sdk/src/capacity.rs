@@ -15,7 +15,7 @@ use crate::identity::{Identity, PeerId, verify};
 const CONTEXT: &[u8] = b"chorus capacity v1\0";
 
 /// Clock skew tolerated for records stamped in the future, in ms.
-pub const MAX_FUTURE_SKEW_MS: u64 = 30_000;
+pub const MAX_FUTURE_SKEW_MS: u64 = 5_000;
 
 /// What a node donates and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -172,16 +172,27 @@ pub struct PeerCertError(pub String);
 
 /// Verifies both sides: Ed25519 self-signed certificates, pinned by ring position when
 /// known (through the server name), handshake signatures checked with the certificate's key.
+/// A server is a node: its key must carry the identity proof of work
+/// ([`crate::identity::ID_WORK_BITS`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PeerVerifier;
 
 impl PeerVerifier {
+    /// `node`: the peer must be a node (a server always is; a client may be
+    /// anyone, and what it may ask is decided per request).
     fn check_cert(
         &self,
         cert: &CertificateDer<'_>,
         pin: Option<RingPos>,
+        node: bool,
     ) -> Result<(), rustls::Error> {
         let id = peer_id_of(cert).ok_or_else(|| bad_cert("not an Ed25519 certificate"))?;
+        if node && !id.has_work() {
+            return Err(bad_cert(&format!(
+                "{} is no node: its key lacks the identity proof of work",
+                id.ring_pos()
+            )));
+        }
         if let Some(want) = pin
             && id.ring_pos() != want
         {
@@ -231,7 +242,7 @@ impl ServerCertVerifier for PeerVerifier {
                 .and_then(|p| p.parse::<RingPos>().ok()),
             _ => None,
         };
-        self.check_cert(end_entity, pin)?;
+        self.check_cert(end_entity, pin, true)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -269,7 +280,7 @@ impl ClientCertVerifier for PeerVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check_cert(end_entity, None)?;
+        self.check_cert(end_entity, None, false)?;
         Ok(ClientCertVerified::assertion())
     }
 

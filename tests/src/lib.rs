@@ -50,10 +50,22 @@ pub struct TestNode {
     pub addr: SocketAddr,
 }
 
+/// The next test "host": 127.0.N.1 with N counting 1..=250 and round again.
+/// Each node of a test stands on its own host (its own /24), as volunteers
+/// do: replica diversity and the capacity table's per-network cap count
+/// networks, and all of 127.0.0.0/8 is loopback.
+pub fn next_host() -> std::net::IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, n as u8, 1))
+}
+
 impl TestNode {
-    /// Starts a node on 127.0.0.1 (any port) that joins through `bootstrap`.
+    /// Starts a node on its own host ([`next_host`], any port) that joins
+    /// through `bootstrap`.
     pub fn start(bootstrap: Vec<SocketAddr>) -> anyhow::Result<TestNode> {
-        let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into());
+        let mut config = NodeConfig::new((next_host(), 0).into());
         config.bootstrap = bootstrap;
         Self::start_with(config)
     }
@@ -182,7 +194,7 @@ pub fn start_cluster_as(
     let n = keys.len();
     let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
     for (i, key) in keys.into_iter().enumerate() {
-        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
+        let mut c = NodeConfig::new((next_host(), 0).into());
         c.cores = 1;
         if let Some(first) = nodes.first() {
             c.bootstrap = vec![first.addr];

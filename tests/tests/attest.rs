@@ -316,8 +316,8 @@ fn forged_copies_change_nothing_and_the_real_next_owner_finishes_the_job() {
 /// Two copies of one fresh key: one for a node, one for the test to speak
 /// with it.
 fn twin_keys(dir: &Path) -> (Identity, Identity) {
-    let a = Identity::load_or_create(dir).expect("key");
-    let b = Identity::load_or_create(dir).expect("same key");
+    let a = Identity::load_or_create_member(dir).expect("key");
+    let b = Identity::load_or_create_member(dir).expect("same key");
     assert_eq!(a.public_key(), b.public_key());
     (a, b)
 }

@@ -203,7 +203,7 @@ fn promtool_accepts_config_and_rules() {
 #[test]
 fn promtool_accepts_every_nodes_metrics() {
     let cluster = chorus_tests::start_cluster(3, |_, c| {
-        c.metrics = Some(([127, 0, 0, 1], 0).into());
+        c.metrics = Some((c.listen.ip(), 0).into());
         c.cores = 2;
     })
     .expect("cluster");

@@ -104,9 +104,9 @@ fn value(text: &str, series: &str) -> f64 {
 #[test]
 fn nodes_serve_ring_metrics_and_service_discovery() {
     let start = |bootstrap: Vec<SocketAddr>| {
-        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
+        let mut c = NodeConfig::new((chorus_tests::next_host(), 0).into());
         c.bootstrap = bootstrap;
-        c.metrics = Some(([127, 0, 0, 1], 0).into());
+        c.metrics = Some((c.listen.ip(), 0).into());
         TestNode::start_with(c).unwrap()
     };
     let a = start(vec![]);

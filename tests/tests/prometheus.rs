@@ -192,7 +192,7 @@ fn prometheus_scrapes_the_ring_and_every_dashboard_query_returns_data() {
 /// nodes know each other's capacity records.
 fn start_cluster() -> Vec<TestNode> {
     chorus_tests::start_cluster(NODES, |_, c| {
-        c.metrics = Some(([127, 0, 0, 1], 0).into());
+        c.metrics = Some((c.listen.ip(), 0).into());
         c.cores = 2;
     })
     .expect("cluster")

@@ -269,7 +269,7 @@ async fn answer_within(recv: &mut quinn::RecvStream, wait: Duration) -> Option<R
 #[test]
 fn request_memory_connections_and_slow_senders_are_bounded() {
     let read_timeout = Duration::from_secs(3);
-    let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into());
+    let mut config = NodeConfig::new((chorus_tests::next_host(), 0).into());
     config.serve = ServeLimits {
         max_connections: 6,
         request_read_timeout: read_timeout,

@@ -88,8 +88,12 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
     let liar = args.nodes - 1;
     let mut nodes: Vec<Node> = Vec::with_capacity(args.nodes);
     for i in 0..args.nodes {
-        let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into());
-        config.metrics = Some(([127, 0, 0, 1], 0).into());
+        // Each node on its own "host", 127.0.N.1 (all of 127.0.0.0/8 is
+        // loopback on Linux): volunteers sit on distinct networks, and the
+        // capacity table keeps only a few records per /24.
+        let host = demo_host(i);
+        let mut config = NodeConfig::new((host, 0).into());
+        config.metrics = Some((host, 0).into());
         config.data_dir = None;
         config.bootstrap = nodes.first().map(|n| vec![n.me().addr]).unwrap_or_default();
         // The liar runs every adversary at once: it lies as a worker, forges
@@ -120,7 +124,8 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
         })
         .collect();
     say(format!(
-        "started {} nodes on 127.0.0.1; node {liar} lies: it corrupts every result it returns, forges results for clients and forges copies of jobs",
+        "started {} nodes on hosts 127.0.1.1..127.0.{}.1; node {liar} lies: it corrupts every result it returns, forges results for clients and forges copies of jobs",
+        nodes.len(),
         nodes.len()
     ));
     for m in &members {
@@ -434,6 +439,12 @@ fn report_json(
         "liar_fetch_error": defences.liar_fetch_error,
         "png": png.map(|bytes| json!({"path": args.out.display().to_string(), "bytes": bytes})),
     })
+}
+
+/// The loopback "host" of demo node `i`: 127.0.(i+1).1.
+fn demo_host(i: usize) -> std::net::IpAddr {
+    let n = u8::try_from(i % 250 + 1).unwrap_or(1);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, n, 1))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 //! | `chorus_capacity_slots_free` | gauge | task slots free now |
 //! | `chorus_capacity_fuel_per_second` | gauge | measured speed of one slot |
 //! | `chorus_capacity_known_peers` | gauge | verified, unexpired capacity records known (itself included) |
+//! | `chorus_capacity_records_refused_total{reason}` | counter | capacity records dropped (`bad_signature`, `from_the_future`, `expired`, `no_work`, `relay_budget`, `prefix_full`) and member-only requests refused from keys without the identity work (`no_work`) |
 //! | `chorus_tasks_executed_total{outcome}` | counter | tasks this node ran as a worker, by outcome |
 //! | `chorus_task_duration_seconds` | histogram | wall time of tasks run here |
 //! | `chorus_fuel_donated_total` | counter | fuel spent on other people's tasks |
@@ -97,6 +98,7 @@ pub struct NodeMetrics {
     pub peers_connected: IntGauge,
     rpc_calls: IntCounter,
     rpc_errors: IntCounterVec,
+    capacity_refused: IntCounterVec,
     bytes_sent: IntCounter,
     bytes_received: IntCounter,
     /// Cores (task slots) donated.
@@ -337,6 +339,11 @@ impl NodeMetrics {
                 "Live QUIC connections in this node's connection cache.",
             )?,
             rpc_calls: counter("chorus_rpc_calls_total", "RPCs this node sent.")?,
+            capacity_refused: counter_vec(
+                "chorus_capacity_records_refused_total",
+                "Capacity records dropped by reason (bad_signature, from_the_future, expired, no_work, relay_budget, prefix_full), and member-only requests refused from keys without the identity proof of work (no_work).",
+                "reason",
+            )?,
             rpc_errors: counter_vec(
                 "chorus_rpc_errors_total",
                 "RPC, stream and handshake errors by kind (timeout, malformed, oversized, handshake, busy, conn_limit, read_timeout, ...).",
@@ -376,6 +383,17 @@ impl NodeMetrics {
         }
         self.peers_connected
             .set(i64::try_from(connections).unwrap_or(i64::MAX));
+    }
+
+    /// Brings the capacity refusal counters up to date from the table's totals.
+    pub fn sync_capacity_refused(&self, totals: &[(&'static str, u64)]) {
+        for (reason, v) in totals {
+            let c = self.capacity_refused.with_label_values(&[reason]);
+            let have = c.get();
+            if *v > have {
+                c.inc_by(v - have);
+            }
+        }
     }
 
     /// Brings the module-cache counters up to date from the engine's totals.

@@ -1,9 +1,11 @@
 //! The one dispatch table: from a [`Request`] to the service that answers it
 //! (the ring actor, the capacity gossip, the job service).
 
-use chorus_sdk::identity::PeerId;
+use std::net::SocketAddr;
+
+use chorus_sdk::identity::{ID_WORK_BITS, PeerId};
 use chorus_sdk::job::PeerList;
-use chorus_sdk::wire::{ErrorKind, LookupAnswer, Request, Response, WireError};
+use chorus_sdk::wire::{ErrorKind, JobRequest, LookupAnswer, Request, Response, WireError};
 
 use super::server::Handler;
 use crate::capacity::Capacity;
@@ -22,12 +24,35 @@ pub(crate) struct Services {
 }
 
 impl Handler for Services {
-    async fn handle(&self, req: Request, from: PeerId) -> Response {
-        dispatch(req, from, self).await
+    async fn handle(&self, req: Request, from: PeerId, remote: SocketAddr) -> Response {
+        dispatch(req, from, remote, self).await
     }
 }
 
-async fn dispatch(req: Request, from: PeerId, services: &Services) -> Response {
+/// Whether only a ring member (a key with the identity proof of work) may
+/// send `req`: ring maintenance, work batches, bundle fetches and job copies.
+/// Clients (any key) submit, ask and fetch.
+fn members_only(req: &Request) -> bool {
+    match req {
+        Request::Ring { .. } => true,
+        Request::Job(j) => matches!(
+            j,
+            JobRequest::Run(_) | JobRequest::FetchBundle { .. } | JobRequest::Replicate { .. }
+        ),
+        _ => false,
+    }
+}
+
+async fn dispatch(req: Request, from: PeerId, remote: SocketAddr, services: &Services) -> Response {
+    if members_only(&req) && !from.has_work() {
+        services.capacity.count_refused("no_work");
+        return Response::Error(WireError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{from} is no ring member: its key lacks the identity proof of work ({ID_WORK_BITS} bits)"
+            ),
+        ));
+    }
     let stopped = || {
         Response::Error(WireError::new(
             ErrorKind::Stopped,
@@ -36,7 +61,9 @@ async fn dispatch(req: Request, from: PeerId, services: &Services) -> Response {
     };
     match req {
         Request::Ring { msg, capacity } => {
-            services.capacity.absorb(&capacity);
+            services
+                .capacity
+                .absorb_from(&capacity, from.ring_pos(), remote);
             services
                 .ring
                 .incoming(from.ring_pos(), msg)
