@@ -1,0 +1,215 @@
+//! Many identities must not buy a place in the grid: keys without the
+//! identity proof of work are no members, and a flood of capacity records
+//! (from plain keys, stamped in the future, crowding one network, relayed
+//! by one sender) leaves every honest record in place. Real QUIC, real
+//! nodes on their own 127.0.N.1 hosts, the attacker with its own keys.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_core::ring;
+use chorus_node::net::NodeConfig;
+use chorus_node::node::{Node, NodeError};
+use chorus_sdk::capacity::{CapacityRecord, SignedCapacity};
+use chorus_sdk::frame::RING_FRAME_CAP;
+use chorus_sdk::identity::Identity;
+use chorus_sdk::transport::Transport;
+use chorus_sdk::wire::{MAX_GOSSIP, Request, Response, RunTasks};
+use chorus_tests::{TestNode, start_cluster};
+
+fn now_ms() -> u64 {
+    chorus_node::capacity::now_ms()
+}
+
+/// A record for `key` at `addr` claiming a huge machine, stamped `ahead_ms`
+/// in the future.
+fn record(key: &Identity, addr: SocketAddr, ahead_ms: u64) -> SignedCapacity {
+    let r = CapacityRecord {
+        public_key: key.public_key(),
+        addr,
+        metrics_addr: Some("10.66.66.66:9100".parse().unwrap()),
+        cores: u32::MAX,
+        memory_mb: u64::MAX / 2,
+        free_slots: u32::MAX,
+        fuel_per_sec: u64::MAX,
+        version: "flood".into(),
+        timestamp_ms: now_ms() + ahead_ms,
+    };
+    SignedCapacity::sign(r, key).expect("sign")
+}
+
+fn ring_ping(capacity: Vec<SignedCapacity>) -> Request {
+    Request::Ring {
+        msg: ring::Request::Ping,
+        capacity,
+    }
+}
+
+fn refused(node: &TestNode, reason: &str) -> u64 {
+    node.node()
+        .capacity()
+        .refused()
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| n)
+}
+
+#[test]
+fn keys_without_the_identity_work_are_no_members() {
+    let nodes = start_cluster(2, |_, _| {}).expect("cluster");
+    let plain = Identity::generate().expect("key");
+    assert!(!plain.peer_id().has_work());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target = nodes[0].addr;
+    rt.block_on(async {
+        let me = Transport::client(&plain, (chorus_tests::next_host(), 0).into()).unwrap();
+        let call = |req: Request| {
+            let me = me.clone();
+            async move {
+                me.call::<_, Response>(target, None, &req, RING_FRAME_CAP, Duration::from_secs(5))
+                    .await
+                    .expect("an answer")
+            }
+        };
+        // Ring maintenance from a plain key: refused, its record not taken.
+        let own = record(&plain, "127.0.77.1:7000".parse().unwrap(), 0);
+        match call(ring_ping(vec![own])).await {
+            Response::Error(e) => assert_eq!(e.kind, "forbidden", "{e}"),
+            other => panic!("a ring ping from a plain key: {other:?}"),
+        }
+        // A work batch from a plain key: refused before anything is fetched.
+        let run = Request::Job(chorus_sdk::wire::JobRequest::Run(Box::new(RunTasks {
+            job: chorus_sdk::job::JobId(chorus_core::RingPos(7)),
+            bundle: chorus_sdk::bundle::BundleId([7; 32]),
+            coordinator: "127.0.77.1:7000".parse().unwrap(),
+            limits: Default::default(),
+            policy: Default::default(),
+            tasks: Vec::new(),
+        })));
+        match call(run).await {
+            Response::Error(e) => assert_eq!(e.kind, "forbidden", "{e}"),
+            other => panic!("a batch from a plain key: {other:?}"),
+        }
+        // A client may still ask what clients ask.
+        assert!(matches!(
+            call(Request::RingView).await,
+            Response::RingView(_)
+        ));
+    });
+    assert!(refused(&nodes[0], "no_work") >= 2);
+    assert_eq!(nodes[0].node().capacity().list().len(), 2);
+    // A node cannot even start with such a key.
+    let err = rt
+        .block_on(Node::start_with(
+            NodeConfig::new((chorus_tests::next_host(), 0).into()),
+            Identity::generate().unwrap(),
+        ))
+        .err()
+        .expect("refused");
+    assert!(matches!(err, NodeError::NoWork(_)), "{err}");
+}
+
+#[test]
+fn a_flood_of_capacity_records_leaves_every_honest_record_in_place() {
+    let nodes = start_cluster(4, |_, _| {}).expect("cluster");
+    let honest: Vec<_> = nodes.iter().map(|n| n.id).collect();
+    // The attacker: one member key (it paid the work once) on its own host,
+    // a few more member keys all on one network, and thousands of plain keys.
+    let attacker = Identity::generate_member().expect("key");
+    let crowd: Vec<Identity> = (0..6)
+        .map(|_| Identity::generate_member().expect("key"))
+        .collect();
+    let plain: Vec<Identity> = (0..64).map(|_| Identity::generate().unwrap()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let host = chorus_tests::next_host();
+    let mut sent = 0usize;
+    rt.block_on(async {
+        let me = Transport::client(&attacker, (host, 0).into()).unwrap();
+        for (round, target) in nodes.iter().map(|n| n.addr).cycle().take(200).enumerate() {
+            // A full gossip load (MAX_GOSSIP records): the attacker's own
+            // record, then plain keys claiming u32::MAX cores, half of them
+            // stamped 29 s in the future.
+            let mut records = vec![record(&attacker, (host, 7000).into(), 0)];
+            for k in 0..MAX_GOSSIP - 2 {
+                let key = &plain[(round * 7 + k) % plain.len()];
+                let ahead = if k % 2 == 0 { 29_000 } else { 0 };
+                records.push(record(
+                    key,
+                    format!("127.66.{k}.1:7000").parse().unwrap(),
+                    ahead,
+                ));
+            }
+            // Every fourth round: members of one /24 relayed by the attacker.
+            if round % 4 == 0 {
+                let k = &crowd[(round / 4) % crowd.len()];
+                records.push(record(k, "127.99.0.1:7000".parse().unwrap(), 0));
+            }
+            sent += records.len();
+            let _ = me
+                .call::<_, Response>(
+                    target,
+                    None,
+                    &ring_ping(records),
+                    RING_FRAME_CAP,
+                    Duration::from_secs(5),
+                )
+                .await;
+        }
+    });
+    eprintln!("sent {sent} records in 200 ring pings");
+    std::thread::sleep(Duration::from_secs(1));
+    for n in &nodes {
+        let table = n.node().capacity().list();
+        let ids: Vec<_> = table
+            .iter()
+            .map(|s| s.record.peer_id().ring_pos())
+            .collect();
+        for h in &honest {
+            assert!(ids.contains(h), "{}: honest {h} missing from {ids:?}", n.id);
+        }
+        // Nothing claiming a huge machine from a plain key, nothing from the
+        // future, at most a few of the crowded network.
+        for s in &table {
+            assert!(
+                s.record.peer_id().has_work(),
+                "{}: a plain key's record kept",
+                n.id
+            );
+            assert!(
+                s.record.timestamp_ms <= now_ms() + 5_000,
+                "{}: a record from the future",
+                n.id
+            );
+        }
+        let crowded = table
+            .iter()
+            .filter(|s| s.record.addr.ip().to_string().starts_with("127.99.0."))
+            .count();
+        assert!(
+            crowded <= chorus_node::capacity::MAX_PER_PREFIX,
+            "{}: {crowded} records of one /24",
+            n.id
+        );
+        // The metrics address the attacker announced points elsewhere: never in /sd.
+        assert!(
+            !n.node()
+                .capacity()
+                .metrics_addrs()
+                .iter()
+                .any(|a| a.ip().to_string() == "10.66.66.66"),
+            "{}: /sd points at a host the node was never seen at",
+            n.id
+        );
+    }
+    let total = |reason: &str| nodes.iter().map(|n| refused(n, reason)).sum::<u64>();
+    eprintln!(
+        "refused: no_work {}, from_the_future {}, prefix_full {}, relay_budget {}",
+        total("no_work"),
+        total("from_the_future"),
+        total("prefix_full"),
+        total("relay_budget")
+    );
+    assert!(total("no_work") >= 400 && total("from_the_future") >= 400);
+    // Six members of one /24, each relayed to each node: two too many there.
+    assert!(total("prefix_full") >= 4, "the crowded network was capped");
+}
