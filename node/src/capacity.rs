@@ -564,7 +564,11 @@ mod tests {
                 let s = signed(&k, &format!("127.9.9.{}:1", i + 1), now_ms());
                 let pos = k.ring_pos();
                 assert_eq!(
-                    b.absorb_from(&[s.clone()], pos, "127.9.9.1:1".parse().unwrap()),
+                    b.absorb_from(
+                        std::slice::from_ref(&s),
+                        pos,
+                        "127.9.9.1:1".parse().unwrap()
+                    ),
                     usize::from(i < MAX_PER_PREFIX)
                 );
                 s
