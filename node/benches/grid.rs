@@ -192,7 +192,7 @@ fn main() {
         // Warm up: bundles fetched, modules compiled on every node.
         let _ = run_job(nodes[0].me().addr, &submitter, &bundle, vec![Vec::new(); 400], 2, 0).await;
 
-        println!("Chorus grid benchmark: 4 nodes on 127.0.0.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
+        println!("Chorus grid benchmark: 4 nodes on 127.0.1.1..127.0.4.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
         println!();
         println!("| path | tasks/s | per task (µs) | CPU per verified task (µs) | CPU ÷ one execution |");
         println!("| --- | --- | --- | --- | --- |");

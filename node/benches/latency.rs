@@ -77,7 +77,7 @@ fn main() {
             let job = client.submit(&spec).await.expect("submit");
             client.wait(job).await.expect("wait");
         }
-        println!("Chorus latency benchmark: 4 nodes on 127.0.0.1, 1 slot each, one-task jobs, replicas 2, {runs} runs each, 2 cores");
+        println!("Chorus latency benchmark: 4 nodes on 127.0.1.1..127.0.4.1, 1 slot each, one-task jobs, replicas 2, {runs} runs each, 2 cores");
         println!();
         println!("| path | median (ms) | p90 (ms) | p99 (ms) |");
         println!("| --- | --- | --- | --- |");

@@ -137,6 +137,8 @@ struct Inner {
     seen: DashMap<RingPos, IpAddr>,
     /// Per sender: (window start ms, identities introduced in it).
     relayed: DashMap<RingPos, (u64, u32)>,
+    /// `inflate-capacity`: the own record always claims every slot free.
+    inflated: std::sync::atomic::AtomicBool,
     /// Records dropped, by reason label (also requests refused for lack of
     /// work, counted here by the dispatcher).
     refused: DashMap<&'static str, u64>,
@@ -165,6 +167,7 @@ impl Capacity {
                 seen: DashMap::new(),
                 relayed: DashMap::new(),
                 refused: DashMap::new(),
+                inflated: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -182,6 +185,11 @@ impl Capacity {
     pub fn refresh(&self, free_slots: u32) {
         let now = now_ms();
         let current = self.own();
+        let free_slots = if self.inner.inflated.load(Ordering::Relaxed) {
+            current.record.cores
+        } else {
+            free_slots
+        };
         let stale = now.saturating_sub(current.record.timestamp_ms) >= REFRESH.as_millis() as u64;
         if !stale && current.record.free_slots == free_slots {
             return;
@@ -342,6 +350,12 @@ impl Capacity {
                 self.inner.known.remove(&id);
             }
         }
+    }
+
+    /// `--chaos inflate-capacity`: from now on the own record claims every
+    /// slot free, whatever runs.
+    pub fn inflate(&self) {
+        self.inner.inflated.store(true, Ordering::Relaxed);
     }
 
     /// Forgets a node (it was found dead).

@@ -209,20 +209,33 @@ impl Node {
             metrics_addr = Some(announced);
             tasks.push(task);
         }
+        // `--chaos inflate-capacity` lies about the machine (see `Chaos`).
+        let announced_cores = if config.chaos.inflate_capacity {
+            crate::jobs::chaos::INFLATED_CORES
+        } else {
+            u32::try_from(cores).unwrap_or(u32::MAX)
+        };
         let capacity = Capacity::new(
             identity.clone(),
             CapacityRecord {
                 public_key: identity.public_key(),
                 addr: me.addr,
                 metrics_addr,
-                cores: u32::try_from(cores).unwrap_or(u32::MAX),
+                cores: announced_cores,
                 memory_mb: config.memory_mb,
-                free_slots: u32::try_from(cores).unwrap_or(u32::MAX),
-                fuel_per_sec,
+                free_slots: announced_cores,
+                fuel_per_sec: if config.chaos.inflate_capacity {
+                    u64::MAX
+                } else {
+                    fuel_per_sec
+                },
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 timestamp_ms: capacity::now_ms(),
             },
         )?;
+        if config.chaos.inflate_capacity {
+            capacity.inflate();
+        }
         node_metrics
             .capacity_cores
             .set(i64::try_from(cores).unwrap_or(i64::MAX));
@@ -268,6 +281,12 @@ impl Node {
         };
         let _ = scrape.services.set(services.clone());
         tasks.push(tokio::spawn(actor.run().instrument(span.clone())));
+        if config.chaos.flood_capacity {
+            tasks.push(tokio::spawn(
+                crate::jobs::chaos::flood_capacity(transport.clone(), ring.clone())
+                    .instrument(span.clone()),
+            ));
+        }
         if metrics_addr.is_some() {
             tasks.push(tokio::spawn(
                 probe_metrics_hosts(transport.clone(), capacity.clone()).instrument(span.clone()),

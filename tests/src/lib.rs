@@ -28,6 +28,36 @@ pub fn prime_ranges(n: u64, width: u64) -> Vec<primes::Range> {
         .collect()
 }
 
+/// The primes example's module, as built in examples/wasm.
+pub const PRIMES_WASM: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+
+/// A signed job of primes tasks over `work` with `policy`, submitted by
+/// `submitter` (its own bundle).
+pub fn primes_spec(
+    submitter: &chorus_sdk::identity::Identity,
+    work: &[primes::Range],
+    policy: chorus_core::jobs::Policy,
+    nonce: u64,
+) -> JobSpec {
+    use chorus_sdk::bundle::{Bundle, Manifest};
+    let bundle = Bundle::sign(
+        Manifest::new("primes", "1", submitter.public_key()),
+        PRIMES_WASM.to_vec(),
+        submitter,
+    )
+    .expect("bundle");
+    JobSpec::new(
+        &bundle,
+        work.iter().map(prime_input).collect(),
+        Some(policy),
+        None,
+        nonce,
+    )
+    .expect("spec")
+    .sign(submitter)
+    .expect("sign")
+}
+
 /// A primes task's input: its range in MessagePack.
 pub fn prime_input(r: &primes::Range) -> Vec<u8> {
     rmp_serde::to_vec(r).expect("encode")
@@ -205,11 +235,31 @@ pub fn start_cluster_as(
     let refs: Vec<&TestNode> = nodes.iter().collect();
     wait_until(Duration::from_secs(60), || ring_consistent(&refs))
         .map_err(|e| anyhow::anyhow!("ring did not converge: {e}"))?;
+    // Every record a table may hold: all of them, but at most
+    // MAX_PER_PREFIX of the other nodes of one network.
+    let expected = |me: usize| -> usize {
+        let mut per_net: std::collections::HashMap<(bool, u128), usize> = Default::default();
+        for (j, other) in nodes.iter().enumerate() {
+            if j != me {
+                *per_net
+                    .entry(chorus_node::capacity::network_of(&other.addr))
+                    .or_default() += 1;
+            }
+        }
+        1 + per_net
+            .values()
+            .map(|c| (*c).min(chorus_node::capacity::MAX_PER_PREFIX))
+            .sum::<usize>()
+    };
     wait_until(Duration::from_secs(60), || {
-        for node in &nodes {
+        for (i, node) in nodes.iter().enumerate() {
             let known = node.node().capacity().list().len();
-            if known < n {
-                return Err(format!("{} knows {known} of {n} capacity records", node.id));
+            let want = expected(i);
+            if known < want {
+                return Err(format!(
+                    "{} knows {known} of {want} capacity records",
+                    node.id
+                ));
             }
         }
         Ok(())

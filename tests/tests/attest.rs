@@ -19,7 +19,6 @@ use chorus_core::jobs::Policy;
 use chorus_node::cli::Cli;
 use chorus_node::cli::verify::verify_dir;
 use chorus_node::net::NodeConfig;
-use chorus_sdk::bundle::{Bundle, Manifest};
 use chorus_sdk::client::Client;
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobSpec, TaskResult};
@@ -28,25 +27,11 @@ use chorus_tests::{TestNode, primes, start_cluster, status, submit, wait_for_res
 use chorus_tests::{prime_input as input, prime_output as want, prime_ranges as ranges};
 use clap::Parser;
 
-const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+use chorus_tests::PRIMES_WASM as PRIMES;
 
 fn spec(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
-    let bundle = Bundle::sign(
-        Manifest::new("primes", "1", submitter.public_key()),
-        PRIMES.to_vec(),
-        submitter,
-    )
-    .expect("bundle");
-    JobSpec::new(
-        &bundle,
-        work.iter().map(input).collect(),
-        Some(Policy::new(replicas, None, None).expect("policy")),
-        None,
-        nonce,
-    )
-    .expect("spec")
-    .sign(submitter)
-    .expect("sign")
+    let policy = Policy::new(replicas, None, None).expect("policy");
+    chorus_tests::primes_spec(submitter, work, policy, nonce)
 }
 
 /// A fresh directory under the system's temp dir, removed on drop.

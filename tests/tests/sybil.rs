@@ -213,3 +213,59 @@ fn a_flood_of_capacity_records_leaves_every_honest_record_in_place() {
     // Six members of one /24, each relayed to each node: two too many there.
     assert!(total("prefix_full") >= 4, "the crowded network was capped");
 }
+
+#[test]
+fn colluders_on_one_network_claiming_huge_machines_cannot_buy_a_wrong_answer() {
+    // 8 honest nodes, each on its own /24, and 5 colluders sharing one
+    // address: they agree on a wrong output for every task and announce
+    // 1,024 cores each, so placement would love them.
+    let colluders = 5;
+    let shared = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 251, 1));
+    let nodes = start_cluster(13, |i, c| {
+        if i >= 8 {
+            c.listen = (shared, 0).into();
+            c.chaos.collude = true;
+            c.chaos.inflate_capacity = true;
+        }
+    })
+    .expect("cluster");
+    assert_eq!(
+        nodes.iter().filter(|n| n.addr.ip() == shared).count(),
+        colluders
+    );
+    let submitter = Identity::generate().expect("key");
+    let work = chorus_tests::prime_ranges(60, 1_000);
+    let policy = chorus_core::jobs::Policy::new(3, Some(2), None).expect("policy");
+    let spec = chorus_tests::primes_spec(&submitter, &work, policy, 1);
+    let job = chorus_tests::submit(nodes[0].addr, spec).expect("submitted");
+    let addrs: Vec<SocketAddr> = nodes.iter().take(8).map(|n| n.addr).collect();
+    let (st, results) =
+        chorus_tests::wait_for_results(&addrs, job, Duration::from_secs(180)).expect("results");
+    let colluder_ids: Vec<_> = nodes.iter().skip(8).map(|n| n.id).collect();
+    let rejected_colluders = st
+        .rejected
+        .iter()
+        .filter(|r| colluder_ids.iter().any(|c| r.worker == *c))
+        .count();
+    eprintln!(
+        "60 tasks, R3/Q2: {} replicas run, {} disagreements ({rejected_colluders} from colluders), waiting for networks {}",
+        st.replicas_run, st.disagreements, st.waiting_for_networks
+    );
+    assert_eq!(st.verified, 60, "{st:?}");
+    for (i, r) in work.iter().enumerate() {
+        match results.get(&(i as u32)) {
+            Some(chorus_sdk::job::TaskResult::Output(b)) => {
+                assert_eq!(
+                    b.as_ref(),
+                    chorus_tests::prime_output(r).as_slice(),
+                    "task {i}"
+                )
+            }
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+    assert!(
+        rejected_colluders > 0,
+        "the colluders ran replicas and were outvoted: {st:?}"
+    );
+}

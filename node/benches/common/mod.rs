@@ -15,13 +15,15 @@ pub const TRIVIAL: &str = r#"(module
     (i32.store (i32.const 4) (i32.const 8))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
-/// Starts `n` nodes on 127.0.0.1 in this process, one task slot each, and
+/// Starts `n` nodes in this process, each on its own loopback host
+/// 127.0.(i+1).1 (replicas go to distinct networks), one task slot each, and
 /// waits (at most 60 s) for a consistent ring (every successor right) and
 /// full capacity tables.
 pub async fn start_ring(n: usize) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
-    for _ in 0..n {
-        let mut c = NodeConfig::new(([127, 0, 0, 1], 0).into());
+    for i in 0..n {
+        let host = std::net::Ipv4Addr::new(127, 0, u8::try_from(i + 1).unwrap_or(1), 1);
+        let mut c = NodeConfig::new((host, 0).into());
         c.cores = 1;
         if let Some(first) = nodes.first() {
             c.bootstrap = vec![first.me().addr];

@@ -103,6 +103,7 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
                 corrupt_results: true,
                 forge_results: true,
                 forge_copies: true,
+                ..Chaos::OFF
             }
         } else {
             Chaos::OFF
@@ -484,6 +485,7 @@ mod tests {
             done: true,
             cancelled: false,
             failovers: 0,
+            waiting_for_networks: 0,
             reputation: Vec::new(),
             version: 0,
         };

@@ -51,6 +51,14 @@ pub struct NodeArgs {
     /// least recently used go first.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub module_cache_mb: u64,
+    /// Replica diversity (as coordinator): replicas of one task that may
+    /// vote together come from distinct IPv4 networks of this many leading
+    /// bits of the worker's address (24: one per /24; 32: one per address).
+    #[arg(long, value_name = "BITS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub diversity_v4: u32,
+    /// Replica diversity for IPv6 workers, in leading bits (48: one per /48).
+    #[arg(long, value_name = "BITS", default_value_t = 48, value_parser = clap::value_parser!(u32).range(0..=128))]
+    pub diversity_v6: u32,
 }
 
 /// Values of `chorus node --chaos` (see `chorus_node::jobs::Chaos`).
@@ -63,6 +71,13 @@ pub enum ChaosArg {
     /// Send forged copies (made-up decided tasks, a cancel) of every job
     /// heard of to its backups, and ask them to take it over.
     ForgeCopies,
+    /// Return, for every task, the same wrong output every other `collude`
+    /// node returns: colluders agree with each other.
+    Collude,
+    /// Announce 1,024 cores, maximal speed and every slot free.
+    InflateCapacity,
+    /// Send ring neighbours thousands of forged capacity records a second.
+    FloodCapacity,
 }
 
 /// The modes given, as the node's setting.
@@ -72,6 +87,9 @@ fn chaos_of(args: &[ChaosArg]) -> Chaos {
         match a {
             ChaosArg::CorruptResults => c.corrupt_results = true,
             ChaosArg::ForgeResults => c.forge_results = true,
+            ChaosArg::Collude => c.collude = true,
+            ChaosArg::InflateCapacity => c.inflate_capacity = true,
+            ChaosArg::FloodCapacity => c.flood_capacity = true,
             ChaosArg::ForgeCopies => c.forge_copies = true,
         }
     }
@@ -93,6 +111,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.chaos = chaos_of(&args.chaos);
         config.serve.max_connections = args.max_connections.max(1);
         config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
+        config.jobs.diversity_v4 = args.diversity_v4;
+        config.jobs.diversity_v6 = args.diversity_v6;
         let config_chaos = config.chaos;
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(

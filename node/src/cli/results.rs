@@ -382,6 +382,7 @@ mod tests {
             done: true,
             cancelled: false,
             failovers: 0,
+            waiting_for_networks: 0,
             reputation: Vec::new(),
             version: 0,
         }

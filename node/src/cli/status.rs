@@ -64,6 +64,7 @@ pub fn status_json(s: &JobStatus) -> Value {
         "done": s.done,
         "cancelled": s.cancelled,
         "failovers": s.failovers,
+        "waiting_for_networks": s.waiting_for_networks,
         "reputation": s.reputation.iter().map(|w| json!({
             "worker": w.worker.to_string(),
             "score": w.score,
@@ -98,6 +99,12 @@ pub fn status_text(s: &JobStatus) -> String {
         s.disagreements,
         s.failovers
     );
+    if s.waiting_for_networks > 0 {
+        out.push_str(&format!(
+            "{} tasks wait for a worker in another network (replica diversity: one replica of a task per network; the grid has too few networks for this job's replicas)\n",
+            s.waiting_for_networks
+        ));
+    }
     if !s.reputation.is_empty() {
         out.push_str("reputation (worker, score, agreed, disagreed):\n");
         for w in &s.reputation {
@@ -147,6 +154,7 @@ mod tests {
             done: false,
             cancelled: false,
             failovers: 1,
+            waiting_for_networks: 0,
             reputation: vec![WorkerReputation {
                 worker: peer_at(2),
                 score: -10,
@@ -171,6 +179,7 @@ mod tests {
             "done",
             "cancelled",
             "failovers",
+            "waiting_for_networks",
         ] {
             assert!(v.get(key).is_some(), "{key} missing");
         }

@@ -19,6 +19,18 @@
 //!   them to take the job over. Refused by the backups (not the job's
 //!   owner, no valid quorum of attestations, no submitter signature) and
 //!   counted in `chorus_job_copies_refused_total`.
+//! - `collude`: as a worker, return for every task the same wrong output
+//!   every other `collude` node returns for it (derived from the job and the
+//!   task), so colluders agree with each other. Outvoted when replica
+//!   diversity keeps colluders on one network to one replica per task.
+//! - `inflate-capacity`: announce 1,024 cores, maximal speed and every slot
+//!   free, to win every placement. Capped by the coordinator's view of what
+//!   it delivers; with replica diversity it still gets at most one replica
+//!   of a task per network.
+//! - `flood-capacity`: every second, send each ring neighbour ring pings
+//!   carrying [`FLOOD_RECORDS`] forged capacity records (fresh keys without
+//!   the identity work, huge machines, stamped in the future). Refused and
+//!   counted in `chorus_capacity_records_refused_total`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +68,12 @@ pub struct Chaos {
     pub forge_results: bool,
     /// `forge-copies`: send forged job copies and takeover requests to backups.
     pub forge_copies: bool,
+    /// `collude`: return the wrong output every other colluder returns.
+    pub collude: bool,
+    /// `inflate-capacity`: announce 1,024 cores, maximal speed, all slots free.
+    pub inflate_capacity: bool,
+    /// `flood-capacity`: send neighbours thousands of forged capacity records.
+    pub flood_capacity: bool,
 }
 
 impl Chaos {
@@ -64,6 +82,9 @@ impl Chaos {
         corrupt_results: false,
         forge_results: false,
         forge_copies: false,
+        collude: false,
+        inflate_capacity: false,
+        flood_capacity: false,
     };
 
     /// Whether every mode is off.
@@ -83,7 +104,103 @@ impl Chaos {
         if self.forge_copies {
             out.push("forge-copies");
         }
+        if self.collude {
+            out.push("collude");
+        }
+        if self.inflate_capacity {
+            out.push("inflate-capacity");
+        }
+        if self.flood_capacity {
+            out.push("flood-capacity");
+        }
         out
+    }
+}
+
+/// Cores an `inflate-capacity` node announces.
+pub const INFLATED_CORES: u32 = 1024;
+/// Forged records a `flood-capacity` node sends each neighbour per second.
+pub const FLOOD_RECORDS: usize = 1000;
+
+/// `collude`: the output every colluder gives for `task` of `job`: the same
+/// bytes on every colluding node, different from any honest output.
+pub fn colluded_output(job: JobId, task: u32) -> Vec<u8> {
+    let seed = [
+        b"chorus colluders agree\0".as_slice(),
+        &job.0.0.to_be_bytes(),
+        &task.to_be_bytes(),
+    ]
+    .concat();
+    let mut out = b"colluded ".to_vec();
+    out.extend_from_slice(&chorus_sdk::job::sha256(&seed)[..8]);
+    out
+}
+
+/// `flood-capacity`: forged records (fresh plain keys, u32::MAX cores,
+/// stamped 29 s ahead), `n` of them.
+pub fn forged_records(n: usize) -> Vec<chorus_sdk::capacity::SignedCapacity> {
+    use chorus_sdk::capacity::{CapacityRecord, SignedCapacity};
+    let now = crate::capacity::now_ms();
+    (0..n)
+        .filter_map(|i| {
+            let key = Identity::generate().ok()?;
+            let r = CapacityRecord {
+                public_key: key.public_key(),
+                addr: std::net::SocketAddr::from((
+                    [10, 99, (i / 250) as u8, (i % 250) as u8 + 1],
+                    7000,
+                )),
+                metrics_addr: Some(std::net::SocketAddr::from(([10, 99, 0, 1], 9100))),
+                cores: u32::MAX,
+                memory_mb: u64::MAX / 2,
+                free_slots: u32::MAX,
+                fuel_per_sec: u64::MAX,
+                version: "flood".into(),
+                timestamp_ms: now + 29_000,
+            };
+            SignedCapacity::sign(r, &key).ok()
+        })
+        .collect()
+}
+
+/// `flood-capacity`: once a second, sends each ring neighbour the forged
+/// records in ring pings ([`MAX_GOSSIP`](chorus_sdk::wire::MAX_GOSSIP) a
+/// ping, [`FLOOD_RECORDS`] in all). Runs until the node stops.
+pub async fn flood_capacity(
+    transport: chorus_sdk::transport::Transport,
+    ring: crate::ring_actor::RingHandle,
+) {
+    use chorus_sdk::frame::RING_FRAME_CAP;
+    use chorus_sdk::wire::MAX_GOSSIP;
+    warn!("chaos flood-capacity: flooding ring neighbours with forged capacity records");
+    // Signing a thousand records takes a while: make them once, re-stamp
+    // nothing (they stay 29 s ahead for a while, then expire on arrival).
+    let records = forged_records(FLOOD_RECORDS);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(view) = ring.view().await else {
+            return;
+        };
+        let mut targets: Vec<Peer> = view.successors.clone();
+        targets.extend(view.predecessor.clone());
+        targets.dedup_by_key(|p| p.id);
+        for t in targets {
+            for chunk in records.chunks(MAX_GOSSIP) {
+                let req = Request::Ring {
+                    msg: chorus_core::ring::Request::Ping,
+                    capacity: chunk.to_vec(),
+                };
+                let _ = transport
+                    .call::<_, Response>(
+                        t.addr,
+                        Some(t.id),
+                        &req,
+                        RING_FRAME_CAP,
+                        Duration::from_secs(2),
+                    )
+                    .await;
+            }
+        }
     }
 }
 

@@ -169,6 +169,7 @@ impl JobHandle {
             done: m.is_done(),
             cancelled: m.is_cancelled(),
             failovers: st.snapshot.failovers,
+            waiting_for_networks: u32::try_from(m.waiting_for_networks()).unwrap_or(u32::MAX),
             reputation: shared.reputation_table(),
             version: *self.version.borrow(),
         }
@@ -635,11 +636,21 @@ impl Shared {
             let allowance = (r.cores as usize)
                 .saturating_mul(self.config.queue_per_core)
                 .saturating_sub(self.inflight_of(id));
+            // The network is that of the address this coordinator reaches
+            // the worker at: a connection there, pinned to the worker's key,
+            // is what every batch takes, so a claim of another address only
+            // makes the worker unreachable.
+            let (v6, prefix) = crate::capacity::prefix_of(
+                r.addr.ip(),
+                self.config.diversity_v4,
+                self.config.diversity_v6,
+            );
             out.push(Candidate {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),
                 fuel_per_sec: r.fuel_per_sec,
                 reputation: reputation.as_ref().map_or(0, |r| r.score(&id)),
+                network: prefix ^ (u128::from(v6) << 127),
             });
             addrs.insert(id, r.addr);
         }

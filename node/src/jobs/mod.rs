@@ -31,7 +31,7 @@
 //! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`].
 //! - `store.rs`: the job store.
 
-mod chaos;
+pub(crate) mod chaos;
 mod coordinator;
 mod replication;
 mod routing;
@@ -101,6 +101,12 @@ pub struct JobsConfig {
     /// Random lookups per takeover tick while a job runs here, to meet
     /// workers beyond the capacity records gossip brings. Default 2.
     pub sample_lookups: usize,
+    /// Replica diversity for IPv4: replicas of one task that may vote
+    /// together come from distinct networks of this many leading bits of the
+    /// worker's address. Default 24 (one per /24); 32 means one per address.
+    pub diversity_v4: u32,
+    /// Replica diversity for IPv6, in leading bits. Default 48 (one per /48).
+    pub diversity_v6: u32,
 }
 
 impl Default for JobsConfig {
@@ -119,6 +125,8 @@ impl Default for JobsConfig {
             liveness_timeout: Duration::from_secs(2),
             keep_done: Duration::from_secs(3600),
             sample_lookups: 2,
+            diversity_v4: 24,
+            diversity_v6: 48,
         }
     }
 }
@@ -450,6 +458,7 @@ impl Shared {
             replica_timeout: u64::MAX / 4,
             checkpoint_interval: u64::try_from(self.config.replicate_interval.as_millis())
                 .unwrap_or(u64::MAX),
+            diverse: true,
         }
     }
 

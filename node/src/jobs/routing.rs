@@ -276,6 +276,7 @@ impl Shared {
             done: snap.is_done(),
             cancelled: snap.is_cancelled(),
             failovers: snap.failovers,
+            waiting_for_networks: 0,
             reputation: Vec::new(),
             version: 0,
         };

@@ -164,6 +164,10 @@ impl Shared {
             if self.chaos.corrupt_results {
                 corrupt(&mut outcome, &mut output);
             }
+            if self.chaos.collude {
+                outcome = Outcome::Ok;
+                output = super::chaos::colluded_output(run.job, task);
+            }
             let digest = outcome::digest(&outcome, &output);
             // Attest every verdict: what ran (input, bundle, terms) and how it ended.
             let attestation = digest.map(|d| {

@@ -714,6 +714,7 @@ fn empty_status(job: JobId) -> JobStatus {
         done: false,
         cancelled: false,
         failovers: 0,
+        waiting_for_networks: 0,
         reputation: Vec::new(),
         version: 0,
     }

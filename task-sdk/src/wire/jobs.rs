@@ -104,6 +104,11 @@ pub struct JobStatus {
     pub cancelled: bool,
     /// Times the job moved to a new coordinator because the previous one died.
     pub failovers: u32,
+    /// Undecided tasks waiting for a worker in a network they do not use
+    /// yet (replica diversity: at most one replica of a task per network).
+    /// Non-zero means the grid has too few networks for the job's policy.
+    #[serde(default)]
+    pub waiting_for_networks: u32,
     /// The coordinator's reputation table, best first.
     pub reputation: Vec<WorkerReputation>,
     /// Grows with every change of the job at its coordinator (a task

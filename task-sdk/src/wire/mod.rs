@@ -267,6 +267,7 @@ mod tests {
             done: false,
             cancelled: false,
             failovers: 1,
+            waiting_for_networks: 0,
             reputation: vec![WorkerReputation {
                 worker: PeerId([4; 32]),
                 score: -9,

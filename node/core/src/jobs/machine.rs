@@ -22,7 +22,7 @@
 //! only speak for the tasks and the worker of that batch, so a worker cannot
 //! vote on a task it was not given.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,17 @@ pub struct MachineConfig {
     /// At most one [`Action::Checkpoint`] per this many ms while tasks are
     /// being decided (and one when the job is done). Default 200.
     pub checkpoint_interval: Time,
+    /// Replica diversity: no two replicas of one task that may vote (running
+    /// or voted) stand in the same network ([`Candidate::network`]). A task
+    /// that finds no worker in a network it does not use yet waits for one
+    /// ([`JobMachine::waiting_for_networks`]) rather than relax the rule.
+    /// Default on.
+    #[serde(default = "yes")]
+    pub diverse: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for MachineConfig {
@@ -64,6 +75,7 @@ impl Default for MachineConfig {
             no_worker_grace: 10_000,
             replica_timeout: Time::MAX / 4,
             checkpoint_interval: 200,
+            diverse: true,
         }
     }
 }
@@ -224,6 +236,11 @@ pub struct JobMachine<W, P> {
     last_checkpoint: Option<Time>,
     rng: Rng,
     actions: VecDeque<Action<W, P>>,
+    /// The network of each worker, as last placed on.
+    networks: HashMap<W, u128>,
+    /// Undecided tasks that want a replica and find workers only in networks
+    /// they already use.
+    waiting_networks: BTreeSet<u32>,
 }
 
 impl<W: WorkerId, P: Clone> JobMachine<W, P> {
@@ -259,6 +276,8 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             disagreements: 0,
             rejected: Vec::new(),
             cancelled: false,
+            networks: HashMap::new(),
+            waiting_networks: BTreeSet::new(),
             finished_at: None,
             undecided_since_checkpoint: false,
             last_checkpoint: None,
@@ -330,6 +349,15 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
     /// Replicas that returned a vote, over all tasks (late ones included).
     pub fn replicas_run(&self) -> u64 {
         self.replicas_run
+    }
+
+    /// Undecided tasks waiting for a worker in a network they do not use yet
+    /// (replica diversity): the grid has too few networks for the policy.
+    pub fn waiting_for_networks(&self) -> usize {
+        self.waiting_networks
+            .iter()
+            .filter(|t| self.open.contains(t))
+            .count()
     }
 
     /// Votes that disagreed with an accepted result.
@@ -413,6 +441,9 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             return;
         }
         let known: Vec<W> = candidates.iter().map(|c| c.id.clone()).collect();
+        for c in &candidates {
+            self.networks.insert(c.id.clone(), c.network);
+        }
         if let Some(floor) = self.config.distrust_below {
             let trusted = candidates.iter().filter(|c| c.reputation > floor).count();
             if trusted >= self.policy.replicas as usize {
@@ -437,18 +468,35 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 .entry(t)
                 .or_insert_with(|| Slot::new(policy, task_config));
             let mut wanted = slot.verifier.wanted_replicas();
+            let diverse = self.config.diverse;
+            let networks = &self.networks;
+            let mut used: HashSet<u128> = if diverse {
+                slot.verifier
+                    .holders()
+                    .filter_map(|w| networks.get(w).copied())
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             while wanted > 0 && !pool.is_empty() {
                 let verifier = &slot.verifier;
+                let used_now = &used;
                 let chosen = placement.choose(
                     &candidates,
                     &pool,
-                    &|w: &W| verifier.is_excluded(w),
+                    &|w: &W| {
+                        verifier.is_excluded(w)
+                            || networks.get(w).is_some_and(|n| used_now.contains(n))
+                    },
                     &mut self.rng,
                 );
                 let Some(p) = chosen else { break };
                 let i = pool[p];
                 if slot.verifier.assign(now, candidates[i].id.clone()).is_err() {
                     break;
+                }
+                if diverse {
+                    used.insert(candidates[i].network);
                 }
                 wanted -= 1;
                 slot.starving_since = None;
@@ -461,7 +509,21 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                     pool.swap_remove(p);
                 }
             }
-            if wanted > 0 && slot.verifier.running_count() == 0 {
+            // Waiting for another network: some known worker could run it
+            // but every such worker stands in a network the task uses.
+            let blocked_by_networks = wanted > 0
+                && diverse
+                && known.iter().any(|w| !slot.verifier.is_excluded(w))
+                && known.iter().all(|w| {
+                    slot.verifier.is_excluded(w)
+                        || networks.get(w).is_some_and(|n| used.contains(n))
+                });
+            if blocked_by_networks {
+                self.waiting_networks.insert(t);
+            } else {
+                self.waiting_networks.remove(&t);
+            }
+            if wanted > 0 && slot.verifier.running_count() == 0 && !blocked_by_networks {
                 // Nobody outside the workers that already had it: it starves,
                 // and after a grace period fails rather than hang. A task
                 // that only waits for a busy worker does not starve.
@@ -734,6 +796,7 @@ mod tests {
                 free_slots: free,
                 fuel_per_sec: 1,
                 reputation: 0,
+                network: u128::from(id),
             })
             .collect()
     }
@@ -796,6 +859,61 @@ mod tests {
         assert!(m.is_finished());
         assert_eq!(m.finished_at(), Some(10));
         assert_eq!(m.replicas_run(), 6);
+    }
+
+    #[test]
+    fn replicas_of_a_task_stand_in_distinct_networks_or_wait() {
+        // Workers 1 and 2 share a network, 3 has its own: every task of
+        // replicas 2 gets 3 and one of {1, 2}, never both 1 and 2.
+        let mut m = machine(40);
+        let mut c = cands(&[1, 2, 3], 100);
+        c[1].network = c[0].network;
+        m.place(0, c, &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        let mut by_task: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (_, w, tasks) in &out {
+            for t in tasks {
+                by_task.entry(*t).or_default().push(*w);
+            }
+        }
+        assert_eq!(by_task.len(), 40);
+        for (t, ws) in &by_task {
+            assert_eq!(ws.len(), 2, "task {t}: {ws:?}");
+            assert!(ws.contains(&3), "task {t} on one network only: {ws:?}");
+        }
+        assert_eq!(m.waiting_for_networks(), 0);
+        // Two workers of one network only: each task gets one replica and
+        // waits for a second network, long past the no-worker grace,
+        // without failing, and the machine says so.
+        let mut m = machine(5);
+        let mut c = cands(&[1, 2], 100);
+        c[1].network = c[0].network;
+        m.place(0, c.clone(), &mut PlacementPolicy::Uniform);
+        let first = sends(&drain(&mut m));
+        assert_eq!(first.iter().map(|s| s.2.len()).sum::<usize>(), 5);
+        for (batch, _, tasks) in &first {
+            let answers: Vec<_> = tasks.iter().map(|&t| (t, vote(t as u8, "ok"))).collect();
+            m.handle_batch_done(10, *batch, answers);
+        }
+        drain(&mut m);
+        for now in [20, 50_000, 500_000] {
+            m.place(now, c.clone(), &mut PlacementPolicy::Uniform);
+            let acts = drain(&mut m);
+            assert!(sends(&acts).is_empty(), "{acts:?}");
+            assert!(
+                !acts.iter().any(|a| matches!(a, Action::Decided(_))),
+                "{acts:?}"
+            );
+        }
+        assert_eq!(m.waiting_for_networks(), 5);
+        // A worker in a new network arrives: the tasks go on.
+        let mut c2 = c.clone();
+        c2.extend(cands(&[3], 100));
+        m.place(600_000, c2, &mut PlacementPolicy::Uniform);
+        let out = sends(&drain(&mut m));
+        assert_eq!(out.iter().map(|s| s.2.len()).sum::<usize>(), 5);
+        assert!(out.iter().all(|(_, w, _)| *w == 3));
+        assert_eq!(m.waiting_for_networks(), 0);
     }
 
     #[test]

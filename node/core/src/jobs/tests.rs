@@ -22,6 +22,7 @@ fn cand(id: u32, free: u32, speed: u64, rep: i32) -> Candidate<u32> {
         free_slots: free,
         fuel_per_sec: speed,
         reputation: rep,
+        network: u128::from(id),
     }
 }
 

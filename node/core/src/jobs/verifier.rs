@@ -176,6 +176,15 @@ impl<W: WorkerId> TaskVerifier<W> {
             .any(|r| r.worker == *worker && r.state != ReplicaState::Busy)
     }
 
+    /// Workers whose replica may still vote or has voted (running or voted):
+    /// the ones replica diversity counts.
+    pub fn holders(&self) -> impl Iterator<Item = &W> {
+        self.replicas
+            .iter()
+            .filter(|r| matches!(r.state, ReplicaState::Running | ReplicaState::Voted(_)))
+            .map(|r| &r.worker)
+    }
+
     /// How many workers [`Self::excluded`] holds.
     pub fn excluded_count(&self) -> usize {
         self.replicas

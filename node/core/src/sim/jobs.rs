@@ -62,6 +62,12 @@ pub struct JobSimConfig {
     pub min_latency: Time,
     /// Largest one-way latency, in ms. Default 50.
     pub max_latency: Time,
+    /// Networks the saboteurs stand in: 0 spreads them like honest workers
+    /// (each its own network); K packs them into K networks (an attacker
+    /// with many machines in few address blocks). Replica diversity
+    /// ([`MachineConfig::diverse`]) lets at most one replica of a task into
+    /// each. Default 0.
+    pub saboteur_networks: u32,
 }
 
 impl Default for JobSimConfig {
@@ -83,6 +89,7 @@ impl Default for JobSimConfig {
             task_ms: 100,
             min_latency: 10,
             max_latency: 50,
+            saboteur_networks: 0,
         }
     }
 }
@@ -159,6 +166,8 @@ struct Worker {
     /// Speed factor in [0.5, 2).
     speed: f64,
     inflight: u32,
+    /// Its network (honest workers: one each).
+    network: u128,
 }
 
 struct Arrival {
@@ -180,10 +189,11 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
     cfg.policy.check_workers(cfg.workers as usize)?;
     let mut rng = Rng::new(cfg.seed);
     let mut workers: Vec<Worker> = (0..cfg.workers)
-        .map(|_| Worker {
+        .map(|i| Worker {
             saboteur: false,
             speed: 0.5 + 1.5 * rng.unit(),
             inflight: 0,
+            network: u128::from(i),
         })
         .collect();
     // Exactly round(f * N) saboteurs, a random subset (partial Fisher-Yates).
@@ -193,6 +203,11 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
         let j = i + rng.below((order.len() - i) as u64) as usize;
         order.swap(i, j);
         workers[order[i] as usize].saboteur = true;
+        if cfg.saboteur_networks > 0 {
+            // Networks above every honest one, shared by the saboteurs.
+            workers[order[i] as usize].network =
+                u128::from(cfg.workers) + (i as u128) % u128::from(cfg.saboteur_networks);
+        }
     }
     let target_salt = rng.next_u64();
     let mut answer_rng = rng.fork();
@@ -220,6 +235,7 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
                     free_slots: free,
                     fuel_per_sec: (w.speed * 1e9) as u64,
                     reputation: reputation.score(&id),
+                    network: w.network,
                 });
             }
         }

@@ -31,6 +31,12 @@ pub struct Candidate<W> {
     pub fuel_per_sec: u64,
     /// Its reputation score ([`super::Reputation::score`]).
     pub reputation: i32,
+    /// The network it stands in (for the node: the IPv4 /24 or IPv6 /48 of
+    /// the address the coordinator reaches it at). No two replicas of one
+    /// task that could vote together share a network
+    /// ([`super::MachineConfig::diverse`]).
+    #[serde(default)]
+    pub network: u128,
 }
 
 impl<W> Candidate<W> {
