@@ -601,7 +601,7 @@ async fn send_batch(
             .min(3_600_000),
     ) + shared.config.fetch_timeout;
     let answer = if worker == shared.peer_id {
-        shared.run_batch(run, shared.me.id).await
+        shared.run_batch(run, shared.peer_id, shared.me.addr).await
     } else {
         let req = Request::Job(JobRequest::Run(Box::new(run)));
         match shared

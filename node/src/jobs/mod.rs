@@ -33,11 +33,14 @@
 
 mod chaos;
 mod coordinator;
+mod flights;
 mod replication;
 mod routing;
 mod store;
+mod terms;
 mod worker;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +69,9 @@ pub use store::{Role, Store, StoreError};
 pub use worker::outcome_label;
 
 pub use chaos::Chaos;
+
+/// Most bundle or terms fetches a worker has in flight at once.
+const MAX_FETCHES: usize = 8;
 
 /// Tuning of the job service.
 #[derive(Clone, Debug)]
@@ -179,6 +185,10 @@ pub(crate) struct Shared {
     reputation: std::sync::Mutex<Reputation<PeerId>>,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
     fetch_lock: tokio::sync::Mutex<()>,
+    /// Verified terms of the jobs this worker ran batches for.
+    terms: terms::TermsCache,
+    /// One terms fetch per job at a time.
+    term_flights: flights::Flights<JobId>,
     /// Tasks this worker has accepted and not finished.
     worker_inflight: AtomicUsize,
     /// Serialises promotions of backups.
@@ -228,6 +238,7 @@ impl Jobs {
             None => None,
         };
         let cores = deps.engine.config().slots;
+        let fetch_timeout = deps.config.fetch_timeout;
         let shared = Arc::new(Shared {
             peer_id: deps.identity.peer_id(),
             identity: deps.identity,
@@ -247,6 +258,13 @@ impl Jobs {
             reputation: std::sync::Mutex::new(Reputation::default()),
             bundles: DashMap::new(),
             fetch_lock: tokio::sync::Mutex::new(()),
+            terms: terms::TermsCache::default(),
+            // A terms fetch may be followed by a bundle fetch, each under
+            // `fetch_timeout`.
+            term_flights: flights::Flights::new(
+                MAX_FETCHES,
+                fetch_timeout.saturating_mul(2) + Duration::from_secs(1),
+            ),
             worker_inflight: AtomicUsize::new(0),
             promote_lock: tokio::sync::Mutex::new(()),
             members: Members::new(),
@@ -291,8 +309,9 @@ impl Jobs {
         }
     }
 
-    /// Answers one job request from `from`: the one dispatch of job traffic.
-    pub async fn handle(&self, req: JobRequest, from: PeerId) -> Response {
+    /// Answers one job request from `from`, whose connection comes from
+    /// `addr`: the one dispatch of job traffic.
+    pub async fn handle(&self, req: JobRequest, from: PeerId, addr: SocketAddr) -> Response {
         let s = &self.shared;
         if s.chaos.forge_copies {
             let (job, spec) = match &req {
@@ -315,14 +334,14 @@ impl Jobs {
             }
             _ => None,
         };
-        let mut resp = self.answer(req, from).await;
+        let mut resp = self.answer(req, from, addr).await;
         if let Some(job) = forge {
             s.forge_answer(job, &mut resp);
         }
         resp
     }
 
-    async fn answer(&self, req: JobRequest, from: PeerId) -> Response {
+    async fn answer(&self, req: JobRequest, from: PeerId, addr: SocketAddr) -> Response {
         let s = &self.shared;
         match req {
             JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded).await,
@@ -355,7 +374,8 @@ impl Jobs {
                     .await
             }
             JobRequest::Held { job, from: first } => s.held(job, first),
-            JobRequest::Run(run) => s.run_batch(*run, from.ring_pos()).await,
+            JobRequest::Run(run) => s.run_batch(*run, from, addr).await,
+            JobRequest::Terms { job } => s.serve_terms(job),
             JobRequest::FetchBundle { bundle } => s.serve_bundle(bundle, from),
             JobRequest::Replicate {
                 coordinator,

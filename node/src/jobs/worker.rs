@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::net::SocketAddr;
+
 use chorus_core::RingPos;
 use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
-    JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult, sha256,
+    JOB_FRAME_CAP, JobHeader, JobId, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult,
 };
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
@@ -17,6 +19,8 @@ use serde_bytes::ByteBuf;
 use tracing::{debug, warn};
 
 use super::Shared;
+use super::flights::FlightError;
+use super::terms::{self, Terms};
 use crate::sandbox::{SandboxError, TaskReport, TaskSpec};
 
 /// Most bundles kept in memory by a worker.
@@ -63,9 +67,25 @@ impl Shared {
             .max(1)
     }
 
-    /// Runs a batch for the coordinator `from`.
-    pub(super) async fn run_batch(&self, run: RunTasks, from: RingPos) -> Response {
+    /// Runs a batch sent by `from`, whose connection comes from `addr`: only
+    /// for a job whose signed terms this node holds or gets from the sender,
+    /// and only tasks that match them.
+    pub(super) async fn run_batch(
+        &self,
+        run: RunTasks,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Response {
         let n = run.tasks.len();
+        let inputs = terms::input_hashes(&run);
+        let terms = match self.terms_for(&run, from, addr).await {
+            Ok(t) => t,
+            Err(e) => return self.refuse(run.job, from, e),
+        };
+        if let Err(e) = terms.check(&run, &inputs) {
+            let e = WireError::new(ErrorKind::TermsMismatch, e.to_string());
+            return self.refuse(run.job, from, e);
+        }
         let queue = self.worker_queue();
         let before = self.worker_inflight.fetch_add(n, Ordering::AcqRel);
         let _admitted = Admission { shared: self, n };
@@ -77,7 +97,7 @@ impl Shared {
             ));
         }
         self.refresh_capacity();
-        let bundle = match self.bundle_for(run.bundle, run.coordinator, from).await {
+        let bundle = match self.bundle_for(run.bundle, addr, from.ring_pos()).await {
             Ok(b) => b,
             Err(e) => return Response::Error(e),
         };
@@ -103,8 +123,7 @@ impl Shared {
         // What every attestation of this batch binds besides the task.
         let terms = terms_digest(&run.limits, &run.policy);
         let mut handles = Vec::with_capacity(n);
-        for a in run.tasks {
-            let input = sha256(&a.input);
+        for (a, input) in run.tasks.into_iter().zip(inputs) {
             let engine = self.engine.clone();
             let module = module.clone();
             handles.push((
@@ -189,6 +208,128 @@ impl Shared {
         }
         let signed = SignedResults::sign(run.job, results, &self.identity);
         Response::Job(JobResponse::Ran(Box::new(signed)))
+    }
+
+    /// Refuses a batch of `job` from `from`: logged, counted by kind, nothing run.
+    fn refuse(&self, job: JobId, from: PeerId, e: WireError) -> Response {
+        warn!(%job, peer = %from, kind = %e.kind, reason = %e.message, "refused a batch");
+        self.metrics
+            .worker_refused
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
+        Response::Error(e)
+    }
+
+    /// The verified terms of `run`'s job: kept, held here as coordinator or
+    /// backup, or fetched once per job from the batch's sender (`addr`,
+    /// pinned to `from`) and checked against the bundle's submitter.
+    async fn terms_for(
+        &self,
+        run: &RunTasks,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Result<Arc<Terms>, WireError> {
+        let job = run.job;
+        let unsigned = |why: String| WireError::new(ErrorKind::UnsignedJob, why);
+        let got = self
+            .term_flights
+            .get(
+                job,
+                || self.terms.get(job),
+                || async {
+                    let (header, signature) = match self.held_terms(job) {
+                        Some(t) => t,
+                        None => self.ask_terms(job, from, addr).await?,
+                    };
+                    if header.bundle != run.bundle {
+                        return Err(WireError::new(
+                            ErrorKind::TermsMismatch,
+                            format!(
+                                "the batch runs bundle {}, the job's terms name {}",
+                                run.bundle, header.bundle
+                            ),
+                        ));
+                    }
+                    let bundle = self.bundle_for(header.bundle, addr, from.ring_pos()).await?;
+                    let submitter = header
+                        .verify_signed(job, &bundle, &signature)
+                        .map_err(|e| unsigned(format!("terms of job {job}: {e}")))?;
+                    let terms = Arc::new(Terms { header, submitter });
+                    self.terms.insert(job, terms.clone());
+                    debug!(%job, submitter = %hex::encode(&terms.submitter[..8]), "job terms verified");
+                    Ok(terms)
+                },
+            )
+            .await;
+        got.map_err(|e| match e {
+            FlightError::Failed(e) => e,
+            FlightError::TimedOut(t) => unsigned(format!(
+                "no signed terms of job {job} from the sender within {t:?}"
+            )),
+        })
+    }
+
+    /// The header and submitter's signature of `job`, if this node holds the
+    /// job (as its coordinator or a backup).
+    fn held_terms(&self, job: JobId) -> Option<(JobHeader, ByteBuf)> {
+        if let Some(h) = self.jobs.get(&job).map(|h| h.value().clone()) {
+            let signature = h.state.lock().ok()?.snapshot.spec.signature.clone();
+            return Some((h.header.clone(), signature));
+        }
+        let b = self.backups.get(&job).map(|b| b.value().clone())?;
+        let b = b.lock().ok()?;
+        Some(((*b.header).clone(), b.snapshot.spec.signature.clone()))
+    }
+
+    /// Asks the sender of a batch for its job's terms.
+    async fn ask_terms(
+        &self,
+        job: JobId,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Result<(JobHeader, ByteBuf), WireError> {
+        let req = Request::Job(JobRequest::Terms { job });
+        let resp: Response = self
+            .transport
+            .call(
+                addr,
+                Some(from.ring_pos()),
+                &req,
+                JOB_FRAME_CAP,
+                self.config.fetch_timeout,
+            )
+            .await
+            .map_err(|e| {
+                WireError::new(
+                    ErrorKind::UnsignedJob,
+                    format!("cannot get the terms of job {job} from the sender: {e}"),
+                )
+            })?;
+        match resp {
+            Response::Job(JobResponse::Terms { header, signature }) => Ok((*header, signature)),
+            Response::Error(e) => Err(WireError::new(
+                ErrorKind::UnsignedJob,
+                format!("the sender has no terms of job {job}: {e}"),
+            )),
+            other => Err(WireError::new(
+                ErrorKind::UnsignedJob,
+                format!("unexpected answer to a terms request: {other:?}"),
+            )),
+        }
+    }
+
+    /// Answers a worker's request for the terms of a job held here.
+    pub(super) fn serve_terms(&self, job: JobId) -> Response {
+        match self.held_terms(job) {
+            Some((header, signature)) => Response::Job(JobResponse::Terms {
+                header: Box::new(header),
+                signature,
+            }),
+            None => Response::Error(WireError::new(
+                ErrorKind::UnknownJob,
+                format!("no job {job} here"),
+            )),
+        }
     }
 
     /// The verified bundle `id`: from memory, else fetched from the coordinator

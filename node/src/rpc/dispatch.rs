@@ -1,6 +1,8 @@
 //! The one dispatch table: from a [`Request`] to the service that answers it
 //! (the ring actor, the capacity gossip, the job service).
 
+use std::net::SocketAddr;
+
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::PeerList;
 use chorus_sdk::wire::{ErrorKind, LookupAnswer, Request, Response, WireError};
@@ -22,12 +24,12 @@ pub(crate) struct Services {
 }
 
 impl Handler for Services {
-    async fn handle(&self, req: Request, from: PeerId) -> Response {
-        dispatch(req, from, self).await
+    async fn handle(&self, req: Request, from: PeerId, addr: SocketAddr) -> Response {
+        dispatch(req, from, addr, self).await
     }
 }
 
-async fn dispatch(req: Request, from: PeerId, services: &Services) -> Response {
+async fn dispatch(req: Request, from: PeerId, addr: SocketAddr, services: &Services) -> Response {
     let stopped = || {
         Response::Error(WireError::new(
             ErrorKind::Stopped,
@@ -50,7 +52,7 @@ async fn dispatch(req: Request, from: PeerId, services: &Services) -> Response {
         Request::Peers => Response::Peers(PeerList {
             records: services.capacity.list(),
         }),
-        Request::Job(j) => services.jobs.handle(j, from).await,
+        Request::Job(j) => services.jobs.handle(j, from, addr).await,
         Request::RingView => services
             .ring
             .view()

@@ -13,6 +13,10 @@ use crate::identity::{self, Identity};
 use crate::job::{JobId, sha256};
 use crate::outcome::Outcome;
 
+/// Most tasks in one [`RunTasks`] batch. A worker refuses a larger batch
+/// (`batch_too_large`) whatever its load, and a coordinator never sends one.
+pub const MAX_BATCH_TASKS: usize = 256;
+
 /// Domain separation of a worker's signature over its results.
 const RESULTS_CONTEXT: &[u8] = b"chorus results v1\0";
 
