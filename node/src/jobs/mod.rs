@@ -51,7 +51,9 @@ use chorus_core::jobs::{MachineConfig, PlacementPolicy, Reputation, Verdict};
 use chorus_sdk::attest::member_message;
 use chorus_sdk::bundle::{BundleId, VerifiedBundle};
 use chorus_sdk::identity::{Identity, PeerId};
-use chorus_sdk::job::{JobError, JobId, JobRequest, JobSnapshot, WorkerReputation};
+use chorus_sdk::job::{
+    JobError, JobId, JobRequest, JobSnapshot, MAX_BATCH_TASKS, WorkerReputation,
+};
 use chorus_sdk::members::Members;
 use chorus_sdk::transport::Transport;
 use chorus_sdk::wire::{ErrorKind, Peer, Response, WireError};
@@ -76,7 +78,8 @@ const MAX_FETCHES: usize = 8;
 /// Tuning of the job service.
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
-    /// Most tasks in one batch sent to one worker. Default 64.
+    /// Most tasks in one batch sent to one worker. Default 64; at most
+    /// [`MAX_BATCH_TASKS`] are sent, whatever is set (workers refuse more).
     pub batch_tasks: usize,
     /// Tasks a coordinator keeps in flight per core of a worker, and a worker
     /// accepts per donated core before it says busy. Default 32.
@@ -462,7 +465,8 @@ impl Shared {
     /// The state machine's tuning, from the service's.
     fn machine_config(&self) -> MachineConfig {
         MachineConfig {
-            batch_tasks: self.config.batch_tasks.max(1),
+            // A worker refuses larger batches, whatever its load.
+            batch_tasks: self.config.batch_tasks.clamp(1, MAX_BATCH_TASKS),
             distrust_below: Some(self.config.distrust_below),
             no_worker_grace: u64::try_from(self.config.no_worker_grace.as_millis())
                 .unwrap_or(u64::MAX),

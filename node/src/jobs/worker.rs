@@ -11,7 +11,8 @@ use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
-    JOB_FRAME_CAP, JobHeader, JobId, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult,
+    JOB_FRAME_CAP, JobHeader, JobId, JobRequest, JobResponse, MAX_BATCH_TASKS, RunTasks,
+    SignedResults, WorkerResult,
 };
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
@@ -67,6 +68,14 @@ impl Shared {
             .max(1)
     }
 
+    /// The most tasks one batch may hold: half the queue (so that a batch
+    /// always fits beside another submitter's), at most [`MAX_BATCH_TASKS`].
+    /// Coordinators send at most `batch_tasks` (capped by the same constant)
+    /// and at most `cores × queue_per_core`, a quarter of the queue.
+    fn batch_bound(&self) -> usize {
+        (self.worker_queue() / 2).clamp(1, MAX_BATCH_TASKS)
+    }
+
     /// Runs a batch sent by `from`, whose connection comes from `addr`: only
     /// for a job whose signed terms this node holds or gets from the sender,
     /// and only tasks that match them.
@@ -77,6 +86,17 @@ impl Shared {
         addr: SocketAddr,
     ) -> Response {
         let n = run.tasks.len();
+        let bound = self.batch_bound();
+        if n > bound {
+            // Not busy: it never fits here, however idle this worker is.
+            let e = WireError::new(
+                ErrorKind::BatchTooLarge,
+                format!(
+                    "a batch of {n} tasks is over the most this worker takes at once ({bound})"
+                ),
+            );
+            return self.refuse(run.job, from, e);
+        }
         let inputs = terms::input_hashes(&run);
         let terms = match self.terms_for(&run, from, addr).await {
             Ok(t) => t,
@@ -89,7 +109,7 @@ impl Shared {
         let queue = self.worker_queue();
         let before = self.worker_inflight.fetch_add(n, Ordering::AcqRel);
         let _admitted = Admission { shared: self, n };
-        if before > 0 && before + n > queue {
+        if before + n > queue {
             self.metrics.worker_busy.inc();
             return Response::Error(WireError::new(
                 ErrorKind::Busy,
