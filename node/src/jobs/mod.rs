@@ -10,8 +10,12 @@
 //!   [`JobMachine`](chorus_core::jobs::JobMachine) (placement, quorum,
 //!   retries) and performs its actions; metrics are recorded there, from the
 //!   actions.
-//! - A worker (`worker.rs`) fetches the bundle from the coordinator if it lacks
-//!   it, verifies it, runs the batch in its sandbox and returns signed results.
+//! - A worker (`worker.rs`) runs a batch only for a job whose signed terms it
+//!   holds (`terms.rs`: fetched once per job from the batch's sender, checked
+//!   against the submitter's signature) and only tasks that match them; it
+//!   fetches the bundle from the sender if it lacks it (`flights.rs`: one
+//!   fetch per bundle at a time, with a timeout), verifies it, runs the batch
+//!   in its sandbox and returns signed results.
 //! - Copies (`replication.rs`): every backup checks, twice a second, whether
 //!   it now owns a job it holds a copy of (its coordinator died and the ring
 //!   healed around it); if so it carries the job on from the copy.
@@ -27,7 +31,10 @@
 //! - `replication.rs`: copies of other coordinators' jobs (checked: the
 //!   sender, the spec's signature, every decided task's attestations, a
 //!   cancel's signature), takeovers, expiry.
-//! - `worker.rs`: running a batch in the sandbox, attesting each verdict; serving bundles.
+//! - `worker.rs`: checking a batch against its job's terms, running it in the
+//!   sandbox, attesting each verdict; serving bundles and terms.
+//! - `terms.rs`: the verified terms of jobs a worker runs, bounded.
+//! - `flights.rs`: single-flight fetches (bundles, terms) with timeouts.
 //! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`].
 //! - `store.rs`: the job store.
 
@@ -187,7 +194,8 @@ pub(crate) struct Shared {
     /// mutex: held only to read or bump a score, never across an await.
     reputation: std::sync::Mutex<Reputation<PeerId>>,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// One bundle fetch per bundle at a time, bundles in parallel, bounded.
+    bundle_flights: flights::Flights<BundleId>,
     /// Verified terms of the jobs this worker ran batches for.
     terms: terms::TermsCache,
     /// One terms fetch per job at a time.
@@ -260,7 +268,10 @@ impl Jobs {
             inflight: DashMap::new(),
             reputation: std::sync::Mutex::new(Reputation::default()),
             bundles: DashMap::new(),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            bundle_flights: flights::Flights::new(
+                MAX_FETCHES,
+                fetch_timeout + Duration::from_secs(1),
+            ),
             terms: terms::TermsCache::default(),
             // A terms fetch may be followed by a bundle fetch, each under
             // `fetch_timeout`.

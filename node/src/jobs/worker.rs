@@ -352,26 +352,44 @@ impl Shared {
         }
     }
 
-    /// The verified bundle `id`: from memory, else fetched from the coordinator
-    /// (pinned to the caller's identity) and verified.
+    /// The verified bundle `id`: from memory, else fetched from `addr` (where
+    /// the batch came from, pinned to the sender's key `from`) and verified.
+    /// One fetch per bundle at a time, bundles in parallel, each under the
+    /// flights' timeout.
     async fn bundle_for(
         &self,
         id: BundleId,
-        coordinator: std::net::SocketAddr,
+        addr: SocketAddr,
         from: RingPos,
     ) -> Result<Arc<VerifiedBundle>, WireError> {
-        if let Some(b) = self.bundles.get(&id) {
-            return Ok(b.clone());
-        }
-        let _one_fetch = self.fetch_lock.lock().await;
-        if let Some(b) = self.bundles.get(&id) {
-            return Ok(b.clone());
-        }
+        self.bundle_flights
+            .get(
+                id,
+                || self.bundles.get(&id).map(|b| b.clone()),
+                || self.fetch_bundle(id, addr, from),
+            )
+            .await
+            .map_err(|e| match e {
+                FlightError::Failed(e) => e,
+                FlightError::TimedOut(t) => WireError::new(
+                    ErrorKind::Bundle,
+                    format!("cannot fetch bundle {id}: no answer within {t:?}"),
+                ),
+            })
+    }
+
+    /// Fetches, verifies and keeps bundle `id` (one flight of [`Shared::bundle_for`]).
+    async fn fetch_bundle(
+        &self,
+        id: BundleId,
+        addr: SocketAddr,
+        from: RingPos,
+    ) -> Result<Arc<VerifiedBundle>, WireError> {
         let req = Request::Job(JobRequest::FetchBundle { bundle: id });
         let resp: Response = self
             .transport
             .call(
-                coordinator,
+                addr,
                 Some(from),
                 &req,
                 JOB_FRAME_CAP,
@@ -386,7 +404,7 @@ impl Shared {
             Response::Error(e) => {
                 return Err(WireError::new(
                     ErrorKind::Bundle,
-                    format!("coordinator refused bundle {id}: {e}"),
+                    format!("the sender refused bundle {id}: {e}"),
                 ));
             }
             other => {
@@ -399,7 +417,7 @@ impl Shared {
         let verified = Bundle::decode(&bytes)
             .and_then(|b| b.verify_as(&id))
             .map_err(|e| {
-                warn!(bundle = %id, error = %e, "refused a bundle from a coordinator");
+                warn!(bundle = %id, error = %e, "refused a bundle from a batch's sender");
                 WireError::new(ErrorKind::BadBundle, e.to_string())
             })?;
         let verified = Arc::new(verified);

@@ -271,17 +271,17 @@ impl Engine {
         Ok(execute(&module.inner, spec, &self.inner.config))
     }
 
-    /// [`Engine::module`] on a blocking thread (compiling can take seconds),
-    /// for async callers.
+    /// [`Engine::module`] on a blocking thread in a slot, for async callers:
+    /// compiling can take seconds of a core, so it counts against the
+    /// donated cores like a task does (a module found in the cache costs
+    /// the slot only for the lookup).
     pub async fn compile(
         &self,
         bytes: Arc<[u8]>,
         limits: Limits,
     ) -> Result<TaskModule, SandboxError> {
-        let engine = self.clone();
-        tokio::task::spawn_blocking(move || engine.module(&bytes, &limits))
+        self.in_slot(move |engine| engine.module(&bytes, &limits))
             .await
-            .map_err(|e| SandboxError::Worker(e.to_string()))?
     }
 
     /// Runs one task in a slot, on a blocking thread. Waits for a free slot
