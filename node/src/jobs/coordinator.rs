@@ -62,6 +62,8 @@ pub(super) struct JobState {
     backups: HashMap<chorus_core::RingPos, usize>,
     /// Where the workers of batches out can be reached.
     addrs: HashMap<PeerId, SocketAddr>,
+    /// Tasks of this job in flight per worker (its part of `Shared::inflight`).
+    mine: HashMap<PeerId, usize>,
     /// When the last task was decided.
     finished: Option<Instant>,
     /// Valid attestations of undecided tasks, with the digest each attests:
@@ -128,6 +130,7 @@ impl JobHandle {
                 log,
                 backups: HashMap::new(),
                 addrs: HashMap::new(),
+                mine: HashMap::new(),
                 finished,
                 attests: HashMap::new(),
             }),
@@ -237,6 +240,7 @@ impl JobState {
                         continue;
                     };
                     shared.add_inflight(worker, tasks.len() as i64);
+                    *self.mine.entry(worker).or_insert(0) += tasks.len();
                     let tasks = tasks
                         .into_iter()
                         .map(|t| Assignment {
@@ -398,6 +402,12 @@ impl JobState {
             outcome,
         } = done;
         shared.add_inflight(worker, -(tasks as i64));
+        if let Some(n) = self.mine.get_mut(&worker) {
+            *n = n.saturating_sub(tasks);
+            if *n == 0 {
+                self.mine.remove(&worker);
+            }
+        }
         match outcome {
             BatchOutcome::Ran(signed) => {
                 let valid = PeerId::from_public_key(&signed.worker) == worker
@@ -525,9 +535,18 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
             };
             let now = st.now();
             if !st.machine.is_done() {
-                let candidates = shared.candidates(&mut st.addrs);
+                // Jobs with tasks waiting split each worker's allowance.
+                if st.machine.pending() > 0 {
+                    shared.hungry.insert(id, ());
+                } else {
+                    shared.hungry.remove(&id);
+                }
+                let st = &mut *st;
+                let candidates = shared.candidates(&mut st.addrs, &st.mine);
                 let mut placement = shared.config.placement;
                 st.machine.place(now, candidates, &mut placement);
+            } else {
+                shared.hungry.remove(&id);
             }
             st.machine.handle_tick(now);
             let performed = st.perform(id, &handle.bundle, &shared);
@@ -559,6 +578,7 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
             checkpoint = false;
         }
         if finished {
+            shared.hungry.remove(&id);
             break;
         }
         // At least a few ms: a timer the machine reports as due is handled
@@ -623,18 +643,31 @@ async fn send_batch(
 
 impl Shared {
     /// The workers to place on: every capacity record known, with the slots
-    /// this coordinator may still fill there (cores × queue per core minus
-    /// what it has in flight) and the worker's reputation; fills `addrs`.
-    fn candidates(&self, addrs: &mut HashMap<PeerId, SocketAddr>) -> Vec<Candidate<PeerId>> {
+    /// a job with `mine` in flight may still fill there, and the worker's
+    /// reputation; fills `addrs`.
+    ///
+    /// A coordinator keeps at most cores × queue per core tasks in flight at
+    /// a worker, over all its jobs. The jobs with tasks waiting split that
+    /// allowance evenly (rounded up): placement runs per job, and the job
+    /// whose batches come back first would otherwise refill every place
+    /// before a small job's driver looks again.
+    fn candidates(
+        &self,
+        addrs: &mut HashMap<PeerId, SocketAddr>,
+        mine: &HashMap<PeerId, usize>,
+    ) -> Vec<Candidate<PeerId>> {
         let mut out = Vec::new();
+        let sharing = self.hungry.len().max(1);
         // One look at the table for all candidates, not one lock per worker.
         let reputation = self.reputation.lock().ok();
         for s in self.capacity.list() {
             let r = &s.record;
             let id = r.peer_id();
-            let allowance = (r.cores as usize)
-                .saturating_mul(self.config.queue_per_core)
-                .saturating_sub(self.inflight_of(id));
+            let total = (r.cores as usize).saturating_mul(self.config.queue_per_core);
+            let share = total.div_ceil(sharing);
+            let allowance = total
+                .saturating_sub(self.inflight_of(id))
+                .min(share.saturating_sub(mine.get(&id).copied().unwrap_or(0)));
             out.push(Candidate {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),

@@ -41,6 +41,7 @@
 mod chaos;
 mod coordinator;
 mod flights;
+mod gate;
 mod replication;
 mod routing;
 mod store;
@@ -50,7 +51,6 @@ mod worker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chorus_core::RingPos;
@@ -200,8 +200,14 @@ pub(crate) struct Shared {
     terms: terms::TermsCache,
     /// One terms fetch per job at a time.
     term_flights: flights::Flights<JobId>,
-    /// Tasks this worker has accepted and not finished.
-    worker_inflight: AtomicUsize,
+    /// Tasks this worker has accepted and not finished, in total and per
+    /// submitter (a std mutex: held to count, never across an await).
+    admission: std::sync::Mutex<chorus_core::jobs::Admission<gate::Submitter>>,
+    /// The worker's slots, granted fairly among submitters and coordinators.
+    slots: Arc<gate::SlotGate>,
+    /// Jobs coordinated here that have tasks waiting for a worker: they
+    /// split each worker's allowance.
+    hungry: DashMap<JobId, ()>,
     /// Serialises promotions of backups.
     promote_lock: tokio::sync::Mutex<()>,
     /// Which attestation signers of copies are ring members.
@@ -250,6 +256,12 @@ impl Jobs {
         };
         let cores = deps.engine.config().slots;
         let fetch_timeout = deps.config.fetch_timeout;
+        // Tasks this worker accepts at once: a queue per donated core, room
+        // for a few coordinators at their full allowance.
+        let queue = cores
+            .saturating_mul(deps.config.queue_per_core)
+            .saturating_mul(4)
+            .max(2);
         let shared = Arc::new(Shared {
             peer_id: deps.identity.peer_id(),
             identity: deps.identity,
@@ -279,7 +291,10 @@ impl Jobs {
                 MAX_FETCHES,
                 fetch_timeout.saturating_mul(2) + Duration::from_secs(1),
             ),
-            worker_inflight: AtomicUsize::new(0),
+            admission: std::sync::Mutex::new(chorus_core::jobs::Admission::new(queue)),
+            // Every admitted task and every batch's compile may wait at once.
+            slots: gate::SlotGate::new(cores, queue.saturating_mul(2)),
+            hungry: DashMap::new(),
             promote_lock: tokio::sync::Mutex::new(()),
             members: Members::new(),
             attacked: DashMap::new(),
@@ -451,7 +466,7 @@ impl Jobs {
 impl Shared {
     /// Re-announces free slots: donated cores minus the tasks taken on.
     fn refresh_capacity(&self) {
-        let busy = self.worker_inflight.load(Ordering::Acquire);
+        let busy = self.admission().queued();
         let free = self
             .cores
             .saturating_sub(busy)

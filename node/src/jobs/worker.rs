@@ -2,11 +2,11 @@
 //! return signed results.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use std::net::SocketAddr;
 
 use chorus_core::RingPos;
+use chorus_core::jobs::Admission as FairAdmission;
 use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::Shared;
 use super::flights::FlightError;
+use super::gate::Submitter;
 use super::terms::{self, Terms};
 use crate::sandbox::{SandboxError, TaskReport, TaskSpec};
 
@@ -44,36 +45,33 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
 }
 
 /// Releases admitted tasks when a batch ends, however it ends.
-struct Admission<'a> {
+struct Admitted<'a> {
     shared: &'a Shared,
+    submitter: Submitter,
     n: usize,
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.shared
-            .worker_inflight
-            .fetch_sub(self.n, Ordering::AcqRel);
+        self.shared.admission().release(&self.submitter, self.n);
         self.shared.refresh_capacity();
     }
 }
 
 impl Shared {
-    /// Tasks this worker accepts at once: a queue per donated core, room for
-    /// a few coordinators at their full allowance.
-    fn worker_queue(&self) -> usize {
-        self.cores
-            .saturating_mul(self.config.queue_per_core)
-            .saturating_mul(4)
-            .max(1)
+    /// The worker's admission queue (a std mutex: held to count, never
+    /// across an await).
+    pub(super) fn admission(&self) -> std::sync::MutexGuard<'_, FairAdmission<Submitter>> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most tasks one batch may hold: half the queue (so that a batch
-    /// always fits beside another submitter's), at most [`MAX_BATCH_TASKS`].
-    /// Coordinators send at most `batch_tasks` (capped by the same constant)
-    /// and at most `cores × queue_per_core`, a quarter of the queue.
+    /// The most tasks one batch may hold: one submitter's share of the queue
+    /// (half of it, so that a batch always fits beside another submitter's),
+    /// at most [`MAX_BATCH_TASKS`]. Coordinators send at most `batch_tasks`
+    /// (capped by the same constant) and at most `cores × queue_per_core`, a
+    /// quarter of the queue.
     fn batch_bound(&self) -> usize {
-        (self.worker_queue() / 2).clamp(1, MAX_BATCH_TASKS)
+        self.admission().batch_bound(MAX_BATCH_TASKS)
     }
 
     /// Runs a batch sent by `from`, whose connection comes from `addr`: only
@@ -106,16 +104,19 @@ impl Shared {
             let e = WireError::new(ErrorKind::TermsMismatch, e.to_string());
             return self.refuse(run.job, from, e);
         }
-        let queue = self.worker_queue();
-        let before = self.worker_inflight.fetch_add(n, Ordering::AcqRel);
-        let _admitted = Admission { shared: self, n };
-        if before + n > queue {
+        // Fair admission: one submitter holds at most half of the queue, so
+        // another's batch is never refused as busy because of it.
+        let submitter = terms.submitter;
+        let admitted = self.admission().admit(&submitter, n, MAX_BATCH_TASKS);
+        if let Err(e) = admitted {
             self.metrics.worker_busy.inc();
-            return Response::Error(WireError::new(
-                ErrorKind::Busy,
-                format!("{before} tasks queued here; {n} more do not fit in {queue}"),
-            ));
+            return Response::Error(WireError::new(ErrorKind::Busy, e.to_string()));
         }
+        let _admitted = Admitted {
+            shared: self,
+            submitter,
+            n,
+        };
         self.refresh_capacity();
         let bundle = match self.bundle_for(run.bundle, addr, from.ring_pos()).await {
             Ok(b) => b,
@@ -123,7 +124,14 @@ impl Shared {
         };
         let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
         let limits = run.limits;
-        let module = match self.engine.compile(module_bytes, limits).await {
+        // Compiling takes a slot in the same fair order as the tasks.
+        let slot = match self.slots.acquire(submitter, from).await {
+            Ok(s) => s,
+            Err(e) => return Response::Error(WireError::new(ErrorKind::Busy, e.to_string())),
+        };
+        let compiled = self.engine.compile(module_bytes, limits).await;
+        drop(slot);
+        let module = match compiled {
             Ok(m) => Ok(m),
             Err(SandboxError::LimitAboveCeiling(name)) => {
                 // Not the task's fault and not ours to lower: the coordinator
@@ -146,12 +154,19 @@ impl Shared {
         for (a, input) in run.tasks.into_iter().zip(inputs) {
             let engine = self.engine.clone();
             let module = module.clone();
+            let slots = self.slots.clone();
             handles.push((
                 a.task,
                 input,
                 tokio::spawn(async move {
                     match module {
                         Ok(m) => {
+                            // A slot in fair order (submitter, then
+                            // coordinator), held while the task runs.
+                            let _slot = slots
+                                .acquire(submitter, from)
+                                .await
+                                .map_err(|e| SandboxError::Worker(e.to_string()))?;
                             let spec = TaskSpec {
                                 input: a.input.into_vec(),
                                 args: Vec::new(),
