@@ -646,11 +646,13 @@ impl Shared {
     /// a job with `mine` in flight may still fill there, and the worker's
     /// reputation; fills `addrs`.
     ///
-    /// A coordinator keeps at most cores × queue per core tasks in flight at
-    /// a worker, over all its jobs. The jobs with tasks waiting split that
-    /// allowance evenly (rounded up): placement runs per job, and the job
-    /// whose batches come back first would otherwise refill every place
-    /// before a small job's driver looks again.
+    /// A coordinator allows cores × queue per core tasks in flight at a
+    /// worker. The jobs with tasks waiting split that allowance evenly
+    /// (rounded up): placement runs per job, and the job whose batches come
+    /// back first would otherwise refill every place before a small job's
+    /// driver looks again. A job gets its share at once, even while the
+    /// others still have more than theirs in flight, so the total may reach
+    /// twice the allowance (the hard cap), never more.
     fn candidates(
         &self,
         addrs: &mut HashMap<PeerId, SocketAddr>,
@@ -665,9 +667,12 @@ impl Shared {
             let id = r.peer_id();
             let total = (r.cores as usize).saturating_mul(self.config.queue_per_core);
             let share = total.div_ceil(sharing);
-            let allowance = total
-                .saturating_sub(self.inflight_of(id))
-                .min(share.saturating_sub(mine.get(&id).copied().unwrap_or(0)));
+            // A job below its share gets it even while others' batches fill
+            // the allowance (they shrink to their shares as they come back);
+            // twice the allowance is the hard cap per worker.
+            let allowance = share
+                .saturating_sub(mine.get(&id).copied().unwrap_or(0))
+                .min(total.saturating_mul(2).saturating_sub(self.inflight_of(id)));
             out.push(Candidate {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),
