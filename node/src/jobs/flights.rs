@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(flights.in_flight(), 0, "no gate left behind");
         // A fetch that never answers ends at the timeout, and the next one runs.
         let r = flights
-            .get(7, || None, || std::future::pending::<Result<u32, String>>())
+            .get(7, || None, std::future::pending::<Result<u32, String>>)
             .await;
         assert!(matches!(r, Err(FlightError::TimedOut(_))));
         let r = flights
