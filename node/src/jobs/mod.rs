@@ -88,8 +88,11 @@ pub struct JobsConfig {
     /// Most tasks in one batch sent to one worker. Default 64; at most
     /// [`MAX_BATCH_TASKS`] are sent, whatever is set (workers refuse more).
     pub batch_tasks: usize,
-    /// Tasks a coordinator keeps in flight per core of a worker, and a worker
-    /// accepts per donated core before it says busy. Default 32.
+    /// Tasks a coordinator keeps in flight per core of a worker (split among
+    /// its jobs with tasks waiting; twice this at most while they rebalance).
+    /// A worker accepts four times this per donated core before it says
+    /// busy, at most half of that per submitter, and at most half of it in
+    /// one batch. Default 32.
     pub queue_per_core: usize,
     /// Successors that get a copy of every job. Default 2.
     pub replicate_to: usize,
