@@ -24,8 +24,8 @@ use crate::identity::{self, Identity};
 
 pub use crate::wire::{
     Assignment, DecidedTask, JobCopy, JobRequest, JobResponse, JobSnapshot, JobStatus, JobUpdate,
-    MAX_WATCH_MS, PeerList, ProvedResult, Rejection, ResultsPage, RunTasks, SignedResults,
-    TaskResult, TaskState, WorkerReputation, WorkerResult,
+    MAX_BATCH_TASKS, MAX_WATCH_MS, PeerList, ProvedResult, Rejection, ResultsPage, RunTasks,
+    SignedResults, TaskResult, TaskState, WorkerReputation, WorkerResult,
 };
 
 /// Cap on one frame of job traffic (a submission with its bundle and inputs,
@@ -187,6 +187,61 @@ impl JobHeader {
     }
 }
 
+/// Why a job's terms ([`JobHeader`] and the submitter's signature, as a
+/// worker fetches them before it runs a batch) were refused. Nothing is
+/// cached when they are.
+#[derive(Debug, thiserror::Error)]
+pub enum TermsError {
+    /// The header describes another job (its hash is not the job id).
+    #[error("the header does not hash to job {0}")]
+    NotThisJob(JobId),
+    /// The header names another bundle than the one given.
+    #[error("the header names bundle {header}, not {given}")]
+    OtherBundle {
+        /// The bundle the header names.
+        header: BundleId,
+        /// The bundle it was checked against.
+        given: BundleId,
+    },
+    /// The signature is not the bundle's submitter's over the job id.
+    #[error("the job is not signed by its bundle's submitter")]
+    BadSignature,
+}
+
+impl JobHeader {
+    /// Checks that this header and `signature` are the signed terms of `job`
+    /// run with `bundle`: the header hashes to `job`, names `bundle`, and
+    /// `signature` is the bundle's submitter's over the job id (as
+    /// [`JobSpec::verify`] checks it). The submitter's key on success.
+    pub fn verify_signed(
+        &self,
+        job: JobId,
+        bundle: &VerifiedBundle,
+        signature: &[u8],
+    ) -> Result<[u8; 32], TermsError> {
+        if !self.matches(job) {
+            return Err(TermsError::NotThisJob(job));
+        }
+        if self.bundle != bundle.id() {
+            return Err(TermsError::OtherBundle {
+                header: self.bundle,
+                given: bundle.id(),
+            });
+        }
+        let key = bundle.manifest().submitter;
+        if !verify_job_signature(job, &key, signature) {
+            return Err(TermsError::BadSignature);
+        }
+        Ok(key)
+    }
+}
+
+/// Whether `signature` is `submitter`'s signature of the job `job` (what
+/// [`JobSpec::sign`] makes).
+pub fn verify_job_signature(job: JobId, submitter: &[u8; 32], signature: &[u8]) -> bool {
+    identity::verify(submitter, &spec_message(job), signature)
+}
+
 /// The id of a job from its parts (the bundle id, the terms, the nonce and
 /// the hash of every input).
 fn job_id<'a>(
@@ -284,7 +339,7 @@ impl JobSpec {
     /// Whether the spec carries its submitter's valid signature.
     pub fn is_signed(&self) -> bool {
         self.submitter()
-            .is_some_and(|key| identity::verify(&key, &spec_message(self.id()), &self.signature))
+            .is_some_and(|key| verify_job_signature(self.id(), &key, &self.signature))
     }
 
     /// Checks everything a node checks before it acknowledges the job, except
@@ -427,6 +482,39 @@ mod tests {
         let mut changed = signed;
         changed.limits.fuel -= 1;
         assert!(matches!(changed.verify(), Err(JobError::BadSignature)));
+    }
+
+    #[test]
+    fn signed_terms_are_checked_against_job_bundle_and_submitter() {
+        let (me, b) = bundle();
+        let spec = JobSpec::new(&b, vec![b"1".to_vec()], None, None, 7)
+            .unwrap()
+            .sign(&me)
+            .unwrap();
+        let job = spec.id();
+        let h = spec.header();
+        assert_eq!(
+            h.verify_signed(job, &b, &spec.signature).unwrap(),
+            me.public_key()
+        );
+        assert!(matches!(
+            h.verify_signed(JobId(RingPos(job.0.0 ^ 1)), &b, &spec.signature),
+            Err(TermsError::NotThisJob(_))
+        ));
+        let (other_key, other) = bundle();
+        assert!(matches!(
+            h.verify_signed(job, &other, &spec.signature),
+            Err(TermsError::OtherBundle { .. })
+        ));
+        let forged = other_key.sign(&spec_message(job));
+        assert!(matches!(
+            h.verify_signed(job, &b, &forged),
+            Err(TermsError::BadSignature)
+        ));
+        assert!(matches!(
+            h.verify_signed(job, &b, &[]),
+            Err(TermsError::BadSignature)
+        ));
     }
 
     #[test]

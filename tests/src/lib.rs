@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chorus_core::RingPos;
+use chorus_core::jobs::Policy;
 use chorus_node::net::{Node, NodeConfig};
+use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
+use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, JobStatus, TaskResult};
 use chorus_sdk::wire::{Request, Response, RingView, WireError};
 
@@ -66,6 +69,44 @@ pub fn prime_input(r: &primes::Range) -> Vec<u8> {
 /// The output the native kernel gives for `r`, encoded as the guest does.
 pub fn prime_output(r: &primes::Range) -> Vec<u8> {
     rmp_serde::to_vec_named(&primes::count_primes(r).expect("native")).expect("encode")
+}
+
+/// The committed primes example module.
+pub const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
+
+/// The primes module signed into a bundle by `submitter`.
+pub fn primes_bundle(submitter: &Identity) -> VerifiedBundle {
+    Bundle::sign(
+        Manifest::new("primes", "1", submitter.public_key()),
+        PRIMES.to_vec(),
+        submitter,
+    )
+    .expect("sign bundle")
+}
+
+/// The inputs of primes tasks over `ranges`.
+pub fn primes_inputs(ranges: &[primes::Range]) -> Vec<Vec<u8>> {
+    ranges.iter().map(prime_input).collect()
+}
+
+/// A primes job over `work` with `replicas` (quorum: a majority), signed by
+/// `submitter`.
+pub fn primes_job(
+    submitter: &Identity,
+    work: &[primes::Range],
+    replicas: u32,
+    nonce: u64,
+) -> JobSpec {
+    JobSpec::new(
+        &primes_bundle(submitter),
+        primes_inputs(work),
+        Some(Policy::new(replicas, None, None).expect("policy")),
+        None,
+        nonce,
+    )
+    .expect("spec")
+    .sign(submitter)
+    .expect("sign")
 }
 
 /// A node on its own runtime.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chorus_core::RingPos;
 use chorus_core::jobs::{PlacementPolicy, Policy};
 use chorus_node::net::NodeConfig;
-use chorus_sdk::bundle::{Bundle, Limits, Manifest, VerifiedBundle};
+use chorus_sdk::bundle::Limits;
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::{JobId, JobRequest, JobResponse, JobSpec, TaskResult, sign_cancel};
 use chorus_sdk::wire::{Request, Response};
@@ -18,21 +18,7 @@ use chorus_tests::prime_ranges as ranges;
 use chorus_tests::{
     TestNode, ask, primes, start_cluster, status, submit, wait_for_results, wait_until,
 };
-
-const PRIMES: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
-
-fn bundle(submitter: &Identity) -> VerifiedBundle {
-    Bundle::sign(
-        Manifest::new("primes", "1", submitter.public_key()),
-        PRIMES.to_vec(),
-        submitter,
-    )
-    .expect("sign bundle")
-}
-
-fn inputs(ranges: &[primes::Range]) -> Vec<Vec<u8>> {
-    ranges.iter().map(chorus_tests::prime_input).collect()
-}
+use chorus_tests::{primes_bundle as bundle, primes_inputs as inputs, primes_job};
 
 /// Every task's accepted output equals the native kernel's.
 fn check_outputs(ranges: &[primes::Range], results: &BTreeMap<u32, TaskResult>) {
@@ -54,20 +40,6 @@ fn check_outputs(ranges: &[primes::Range], results: &BTreeMap<u32, TaskResult>) 
 
 fn addrs(nodes: &[TestNode]) -> Vec<std::net::SocketAddr> {
     nodes.iter().map(|n| n.addr).collect()
-}
-
-/// A primes job over `work` with `replicas` (quorum: a majority).
-fn primes_job(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
-    JobSpec::new(
-        &bundle(submitter),
-        inputs(work),
-        Some(Policy::new(replicas, None, None).expect("policy")),
-        None,
-        nonce,
-    )
-    .expect("spec")
-    .sign(submitter)
-    .expect("sign")
 }
 
 /// Waits until `job` has at least `n` verified tasks (asking `via`).

@@ -62,6 +62,8 @@ pub(super) struct JobState {
     backups: HashMap<chorus_core::RingPos, usize>,
     /// Where the workers of batches out can be reached.
     addrs: HashMap<PeerId, SocketAddr>,
+    /// Tasks of this job in flight per worker (its part of `Shared::inflight`).
+    mine: HashMap<PeerId, usize>,
     /// When the last task was decided.
     finished: Option<Instant>,
     /// Valid attestations of undecided tasks, with the digest each attests:
@@ -128,6 +130,7 @@ impl JobHandle {
                 log,
                 backups: HashMap::new(),
                 addrs: HashMap::new(),
+                mine: HashMap::new(),
                 finished,
                 attests: HashMap::new(),
             }),
@@ -238,6 +241,7 @@ impl JobState {
                         continue;
                     };
                     shared.add_inflight(worker, tasks.len() as i64);
+                    *self.mine.entry(worker).or_insert(0) += tasks.len();
                     let tasks = tasks
                         .into_iter()
                         .map(|t| Assignment {
@@ -399,6 +403,12 @@ impl JobState {
             outcome,
         } = done;
         shared.add_inflight(worker, -(tasks as i64));
+        if let Some(n) = self.mine.get_mut(&worker) {
+            *n = n.saturating_sub(tasks);
+            if *n == 0 {
+                self.mine.remove(&worker);
+            }
+        }
         match outcome {
             BatchOutcome::Ran(signed) => {
                 let valid = PeerId::from_public_key(&signed.worker) == worker
@@ -526,9 +536,18 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
             };
             let now = st.now();
             if !st.machine.is_done() {
-                let candidates = shared.candidates(&mut st.addrs);
+                // Jobs with tasks waiting split each worker's allowance.
+                if st.machine.pending() > 0 {
+                    shared.hungry.insert(id, ());
+                } else {
+                    shared.hungry.remove(&id);
+                }
+                let st = &mut *st;
+                let candidates = shared.candidates(&mut st.addrs, &st.mine);
                 let mut placement = shared.config.placement;
                 st.machine.place(now, candidates, &mut placement);
+            } else {
+                shared.hungry.remove(&id);
             }
             st.machine.handle_tick(now);
             let performed = st.perform(id, &handle.bundle, &shared);
@@ -560,6 +579,7 @@ pub(super) async fn drive(shared: Arc<Shared>, handle: Arc<JobHandle>) {
             checkpoint = false;
         }
         if finished {
+            shared.hungry.remove(&id);
             break;
         }
         // At least a few ms: a timer the machine reports as due is handled
@@ -602,7 +622,7 @@ async fn send_batch(
             .min(3_600_000),
     ) + shared.config.fetch_timeout;
     let answer = if worker == shared.peer_id {
-        shared.run_batch(run, shared.me.id).await
+        shared.run_batch(run, shared.peer_id, shared.me.addr).await
     } else {
         let req = Request::Job(JobRequest::Run(Box::new(run)));
         match shared
@@ -624,18 +644,36 @@ async fn send_batch(
 
 impl Shared {
     /// The workers to place on: every capacity record known, with the slots
-    /// this coordinator may still fill there (cores × queue per core minus
-    /// what it has in flight) and the worker's reputation; fills `addrs`.
-    fn candidates(&self, addrs: &mut HashMap<PeerId, SocketAddr>) -> Vec<Candidate<PeerId>> {
+    /// a job with `mine` in flight may still fill there, and the worker's
+    /// reputation; fills `addrs`.
+    ///
+    /// A coordinator allows cores × queue per core tasks in flight at a
+    /// worker. The jobs with tasks waiting split that allowance evenly
+    /// (rounded up): placement runs per job, and the job whose batches come
+    /// back first would otherwise refill every place before a small job's
+    /// driver looks again. A job gets its share at once, even while the
+    /// others still have more than theirs in flight, so the total may reach
+    /// twice the allowance (the hard cap), never more.
+    fn candidates(
+        &self,
+        addrs: &mut HashMap<PeerId, SocketAddr>,
+        mine: &HashMap<PeerId, usize>,
+    ) -> Vec<Candidate<PeerId>> {
         let mut out = Vec::new();
+        let sharing = self.hungry.len().max(1);
         // One look at the table for all candidates, not one lock per worker.
         let reputation = self.reputation.lock().ok();
         for s in self.capacity.list() {
             let r = &s.record;
             let id = r.peer_id();
-            let allowance = (r.cores as usize)
-                .saturating_mul(self.config.queue_per_core)
-                .saturating_sub(self.inflight_of(id));
+            let total = (r.cores as usize).saturating_mul(self.config.queue_per_core);
+            let share = total.div_ceil(sharing);
+            // A job below its share gets it even while others' batches fill
+            // the allowance (they shrink to their shares as they come back);
+            // twice the allowance is the hard cap per worker.
+            let allowance = share
+                .saturating_sub(mine.get(&id).copied().unwrap_or(0))
+                .min(total.saturating_mul(2).saturating_sub(self.inflight_of(id)));
             // The network is that of the address this coordinator reaches
             // the worker at: a connection there, pinned to the worker's key,
             // is what every batch takes, so a claim of another address only

@@ -10,8 +10,12 @@
 //!   [`JobMachine`](chorus_core::jobs::JobMachine) (placement, quorum,
 //!   retries) and performs its actions; metrics are recorded there, from the
 //!   actions.
-//! - A worker (`worker.rs`) fetches the bundle from the coordinator if it lacks
-//!   it, verifies it, runs the batch in its sandbox and returns signed results.
+//! - A worker (`worker.rs`) runs a batch only for a job whose signed terms it
+//!   holds (`terms.rs`: fetched once per job from the batch's sender, checked
+//!   against the submitter's signature) and only tasks that match them; it
+//!   fetches the bundle from the sender if it lacks it (`flights.rs`: one
+//!   fetch per bundle at a time, with a timeout), verifies it, runs the batch
+//!   in its sandbox and returns signed results.
 //! - Copies (`replication.rs`): every backup checks, twice a second, whether
 //!   it now owns a job it holds a copy of (its coordinator died and the ring
 //!   healed around it); if so it carries the job on from the copy.
@@ -27,20 +31,26 @@
 //! - `replication.rs`: copies of other coordinators' jobs (checked: the
 //!   sender, the spec's signature, every decided task's attestations, a
 //!   cancel's signature), takeovers, expiry.
-//! - `worker.rs`: running a batch in the sandbox, attesting each verdict; serving bundles.
+//! - `worker.rs`: checking a batch against its job's terms, running it in the
+//!   sandbox, attesting each verdict; serving bundles and terms.
+//! - `terms.rs`: the verified terms of jobs a worker runs, bounded.
+//! - `flights.rs`: single-flight fetches (bundles, terms) with timeouts.
 //! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`].
 //! - `store.rs`: the job store.
 
 pub(crate) mod chaos;
 mod coordinator;
+mod flights;
+mod gate;
 mod replication;
 mod routing;
 mod store;
+mod terms;
 mod worker;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chorus_core::RingPos;
@@ -48,7 +58,9 @@ use chorus_core::jobs::{MachineConfig, PlacementPolicy, Reputation, Verdict};
 use chorus_sdk::attest::member_message;
 use chorus_sdk::bundle::{BundleId, VerifiedBundle};
 use chorus_sdk::identity::{Identity, PeerId};
-use chorus_sdk::job::{JobError, JobId, JobRequest, JobSnapshot, WorkerReputation};
+use chorus_sdk::job::{
+    JobError, JobId, JobRequest, JobSnapshot, MAX_BATCH_TASKS, WorkerReputation,
+};
 use chorus_sdk::members::Members;
 use chorus_sdk::transport::Transport;
 use chorus_sdk::wire::{ErrorKind, Peer, Response, WireError};
@@ -67,13 +79,20 @@ pub use worker::outcome_label;
 
 pub use chaos::Chaos;
 
+/// Most bundle or terms fetches a worker has in flight at once.
+const MAX_FETCHES: usize = 8;
+
 /// Tuning of the job service.
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
-    /// Most tasks in one batch sent to one worker. Default 64.
+    /// Most tasks in one batch sent to one worker. Default 64; at most
+    /// [`MAX_BATCH_TASKS`] are sent, whatever is set (workers refuse more).
     pub batch_tasks: usize,
-    /// Tasks a coordinator keeps in flight per core of a worker, and a worker
-    /// accepts per donated core before it says busy. Default 32.
+    /// Tasks a coordinator keeps in flight per core of a worker (split among
+    /// its jobs with tasks waiting; twice this at most while they rebalance).
+    /// A worker accepts four times this per donated core before it says
+    /// busy, at most half of that per submitter, and at most half of it in
+    /// one batch. Default 32.
     pub queue_per_core: usize,
     /// Successors that get a copy of every job. Default 2.
     pub replicate_to: usize,
@@ -186,9 +205,20 @@ pub(crate) struct Shared {
     /// mutex: held only to read or bump a score, never across an await.
     reputation: std::sync::Mutex<Reputation<PeerId>>,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
-    fetch_lock: tokio::sync::Mutex<()>,
-    /// Tasks this worker has accepted and not finished.
-    worker_inflight: AtomicUsize,
+    /// One bundle fetch per bundle at a time, bundles in parallel, bounded.
+    bundle_flights: flights::Flights<BundleId>,
+    /// Verified terms of the jobs this worker ran batches for.
+    terms: terms::TermsCache,
+    /// One terms fetch per job at a time.
+    term_flights: flights::Flights<JobId>,
+    /// Tasks this worker has accepted and not finished, in total and per
+    /// submitter (a std mutex: held to count, never across an await).
+    admission: std::sync::Mutex<chorus_core::jobs::Admission<gate::Submitter>>,
+    /// The worker's slots, granted fairly among submitters and coordinators.
+    slots: Arc<gate::SlotGate>,
+    /// Jobs coordinated here that have tasks waiting for a worker: they
+    /// split each worker's allowance.
+    hungry: DashMap<JobId, ()>,
     /// Serialises promotions of backups.
     promote_lock: tokio::sync::Mutex<()>,
     /// Which attestation signers of copies are ring members.
@@ -236,6 +266,13 @@ impl Jobs {
             None => None,
         };
         let cores = deps.engine.config().slots;
+        let fetch_timeout = deps.config.fetch_timeout;
+        // Tasks this worker accepts at once: a queue per donated core, room
+        // for a few coordinators at their full allowance.
+        let queue = cores
+            .saturating_mul(deps.config.queue_per_core)
+            .saturating_mul(4)
+            .max(2);
         let shared = Arc::new(Shared {
             peer_id: deps.identity.peer_id(),
             identity: deps.identity,
@@ -254,8 +291,21 @@ impl Jobs {
             inflight: DashMap::new(),
             reputation: std::sync::Mutex::new(Reputation::default()),
             bundles: DashMap::new(),
-            fetch_lock: tokio::sync::Mutex::new(()),
-            worker_inflight: AtomicUsize::new(0),
+            bundle_flights: flights::Flights::new(
+                MAX_FETCHES,
+                fetch_timeout + Duration::from_secs(1),
+            ),
+            terms: terms::TermsCache::default(),
+            // A terms fetch may be followed by a bundle fetch, each under
+            // `fetch_timeout`.
+            term_flights: flights::Flights::new(
+                MAX_FETCHES,
+                fetch_timeout.saturating_mul(2) + Duration::from_secs(1),
+            ),
+            admission: std::sync::Mutex::new(chorus_core::jobs::Admission::new(queue)),
+            // Every admitted task and every batch's compile may wait at once.
+            slots: gate::SlotGate::new(cores, queue.saturating_mul(2)),
+            hungry: DashMap::new(),
             promote_lock: tokio::sync::Mutex::new(()),
             members: Members::new(),
             attacked: DashMap::new(),
@@ -299,8 +349,9 @@ impl Jobs {
         }
     }
 
-    /// Answers one job request from `from`: the one dispatch of job traffic.
-    pub async fn handle(&self, req: JobRequest, from: PeerId) -> Response {
+    /// Answers one job request from `from`, whose connection comes from
+    /// `addr`: the one dispatch of job traffic.
+    pub async fn handle(&self, req: JobRequest, from: PeerId, addr: SocketAddr) -> Response {
         let s = &self.shared;
         if s.chaos.forge_copies {
             let (job, spec) = match &req {
@@ -323,14 +374,14 @@ impl Jobs {
             }
             _ => None,
         };
-        let mut resp = self.answer(req, from).await;
+        let mut resp = self.answer(req, from, addr).await;
         if let Some(job) = forge {
             s.forge_answer(job, &mut resp);
         }
         resp
     }
 
-    async fn answer(&self, req: JobRequest, from: PeerId) -> Response {
+    async fn answer(&self, req: JobRequest, from: PeerId, addr: SocketAddr) -> Response {
         let s = &self.shared;
         match req {
             JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded).await,
@@ -363,7 +414,8 @@ impl Jobs {
                     .await
             }
             JobRequest::Held { job, from: first } => s.held(job, first),
-            JobRequest::Run(run) => s.run_batch(*run, from.ring_pos()).await,
+            JobRequest::Run(run) => s.run_batch(*run, from, addr).await,
+            JobRequest::Terms { job } => s.serve_terms(job),
             JobRequest::FetchBundle { bundle } => s.serve_bundle(bundle, from),
             JobRequest::Replicate {
                 coordinator,
@@ -425,7 +477,7 @@ impl Jobs {
 impl Shared {
     /// Re-announces free slots: donated cores minus the tasks taken on.
     fn refresh_capacity(&self) {
-        let busy = self.worker_inflight.load(Ordering::Acquire);
+        let busy = self.admission().queued();
         let free = self
             .cores
             .saturating_sub(busy)
@@ -450,7 +502,8 @@ impl Shared {
     /// The state machine's tuning, from the service's.
     fn machine_config(&self) -> MachineConfig {
         MachineConfig {
-            batch_tasks: self.config.batch_tasks.max(1),
+            // A worker refuses larger batches, whatever its load.
+            batch_tasks: self.config.batch_tasks.clamp(1, MAX_BATCH_TASKS),
             distrust_below: Some(self.config.distrust_below),
             no_worker_grace: u64::try_from(self.config.no_worker_grace.as_millis())
                 .unwrap_or(u64::MAX),

@@ -2,14 +2,17 @@
 //! return signed results.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+
+use std::net::SocketAddr;
 
 use chorus_core::RingPos;
+use chorus_core::jobs::Admission as FairAdmission;
 use chorus_sdk::attest::{Claim, terms_digest};
 use chorus_sdk::bundle::{Bundle, BundleId, VerifiedBundle};
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
-    JOB_FRAME_CAP, JobRequest, JobResponse, RunTasks, SignedResults, WorkerResult, sha256,
+    JOB_FRAME_CAP, JobHeader, JobId, JobRequest, JobResponse, MAX_BATCH_TASKS, RunTasks,
+    SignedResults, WorkerResult,
 };
 use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Request, Response, WireError};
@@ -17,6 +20,9 @@ use serde_bytes::ByteBuf;
 use tracing::{debug, warn};
 
 use super::Shared;
+use super::flights::FlightError;
+use super::gate::Submitter;
+use super::terms::{self, Terms};
 use crate::sandbox::{SandboxError, TaskReport, TaskSpec};
 
 /// Most bundles kept in memory by a worker.
@@ -39,51 +45,93 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
 }
 
 /// Releases admitted tasks when a batch ends, however it ends.
-struct Admission<'a> {
+struct Admitted<'a> {
     shared: &'a Shared,
+    submitter: Submitter,
     n: usize,
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.shared
-            .worker_inflight
-            .fetch_sub(self.n, Ordering::AcqRel);
+        self.shared.admission().release(&self.submitter, self.n);
         self.shared.refresh_capacity();
     }
 }
 
 impl Shared {
-    /// Tasks this worker accepts at once: a queue per donated core, room for
-    /// a few coordinators at their full allowance.
-    fn worker_queue(&self) -> usize {
-        self.cores
-            .saturating_mul(self.config.queue_per_core)
-            .saturating_mul(4)
-            .max(1)
+    /// The worker's admission queue (a std mutex: held to count, never
+    /// across an await).
+    pub(super) fn admission(&self) -> std::sync::MutexGuard<'_, FairAdmission<Submitter>> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a batch for the coordinator `from`.
-    pub(super) async fn run_batch(&self, run: RunTasks, from: RingPos) -> Response {
+    /// The most tasks one batch may hold: one submitter's share of the queue
+    /// (half of it, so that a batch always fits beside another submitter's),
+    /// at most [`MAX_BATCH_TASKS`]. Coordinators send at most `batch_tasks`
+    /// (capped by the same constant) and at most `cores × queue_per_core`, a
+    /// quarter of the queue.
+    fn batch_bound(&self) -> usize {
+        self.admission().batch_bound(MAX_BATCH_TASKS)
+    }
+
+    /// Runs a batch sent by `from`, whose connection comes from `addr`: only
+    /// for a job whose signed terms this node holds or gets from the sender,
+    /// and only tasks that match them.
+    pub(super) async fn run_batch(
+        &self,
+        run: RunTasks,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Response {
         let n = run.tasks.len();
-        let queue = self.worker_queue();
-        let before = self.worker_inflight.fetch_add(n, Ordering::AcqRel);
-        let _admitted = Admission { shared: self, n };
-        if before > 0 && before + n > queue {
-            self.metrics.worker_busy.inc();
-            return Response::Error(WireError::new(
-                ErrorKind::Busy,
-                format!("{before} tasks queued here; {n} more do not fit in {queue}"),
-            ));
+        let bound = self.batch_bound();
+        if n > bound {
+            // Not busy: it never fits here, however idle this worker is.
+            let e = WireError::new(
+                ErrorKind::BatchTooLarge,
+                format!(
+                    "a batch of {n} tasks is over the most this worker takes at once ({bound})"
+                ),
+            );
+            return self.refuse(run.job, from, e);
         }
+        let inputs = terms::input_hashes(&run);
+        let terms = match self.terms_for(&run, from, addr).await {
+            Ok(t) => t,
+            Err(e) => return self.refuse(run.job, from, e),
+        };
+        if let Err(e) = terms.check(&run, &inputs) {
+            let e = WireError::new(ErrorKind::TermsMismatch, e.to_string());
+            return self.refuse(run.job, from, e);
+        }
+        // Fair admission: one submitter holds at most half of the queue, so
+        // another's batch is never refused as busy because of it.
+        let submitter = terms.submitter;
+        let admitted = self.admission().admit(&submitter, n, MAX_BATCH_TASKS);
+        if let Err(e) = admitted {
+            self.metrics.worker_busy.inc();
+            return Response::Error(WireError::new(ErrorKind::Busy, e.to_string()));
+        }
+        let _admitted = Admitted {
+            shared: self,
+            submitter,
+            n,
+        };
         self.refresh_capacity();
-        let bundle = match self.bundle_for(run.bundle, run.coordinator, from).await {
+        let bundle = match self.bundle_for(run.bundle, addr, from.ring_pos()).await {
             Ok(b) => b,
             Err(e) => return Response::Error(e),
         };
         let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
         let limits = run.limits;
-        let module = match self.engine.compile(module_bytes, limits).await {
+        // Compiling takes a slot in the same fair order as the tasks.
+        let slot = match self.slots.acquire(submitter, from).await {
+            Ok(s) => s,
+            Err(e) => return Response::Error(WireError::new(ErrorKind::Busy, e.to_string())),
+        };
+        let compiled = self.engine.compile(module_bytes, limits).await;
+        drop(slot);
+        let module = match compiled {
             Ok(m) => Ok(m),
             Err(SandboxError::LimitAboveCeiling(name)) => {
                 // Not the task's fault and not ours to lower: the coordinator
@@ -103,16 +151,22 @@ impl Shared {
         // What every attestation of this batch binds besides the task.
         let terms = terms_digest(&run.limits, &run.policy);
         let mut handles = Vec::with_capacity(n);
-        for a in run.tasks {
-            let input = sha256(&a.input);
+        for (a, input) in run.tasks.into_iter().zip(inputs) {
             let engine = self.engine.clone();
             let module = module.clone();
+            let slots = self.slots.clone();
             handles.push((
                 a.task,
                 input,
                 tokio::spawn(async move {
                     match module {
                         Ok(m) => {
+                            // A slot in fair order (submitter, then
+                            // coordinator), held while the task runs.
+                            let _slot = slots
+                                .acquire(submitter, from)
+                                .await
+                                .map_err(|e| SandboxError::Worker(e.to_string()))?;
                             let spec = TaskSpec {
                                 input: a.input.into_vec(),
                                 args: Vec::new(),
@@ -195,26 +249,166 @@ impl Shared {
         Response::Job(JobResponse::Ran(Box::new(signed)))
     }
 
-    /// The verified bundle `id`: from memory, else fetched from the coordinator
-    /// (pinned to the caller's identity) and verified.
+    /// Refuses a batch of `job` from `from`: logged, counted by kind, nothing run.
+    fn refuse(&self, job: JobId, from: PeerId, e: WireError) -> Response {
+        warn!(%job, peer = %from, kind = %e.kind, reason = %e.message, "refused a batch");
+        self.metrics
+            .worker_refused
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
+        Response::Error(e)
+    }
+
+    /// The verified terms of `run`'s job: kept, held here as coordinator or
+    /// backup, or fetched once per job from the batch's sender (`addr`,
+    /// pinned to `from`) and checked against the bundle's submitter.
+    async fn terms_for(
+        &self,
+        run: &RunTasks,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Result<Arc<Terms>, WireError> {
+        let job = run.job;
+        let unsigned = |why: String| WireError::new(ErrorKind::UnsignedJob, why);
+        let got = self
+            .term_flights
+            .get(
+                job,
+                || self.terms.get(job),
+                || async {
+                    let (header, signature) = match self.held_terms(job) {
+                        Some(t) => t,
+                        None => self.ask_terms(job, from, addr).await?,
+                    };
+                    if header.bundle != run.bundle {
+                        return Err(WireError::new(
+                            ErrorKind::TermsMismatch,
+                            format!(
+                                "the batch runs bundle {}, the job's terms name {}",
+                                run.bundle, header.bundle
+                            ),
+                        ));
+                    }
+                    let bundle = self.bundle_for(header.bundle, addr, from.ring_pos()).await?;
+                    let submitter = header
+                        .verify_signed(job, &bundle, &signature)
+                        .map_err(|e| unsigned(format!("terms of job {job}: {e}")))?;
+                    let terms = Arc::new(Terms { header, submitter });
+                    self.terms.insert(job, terms.clone());
+                    debug!(%job, submitter = %hex::encode(&terms.submitter[..8]), "job terms verified");
+                    Ok(terms)
+                },
+            )
+            .await;
+        got.map_err(|e| match e {
+            FlightError::Failed(e) => e,
+            FlightError::TimedOut(t) => unsigned(format!(
+                "no signed terms of job {job} from the sender within {t:?}"
+            )),
+        })
+    }
+
+    /// The header and submitter's signature of `job`, if this node holds the
+    /// job (as its coordinator or a backup).
+    fn held_terms(&self, job: JobId) -> Option<(JobHeader, ByteBuf)> {
+        if let Some(h) = self.jobs.get(&job).map(|h| h.value().clone()) {
+            let signature = h.state.lock().ok()?.snapshot.spec.signature.clone();
+            return Some((h.header.clone(), signature));
+        }
+        let b = self.backups.get(&job).map(|b| b.value().clone())?;
+        let b = b.lock().ok()?;
+        Some(((*b.header).clone(), b.snapshot.spec.signature.clone()))
+    }
+
+    /// Asks the sender of a batch for its job's terms.
+    async fn ask_terms(
+        &self,
+        job: JobId,
+        from: PeerId,
+        addr: SocketAddr,
+    ) -> Result<(JobHeader, ByteBuf), WireError> {
+        let req = Request::Job(JobRequest::Terms { job });
+        let resp: Response = self
+            .transport
+            .call(
+                addr,
+                Some(from.ring_pos()),
+                &req,
+                JOB_FRAME_CAP,
+                self.config.fetch_timeout,
+            )
+            .await
+            .map_err(|e| {
+                WireError::new(
+                    ErrorKind::UnsignedJob,
+                    format!("cannot get the terms of job {job} from the sender: {e}"),
+                )
+            })?;
+        match resp {
+            Response::Job(JobResponse::Terms { header, signature }) => Ok((*header, signature)),
+            Response::Error(e) => Err(WireError::new(
+                ErrorKind::UnsignedJob,
+                format!("the sender has no terms of job {job}: {e}"),
+            )),
+            other => Err(WireError::new(
+                ErrorKind::UnsignedJob,
+                format!("unexpected answer to a terms request: {other:?}"),
+            )),
+        }
+    }
+
+    /// Answers a worker's request for the terms of a job held here.
+    pub(super) fn serve_terms(&self, job: JobId) -> Response {
+        match self.held_terms(job) {
+            Some((header, signature)) => Response::Job(JobResponse::Terms {
+                header: Box::new(header),
+                signature,
+            }),
+            None => Response::Error(WireError::new(
+                ErrorKind::UnknownJob,
+                format!("no job {job} here"),
+            )),
+        }
+    }
+
+    /// The verified bundle `id`: from memory, else fetched from `addr` (where
+    /// the batch came from, pinned to the sender's key `from`) and verified.
+    /// One fetch per bundle at a time, bundles in parallel, each under the
+    /// flights' timeout.
     async fn bundle_for(
         &self,
         id: BundleId,
-        coordinator: std::net::SocketAddr,
+        addr: SocketAddr,
         from: RingPos,
     ) -> Result<Arc<VerifiedBundle>, WireError> {
-        if let Some(b) = self.bundles.get(&id) {
-            return Ok(b.clone());
-        }
-        let _one_fetch = self.fetch_lock.lock().await;
-        if let Some(b) = self.bundles.get(&id) {
-            return Ok(b.clone());
-        }
+        self.bundle_flights
+            .get(
+                id,
+                || self.bundles.get(&id).map(|b| b.clone()),
+                || self.fetch_bundle(id, addr, from),
+            )
+            .await
+            .map_err(|e| match e {
+                FlightError::Failed(e) => e,
+                FlightError::TimedOut(t) => WireError::new(
+                    ErrorKind::Bundle,
+                    format!("cannot fetch bundle {id}: no answer within {t:?}"),
+                ),
+            })
+    }
+
+    /// Fetches, verifies and keeps bundle `id` (one flight of [`Shared::bundle_for`]).
+    async fn fetch_bundle(
+        &self,
+        id: BundleId,
+        addr: SocketAddr,
+        from: RingPos,
+    ) -> Result<Arc<VerifiedBundle>, WireError> {
         let req = Request::Job(JobRequest::FetchBundle { bundle: id });
         let resp: Response = self
             .transport
             .call(
-                coordinator,
+                addr,
                 Some(from),
                 &req,
                 JOB_FRAME_CAP,
@@ -229,7 +423,7 @@ impl Shared {
             Response::Error(e) => {
                 return Err(WireError::new(
                     ErrorKind::Bundle,
-                    format!("coordinator refused bundle {id}: {e}"),
+                    format!("the sender refused bundle {id}: {e}"),
                 ));
             }
             other => {
@@ -242,7 +436,7 @@ impl Shared {
         let verified = Bundle::decode(&bytes)
             .and_then(|b| b.verify_as(&id))
             .map_err(|e| {
-                warn!(bundle = %id, error = %e, "refused a bundle from a coordinator");
+                warn!(bundle = %id, error = %e, "refused a bundle from a batch's sender");
                 WireError::new(ErrorKind::BadBundle, e.to_string())
             })?;
         let verified = Arc::new(verified);

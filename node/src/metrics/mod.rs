@@ -33,6 +33,7 @@
 //! | `chorus_task_duration_seconds` | histogram | wall time of tasks run here |
 //! | `chorus_fuel_donated_total` | counter | fuel spent on other people's tasks |
 //! | `chorus_worker_busy_total` | counter | task batches refused because every slot was taken |
+//! | `chorus_worker_batches_refused_total{reason}` | counter | task batches refused and never run: `unsigned_job` (no signed terms of the job from the sender), `terms_mismatch` (a task, the limits or the policy differ from the signed terms), `batch_too_large` |
 //! | `chorus_module_cache_hits_total` / `chorus_module_cache_misses_total` | counter | compiled-module cache |
 //! | `chorus_verifications_total{outcome}` | counter | tasks decided here as coordinator (`accepted`, `accepted_error`, `failed`) |
 //! | `chorus_results_rejected_total` | counter | replica results that disagreed with the accepted one |
@@ -119,6 +120,8 @@ pub struct NodeMetrics {
     pub fuel_donated: IntCounter,
     /// Batches refused because every slot was taken.
     pub worker_busy: IntCounter,
+    /// Batches refused and never run, by the error kind they got.
+    pub worker_refused: IntCounterVec,
     module_cache_hits: IntCounter,
     module_cache_misses: IntCounter,
     /// Tasks decided here as coordinator, by outcome.
@@ -229,6 +232,14 @@ impl NodeMetrics {
         for r in ["vote", "no_verdict", "lost", "busy"] {
             replicas.with_label_values(&[r]);
         }
+        let worker_refused = counter_vec(
+            "chorus_worker_batches_refused_total",
+            "Task batches this node refused as a worker and never ran, by reason: unsigned_job (no signed terms of the job from the sender), terms_mismatch (a task, the limits or the policy differ from the submitter's signed terms), batch_too_large.",
+            "reason",
+        )?;
+        for r in ["unsigned_job", "terms_mismatch", "batch_too_large"] {
+            worker_refused.with_label_values(&[r]);
+        }
         let jobs = gauge_vec(
             "chorus_jobs",
             "Jobs coordinated by this node by state (running, done, cancelled), and copies of other coordinators' jobs held as backup (backup).",
@@ -276,6 +287,7 @@ impl NodeMetrics {
                 "chorus_worker_busy_total",
                 "Task batches this node refused because every slot and queue place was taken.",
             )?,
+            worker_refused,
             module_cache_hits: counter(
                 "chorus_module_cache_hits_total",
                 "Compiled-module cache hits (memory or disk).",

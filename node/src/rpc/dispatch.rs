@@ -77,7 +77,7 @@ async fn dispatch(req: Request, from: PeerId, remote: SocketAddr, services: &Ser
         Request::Peers => Response::Peers(PeerList {
             records: services.capacity.list(),
         }),
-        Request::Job(j) => services.jobs.handle(j, from).await,
+        Request::Job(j) => services.jobs.handle(j, from, remote).await,
         Request::RingView => services
             .ring
             .view()

@@ -59,13 +59,15 @@ impl Default for ServeLimits {
 /// between moving bytes and deciding what they mean. A clone serves each
 /// connection.
 pub(crate) trait Handler: Clone + Send + Sync + 'static {
-    /// The answer to `req` from the peer `from`, whose packets come from
-    /// `remote` (the address the connection sees, not a claim).
+    /// The answer to `req` from the peer `from`, whose connection comes from
+    /// `addr` (the address seen on the QUIC connection, not a claim; a node
+    /// serves and dials on one endpoint, so for a node it is where the node
+    /// listens, as far as this side can reach it).
     fn handle(
         &self,
         req: Request,
         from: PeerId,
-        remote: SocketAddr,
+        addr: SocketAddr,
     ) -> impl Future<Output = Response> + Send;
 }
 
@@ -159,9 +161,10 @@ async fn serve_connection<H: Handler>(
         let transport = transport.clone();
         let handler = handler.clone();
         let gate = gate.clone();
-        let remote = conn.remote_address();
+        // Read per stream: a connection may migrate.
+        let addr = conn.remote_address();
         tokio::spawn(async move {
-            serve_stream(send, recv, (from, remote), &transport, &handler, &gate).await;
+            serve_stream(send, recv, (from, addr), &transport, &handler, &gate).await;
         });
     }
 }
@@ -169,7 +172,7 @@ async fn serve_connection<H: Handler>(
 async fn serve_stream<H: Handler>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    (from, remote): (PeerId, SocketAddr),
+    (from, addr): (PeerId, SocketAddr),
     transport: &Transport,
     handler: &H,
     gate: &Gate,
@@ -184,7 +187,7 @@ async fn serve_stream<H: Handler>(
             Err(_) => Err(FrameError::TimedOut(gate.read_timeout)),
         };
     let (response, _room) = match request {
-        Ok((req, _, room)) => (handler.handle(req, from, remote).await, Some(room)),
+        Ok((req, _, room)) => (handler.handle(req, from, addr).await, Some(room)),
         Err(e) => {
             transport.stats().error(e.kind());
             warn!(peer = %from, error = %e, "bad request");

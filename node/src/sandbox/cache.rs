@@ -73,12 +73,15 @@ pub(super) struct Flavor {
     linker: Linker<TaskState>,
     /// SHA-256 over the wasmtime version and the full engine configuration.
     fingerprint: [u8; 32],
-    stack_bytes: u32,
+    pub(super) stack_bytes: u32,
     modules: Mutex<HashMap<[u8; 32], TaskModule>>,
     /// Modules found invalid, with the reason (not worth compiling again).
     invalid: Mutex<HashMap<[u8; 32], String>>,
     /// One gate per module being compiled right now.
     compiling: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    /// Held by the flavor and by each of its modules: once an evicted
+    /// flavor's last holder is gone, its engine no longer needs epoch ticks.
+    pub(super) users: Arc<()>,
 }
 
 pub(super) struct ModuleInner {
@@ -86,6 +89,8 @@ pub(super) struct ModuleInner {
     pub(super) stack_bytes: u32,
     pub(super) pre: InstancePre<TaskState>,
     pub(super) engine: wasmtime::Engine,
+    /// Keeps the flavor's engine ticked while this module may run.
+    _users: Arc<()>,
 }
 
 impl Flavor {
@@ -130,6 +135,7 @@ impl Flavor {
             modules: Mutex::new(HashMap::new()),
             invalid: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
+            users: Arc::new(()),
         })
     }
 
@@ -258,6 +264,7 @@ impl Flavor {
                 stack_bytes: self.stack_bytes,
                 pre,
                 engine: self.engine.clone(),
+                _users: self.users.clone(),
             }),
         };
         let mut modules = lock(&self.modules);

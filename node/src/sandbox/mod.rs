@@ -104,8 +104,10 @@ pub enum SandboxError {
         /// Stack size in the task's limits.
         task: u32,
     },
-    /// Too many different stack sizes are in use on this node.
-    #[error("more than {MAX_STACK_FLAVORS} different stack sizes requested")]
+    /// Too many different stack sizes are in use on this node at once: the
+    /// least recently used ones are evicted when a new one is needed, but
+    /// not while tasks compiled for them may still run. Ask again later.
+    #[error("more than {MAX_STACK_FLAVORS} different stack sizes in use at once")]
     TooManyStackSizes,
     /// The blocking thread that ran the task failed or the engine shut down.
     #[error("sandbox worker failed: {0}")]
@@ -175,15 +177,20 @@ impl Engine {
                 SandboxError::Config(format!("cannot create cache dir {}: {e}", dir.display()))
             })?;
         }
+        let default_stack = Limits::default()
+            .stack_bytes
+            .min(config.ceiling.stack_bytes);
         let inner = Arc::new(Inner {
             slots: Arc::new(tokio::sync::Semaphore::new(config.slots)),
-            flavors: Mutex::new(HashMap::new()),
+            flavors: Mutex::new(Flavors {
+                default_stack,
+                live: HashMap::new(),
+                clock: 0,
+                retired: Vec::new(),
+            }),
             stats: Stats::default(),
             config,
         });
-        let default_stack = Limits::default()
-            .stack_bytes
-            .min(inner.config.ceiling.stack_bytes);
         inner.flavor(default_stack)?;
         if inner.config.instrumentation.epoch {
             let weak = Arc::downgrade(&inner);
@@ -264,17 +271,17 @@ impl Engine {
         Ok(execute(&module.inner, spec, &self.inner.config))
     }
 
-    /// [`Engine::module`] on a blocking thread (compiling can take seconds),
-    /// for async callers.
+    /// [`Engine::module`] on a blocking thread in a slot, for async callers:
+    /// compiling can take seconds of a core, so it counts against the
+    /// donated cores like a task does (a module found in the cache costs
+    /// the slot only for the lookup).
     pub async fn compile(
         &self,
         bytes: Arc<[u8]>,
         limits: Limits,
     ) -> Result<TaskModule, SandboxError> {
-        let engine = self.clone();
-        tokio::task::spawn_blocking(move || engine.module(&bytes, &limits))
+        self.in_slot(move |engine| engine.module(&bytes, &limits))
             .await
-            .map_err(|e| SandboxError::Worker(e.to_string()))?
     }
 
     /// Runs one task in a slot, on a blocking thread. Waits for a free slot
@@ -389,8 +396,28 @@ impl Engine {
 struct Inner {
     config: EngineConfig,
     slots: Arc<tokio::sync::Semaphore>,
-    flavors: Mutex<HashMap<u32, Arc<Flavor>>>,
+    flavors: Mutex<Flavors>,
     stats: Stats,
+}
+
+/// The engines per stack size: at most [`MAX_STACK_FLAVORS`] live, the least
+/// recently used evicted (never the default stack size's) when another is
+/// needed. An evicted engine whose modules may still run stays ticked until
+/// its last module is dropped; at most [`MAX_STACK_FLAVORS`] of those at once.
+struct Flavors {
+    default_stack: u32,
+    /// By stack size, with when each was last used.
+    live: HashMap<u32, (Arc<Flavor>, u64)>,
+    clock: u64,
+    /// Evicted engines, ticked while their flavor or a module of it lives.
+    retired: Vec<(wasmtime::Engine, Weak<()>)>,
+}
+
+impl Flavors {
+    /// Drops the evicted engines nothing uses any more.
+    fn prune(&mut self) {
+        self.retired.retain(|(_, users)| users.strong_count() > 0);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -399,16 +426,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// The engine for `stack_bytes`, made (evicting the least recently
+    /// used other than the default) if needed.
     fn flavor(&self, stack_bytes: u32) -> Result<Arc<Flavor>, SandboxError> {
         let mut flavors = lock(&self.flavors);
-        if let Some(f) = flavors.get(&stack_bytes) {
+        flavors.clock += 1;
+        let now = flavors.clock;
+        if let Some((f, used)) = flavors.live.get_mut(&stack_bytes) {
+            *used = now;
             return Ok(f.clone());
         }
-        if flavors.len() >= MAX_STACK_FLAVORS {
-            return Err(SandboxError::TooManyStackSizes);
+        flavors.prune();
+        if flavors.live.len() >= MAX_STACK_FLAVORS {
+            if flavors.retired.len() >= MAX_STACK_FLAVORS {
+                // Evicted engines are all still running tasks: making more
+                // would grow without bound under a flood of odd stack sizes.
+                return Err(SandboxError::TooManyStackSizes);
+            }
+            let default_stack = flavors.default_stack;
+            let victim = flavors
+                .live
+                .iter()
+                .filter(|(stack, _)| **stack != default_stack)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(stack, _)| *stack);
+            if let Some((old, _)) = victim.and_then(|v| flavors.live.remove(&v)) {
+                tracing::debug!(stack_bytes = old.stack_bytes, "evicted a stack-size engine");
+                let users = Arc::downgrade(&old.users);
+                flavors.retired.push((old.engine.clone(), users));
+            }
         }
         let f = Arc::new(Flavor::new(&self.config, stack_bytes)?);
-        flavors.insert(stack_bytes, f.clone());
+        flavors.live.insert(stack_bytes, (f.clone(), now));
         Ok(f)
     }
 }
@@ -418,8 +467,103 @@ fn epoch_ticker(inner: Weak<Inner>, tick: Duration) {
     loop {
         std::thread::sleep(tick);
         let Some(inner) = inner.upgrade() else { return };
-        for f in lock(&inner.flavors).values() {
+        let mut flavors = lock(&inner.flavors);
+        flavors.prune();
+        for (f, _) in flavors.live.values() {
             f.engine.increment_epoch();
         }
+        for (engine, _) in &flavors.retired {
+            engine.increment_epoch();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty WASI command, and one that loops forever.
+    fn modules() -> (Vec<u8>, Vec<u8>) {
+        let empty =
+            wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+                .unwrap();
+        let spin = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "_start") (loop $l (br $l))))"#,
+        )
+        .unwrap();
+        (empty, spin)
+    }
+
+    fn limits(stack_bytes: u32) -> Limits {
+        Limits {
+            stack_bytes,
+            wall_ms: 300,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn odd_stack_sizes_are_evicted_and_do_not_break_others() {
+        let engine = Engine::new(EngineConfig::default()).unwrap();
+        let (empty, spin) = modules();
+        let default_stack = Limits::default().stack_bytes;
+        let odd = [
+            64 << 10,
+            96 << 10,
+            128 << 10,
+            160 << 10,
+            192 << 10,
+            224 << 10,
+        ];
+        // Keep a module of the first odd stack size: its engine is evicted
+        // while the module may still run.
+        let held = engine.module(&spin, &limits(odd[0])).unwrap();
+        for stack in odd {
+            let m = engine.module(&empty, &limits(stack)).unwrap();
+            let r = engine
+                .run_blocking(
+                    &m,
+                    TaskSpec {
+                        limits: limits(stack),
+                        ..TaskSpec::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(r.outcome, Outcome::Ok, "stack {stack}");
+            assert!(lock(&engine.inner.flavors).live.len() <= MAX_STACK_FLAVORS);
+        }
+        {
+            let flavors = lock(&engine.inner.flavors);
+            assert!(
+                flavors.live.contains_key(&default_stack),
+                "the default is never evicted"
+            );
+            assert!(
+                !flavors.live.contains_key(&odd[0]),
+                "the oldest odd one was"
+            );
+        }
+        // The default stack size still works, and so does the first odd one again.
+        for stack in [default_stack, odd[0]] {
+            let m = engine.module(&empty, &limits(stack)).unwrap();
+            let spec = TaskSpec {
+                limits: limits(stack),
+                ..TaskSpec::default()
+            };
+            assert_eq!(engine.run_blocking(&m, spec).unwrap().outcome, Outcome::Ok);
+        }
+        // A module of an evicted engine still meets its wall-clock deadline:
+        // the engine is ticked while the module lives.
+        let spec = TaskSpec {
+            limits: Limits {
+                fuel: engine.config().ceiling.fuel,
+                ..limits(odd[0])
+            },
+            ..TaskSpec::default()
+        };
+        let r = engine.run_blocking(&held, spec).unwrap();
+        assert_eq!(r.outcome, Outcome::Timeout);
+        drop(held);
     }
 }

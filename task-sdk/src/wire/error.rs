@@ -83,6 +83,14 @@ pub enum ErrorKind {
     Store,
     /// The node is stopping.
     Stopped,
+    /// A batch for a job whose signed terms the worker could not get from
+    /// the sender (no such job there, or terms that do not verify).
+    UnsignedJob,
+    /// A batch whose tasks, limits, policy or bundle differ from the job's
+    /// signed terms.
+    TermsMismatch,
+    /// A batch over the most tasks a worker takes at once, whatever its load.
+    BatchTooLarge,
     /// A bug on the node.
     Internal,
     /// A kind this version does not know (its name as sent).
@@ -90,7 +98,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const NAMED: [(ErrorKind, &'static str); 26] = [
+    const NAMED: [(ErrorKind, &'static str); 29] = [
         (ErrorKind::Malformed, "malformed"),
         (ErrorKind::Oversized, "oversized"),
         (ErrorKind::Truncated, "truncated"),
@@ -116,6 +124,9 @@ impl ErrorKind {
         (ErrorKind::Sandbox, "sandbox"),
         (ErrorKind::Store, "store"),
         (ErrorKind::Stopped, "stopped"),
+        (ErrorKind::UnsignedJob, "unsigned_job"),
+        (ErrorKind::TermsMismatch, "terms_mismatch"),
+        (ErrorKind::BatchTooLarge, "batch_too_large"),
         (ErrorKind::Internal, "internal"),
     ];
 

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 
 use crate::bundle::BundleId;
 use crate::capacity::SignedCapacity;
-use crate::job::{JobId, JobSpec};
+use crate::job::{JobHeader, JobId, JobSpec};
 
 mod error;
 mod jobs;
@@ -29,7 +29,7 @@ pub use self::jobs::{
 };
 pub use self::replica::{DecidedTask, JobCopy, JobSnapshot, JobUpdate};
 pub use self::ring::{LookupAnswer, MAX_GOSSIP, Peer, PeerList, RingView};
-pub use self::work::{Assignment, RunTasks, SignedResults, WorkerResult};
+pub use self::work::{Assignment, MAX_BATCH_TASKS, RunTasks, SignedResults, WorkerResult};
 
 /// A request on one bidirectional stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,8 +159,18 @@ pub enum JobRequest {
         /// First task index wanted.
         from: u32,
     },
-    /// Coordinator to worker: run these tasks.
+    /// Coordinator to worker: run these tasks. A worker runs a batch only
+    /// for a job whose signed terms it holds (it asks the sender with
+    /// [`JobRequest::Terms`] first), only tasks that match them, and at most
+    /// [`MAX_BATCH_TASKS`] at once.
     Run(Box<RunTasks>),
+    /// Worker to the sender of a batch: the signed terms of `job`. Answered
+    /// by the job's coordinator or a backup holding it with
+    /// [`JobResponse::Terms`], else `unknown_job`; never forwarded.
+    Terms {
+        /// The job.
+        job: JobId,
+    },
     /// Worker to coordinator: the bundle of a job it was given.
     FetchBundle {
         /// The bundle.
@@ -199,6 +209,16 @@ pub enum JobResponse {
     Bundle(ByteBuf),
     /// The backup needs the full spec before it can take the update.
     NeedSpec,
+    /// Answer to [`JobRequest::Terms`]: the job's header (its hash is the
+    /// job id) and the submitter's signature over the job id
+    /// ([`JobSpec::signature`]), checked by the worker with
+    /// [`JobHeader::verify_signed`].
+    Terms {
+        /// The job's header.
+        header: Box<JobHeader>,
+        /// The submitter's signature over the job id.
+        signature: ByteBuf,
+    },
     /// Done.
     Ok,
 }
@@ -353,6 +373,7 @@ mod tests {
                 bundle: BundleId([10; 32]),
             },
             JobRequest::Held { job, from: 3 },
+            JobRequest::Terms { job },
             JobRequest::Replicate {
                 coordinator: peer(1),
                 job,
@@ -415,6 +436,10 @@ mod tests {
             JobResponse::Bundle(bytes(b"bundle")),
             JobResponse::NeedSpec,
             JobResponse::Ok,
+            JobResponse::Terms {
+                header: Box::new(spec().header()),
+                signature: bytes(&[23; 64]),
+            },
         ];
         let mut requests = vec![
             Request::Ring {
@@ -461,7 +486,7 @@ mod tests {
 
     /// SHA-256 of each message as the frame codec encodes it (named fields).
     /// Recorded again when attestations, signed specs, `Held` and `Prove`
-    /// changed the protocol on purpose; moving types between modules must
+    /// changed the protocol on purpose (`Terms` added two, the rest kept); moving types between modules must
     /// not change a byte on the wire.
     const GOLDEN: &[&str] = &[
         "7daf8cd3064075c6df93fda4a28048744373fa6bc002a66df434c964c5ec143a",
@@ -477,6 +502,7 @@ mod tests {
         "55eb06c1c783b2d1d32ccfa15f32b74aaf5351273511f47fe4d6e97585a1a8f8",
         "c20c8385c8155430adde52b3c9185cf08dda3b754e0be52853836832d28b9fb2",
         "029e30f561dddc8e3fd457d44026969051d87f4ffe30d52b59636eb5077eb5ba",
+        "d4064838f3a77e406a9c99a70314680ff4a7002770fac6f8feb0215bcbc104c8",
         "5e3539bbdea7fa5d9d9b1e03d1041d314496ad27958558687ea50ddd9ca4da7b",
         "f8951c86bec6f52abc1b4d82a7b29546dd8fcb72388b33e0fbb2585e2b85ec27",
         "d96c7c5c92e5d8799a2b3d83c130b520088e726c2a1d9dc187065f0752b76ca4",
@@ -493,6 +519,7 @@ mod tests {
         "03f75a551c09853c5b95385bc0a025132dc788c78a56fc640b759763b5c664cc",
         "6599577241c02a3686d6785207a990c2593186f902d483cb0c9ea8e34a06f276",
         "cbada10028532b4c0488fa786d99161d2a6de1bb59ddf3158519b77f7deece82",
+        "8072b4969e881c55b5feabcdfd694b4ab179298b5280f9961363b5de267f365a",
     ];
 
     #[test]

@@ -13,6 +13,10 @@ use crate::identity::{self, Identity};
 use crate::job::{JobId, sha256};
 use crate::outcome::Outcome;
 
+/// Most tasks in one [`RunTasks`] batch. A worker refuses a larger batch
+/// (`batch_too_large`) whatever its load, and a coordinator never sends one.
+pub const MAX_BATCH_TASKS: usize = 256;
+
 /// Domain separation of a worker's signature over its results.
 const RESULTS_CONTEXT: &[u8] = b"chorus results v1\0";
 
@@ -32,9 +36,12 @@ pub struct Assignment {
 pub struct RunTasks {
     /// The job.
     pub job: JobId,
-    /// The bundle to run; the worker fetches it from `coordinator` if it lacks it.
+    /// The bundle to run; the worker fetches it from the batch's sender if
+    /// it lacks it.
     pub bundle: BundleId,
-    /// The coordinator's address (its identity is the caller's).
+    /// The coordinator's address as it names it (its identity is the
+    /// caller's). Workers fetch from the address the batch's connection came
+    /// from instead, which the sender cannot choose.
     pub coordinator: SocketAddr,
     /// Limits of every task.
     pub limits: Limits,

@@ -29,18 +29,22 @@
 //! - [`policy`]: [`Policy`] (replicas, quorum, max replicas) and its checks.
 //! - [`verifier`]: [`TaskVerifier`], quorum verification of one task.
 //! - [`reputation`]: [`Reputation`], per-worker scores.
+//! - [`fair`]: [`FairQueue`] and [`Admission`], a worker's fair shares of
+//!   its slots and its queue among submitters and coordinators.
 //! - [`placement`]: the [`Placement`] seam and its policies ([`TwoChoices`],
 //!   [`Uniform`]); a new policy is one file there.
 
 use std::fmt::Debug;
 use std::hash::Hash;
 
+pub mod fair;
 pub mod machine;
 pub mod placement;
 pub mod policy;
 pub mod reputation;
 pub mod verifier;
 
+pub use fair::{Admission, AdmitError, FairQueue};
 pub use machine::{
     Action, Answer, BatchId, Decision, JobMachine, MachineConfig, ReplicaEnd, Restored,
 };
