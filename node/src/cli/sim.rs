@@ -117,6 +117,14 @@ pub struct JobSimArgs {
     /// Task slots per worker.
     #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// Pack the saboteurs into this many networks (0: each its own, like
+    /// honest workers): an attacker with many machines in few address blocks.
+    #[arg(long, default_value_t = 0)]
+    pub saboteur_networks: u32,
+    /// Replica diversity, as the node applies it: at most one replica of a
+    /// task per network that may vote (on, the node's default) or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub diversity: String,
     /// Most tasks in one batch to one worker.
     #[arg(long, default_value_t = 64)]
     pub batch_tasks: usize,
@@ -302,8 +310,10 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         placement: args.placement,
         slots: args.slots.max(1),
+        saboteur_networks: args.saboteur_networks,
         ..JobSimConfig::default()
     };
+    cfg.machine.diverse = args.diversity == "on";
     cfg.machine.distrust_below = args.distrust_below;
     cfg.machine.batch_tasks = args.batch_tasks.max(1);
     let mut report = jobs::run(&cfg).with_context(|| format!("seed {}", args.seed))?;
@@ -314,10 +324,12 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
         v["peak_rss_mb"] = serde_json::json!(rss);
         v["placement"] = serde_json::json!(args.placement.as_str());
         v["collude"] = serde_json::json!(args.collude);
+        v["saboteur_networks"] = serde_json::json!(args.saboteur_networks);
+        v["diversity"] = serde_json::json!(args.diversity);
         println!("{v}");
     } else {
         println!(
-            "jobs: {} workers ({} saboteurs, {}), {} tasks, R {} Q {} max {}, {} placement, seed {}",
+            "jobs: {} workers ({} saboteurs, {}{}), {} tasks, R {} Q {} max {}, {} placement, diversity {}, seed {}",
             report.workers,
             report.saboteurs,
             if args.collude {
@@ -325,11 +337,17 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "each on its own"
             },
+            if args.saboteur_networks > 0 {
+                format!(", in {} networks", args.saboteur_networks)
+            } else {
+                String::new()
+            },
             report.tasks,
             policy.replicas,
             policy.quorum,
             policy.max_replicas,
             args.placement.as_str(),
+            args.diversity,
             args.seed
         );
         let closed = report

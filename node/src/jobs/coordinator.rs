@@ -463,6 +463,7 @@ impl JobState {
                     };
                     answers.push((task, answer));
                 }
+                shared.note_delivered(worker);
                 self.machine.handle_batch_done(now, batch, answers);
             }
             BatchOutcome::Busy => self.machine.handle_batch_busy(now, batch),
@@ -661,12 +662,22 @@ impl Shared {
     ) -> Vec<Candidate<PeerId>> {
         let mut out = Vec::new();
         let sharing = self.hungry.len().max(1);
+        let records = self.capacity.list();
+        let median_speed = {
+            let mut speeds: Vec<u64> = records.iter().map(|s| s.record.fuel_per_sec).collect();
+            speeds.sort_unstable();
+            speeds.get(speeds.len() / 2).copied().unwrap_or(u64::MAX)
+        };
         // One look at the table for all candidates, not one lock per worker.
         let reputation = self.reputation.lock().ok();
-        for s in self.capacity.list() {
+        for s in records {
             let r = &s.record;
             let id = r.peer_id();
-            let total = (r.cores as usize).saturating_mul(self.config.queue_per_core);
+            // Claims are capped by what this coordinator has seen: cores by
+            // the batches the worker returned with valid results, speed (the
+            // placement rank) by the table's median claim.
+            let cores = r.cores.min(self.proven_cores(id));
+            let total = (cores as usize).saturating_mul(self.config.queue_per_core);
             let share = total.div_ceil(sharing);
             // A job below its share gets it even while others' batches fill
             // the allowance (they shrink to their shares as they come back);
@@ -686,7 +697,7 @@ impl Shared {
             out.push(Candidate {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),
-                fuel_per_sec: r.fuel_per_sec,
+                fuel_per_sec: r.fuel_per_sec.min(median_speed),
                 reputation: reputation.as_ref().map_or(0, |r| r.score(&id)),
                 network: prefix ^ (u128::from(v6) << 127),
             });

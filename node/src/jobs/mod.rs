@@ -150,6 +150,11 @@ impl Default for JobsConfig {
     }
 }
 
+/// Cores of any worker's claim a coordinator believes before it delivered.
+pub const UNPROVEN_CORES: u32 = 4;
+/// Most workers whose deliveries a coordinator tracks (cleared past it).
+const MAX_TRACKED_WORKERS: usize = 4096;
+
 /// What the job service needs from its node.
 pub struct JobsDeps {
     /// The node's key (signs results).
@@ -201,6 +206,9 @@ pub(crate) struct Shared {
     backups: DashMap<JobId, Arc<std::sync::Mutex<Backup>>>,
     /// Tasks this coordinator has in flight per worker.
     inflight: DashMap<PeerId, usize>,
+    /// Batches each worker returned with valid results (this coordinator's
+    /// evidence of its capacity; bounded by [`MAX_TRACKED_WORKERS`]).
+    delivered: DashMap<PeerId, u32>,
     /// Workers' reputation with this coordinator, over all its jobs. A std
     /// mutex: held only to read or bump a score, never across an await.
     reputation: std::sync::Mutex<Reputation<PeerId>>,
@@ -289,6 +297,7 @@ impl Jobs {
             jobs: DashMap::new(),
             backups: DashMap::new(),
             inflight: DashMap::new(),
+            delivered: DashMap::new(),
             reputation: std::sync::Mutex::new(Reputation::default()),
             bundles: DashMap::new(),
             bundle_flights: flights::Flights::new(
@@ -559,6 +568,24 @@ impl Shared {
                 r.record_disagree(&w);
             }
         }
+    }
+
+    /// A worker returned a batch with valid results: one more core of its
+    /// claim is believed.
+    fn note_delivered(&self, w: PeerId) {
+        if self.delivered.len() >= MAX_TRACKED_WORKERS && !self.delivered.contains_key(&w) {
+            self.delivered.clear();
+        }
+        let mut e = self.delivered.entry(w).or_insert(0);
+        *e = e.saturating_add(1);
+    }
+
+    /// The cores of a worker's claim this coordinator believes: a few for
+    /// anyone ([`UNPROVEN_CORES`]), one more per batch it returned with
+    /// valid results. A node that claims 1,024 cores gets the slots of a
+    /// small machine until it has delivered like a big one.
+    fn proven_cores(&self, w: PeerId) -> u32 {
+        UNPROVEN_CORES.saturating_add(self.delivered.get(&w).map_or(0, |v| *v))
     }
 
     fn inflight_of(&self, w: PeerId) -> usize {

@@ -51,7 +51,7 @@ pub use machine::{
 pub use placement::{
     Candidate, Placement, PlacementPolicy, TwoChoices, Uniform, choose_worker, choose_workers,
 };
-pub use policy::{Policy, PolicyError};
+pub use policy::{MAX_REPLICAS, Policy, PolicyError};
 pub use reputation::{Reputation, ReputationConfig, ReputationEntry};
 pub use verifier::{
     AssignError, FailReason, Replica, ReplicaState, ResultOutcome, TaskConfig, TaskVerifier,

@@ -19,6 +19,10 @@ pub enum PolicyError {
         /// The requested replicas.
         replicas: u32,
     },
+    /// `max_replicas` above [`MAX_REPLICAS`]: every replica is a worker's
+    /// CPU, and a job may not ask the grid for unbounded repeats.
+    #[error("max_replicas {0} is above the limit of {MAX_REPLICAS}")]
+    MaxAboveLimit(u32),
     /// `max_replicas` smaller than `replicas`.
     #[error("max_replicas {max_replicas} is smaller than replicas {replicas}")]
     MaxBelowReplicas {
@@ -61,6 +65,9 @@ impl Default for Policy {
     }
 }
 
+/// The most replicas any task may have (`max_replicas`, and so `replicas`).
+pub const MAX_REPLICAS: u32 = 16;
+
 impl Policy {
     /// A strict majority of `replicas` (`replicas / 2 + 1`).
     pub fn majority(replicas: u32) -> u32 {
@@ -68,7 +75,7 @@ impl Policy {
     }
 
     /// A validated policy; `quorum` defaults to [`Policy::majority`] and
-    /// `max_replicas` to `2 * replicas`.
+    /// `max_replicas` to `2 * replicas` (at most [`MAX_REPLICAS`]).
     pub fn new(
         replicas: u32,
         quorum: Option<u32>,
@@ -77,7 +84,8 @@ impl Policy {
         let policy = Policy {
             replicas,
             quorum: quorum.unwrap_or_else(|| Policy::majority(replicas)),
-            max_replicas: max_replicas.unwrap_or_else(|| replicas.saturating_mul(2)),
+            max_replicas: max_replicas
+                .unwrap_or_else(|| replicas.saturating_mul(2).min(MAX_REPLICAS).max(replicas)),
         };
         policy.validate()?;
         Ok(policy)
@@ -96,6 +104,9 @@ impl Policy {
                 quorum: self.quorum,
                 replicas: self.replicas,
             });
+        }
+        if self.max_replicas > MAX_REPLICAS {
+            return Err(PolicyError::MaxAboveLimit(self.max_replicas));
         }
         if self.max_replicas < self.replicas {
             return Err(PolicyError::MaxBelowReplicas {

@@ -35,6 +35,19 @@ fn policy_defaults_and_validation() {
     assert_eq!(Policy::new(4, None, None).unwrap().quorum, 3);
     assert_eq!(Policy::default(), Policy::new(2, None, None).unwrap());
     assert_eq!(Policy::new(0, None, None), Err(PolicyError::ZeroReplicas));
+    // Replicas cost workers' CPU: bounded.
+    assert_eq!(
+        Policy::new(12, None, None).unwrap().max_replicas,
+        MAX_REPLICAS
+    );
+    assert_eq!(
+        Policy::new(3, None, Some(MAX_REPLICAS + 1)),
+        Err(PolicyError::MaxAboveLimit(MAX_REPLICAS + 1))
+    );
+    assert_eq!(
+        Policy::new(MAX_REPLICAS + 1, None, None),
+        Err(PolicyError::MaxAboveLimit(MAX_REPLICAS + 1))
+    );
     assert_eq!(Policy::new(3, Some(0), None), Err(PolicyError::ZeroQuorum));
     assert_eq!(
         Policy::new(2, Some(3), None),
