@@ -1,6 +1,7 @@
 //! What result proofs cost: the size of a proof per task (on the wire and as
 //! a `.proof` file), the CPU of signing and of checking one attestation, and
-//! how long `chorus verify` takes for a directory of 10,000 outputs.
+//! how long `chorus verify` takes for a directory of 10,000 outputs; and
+//! what a node's identity proof of work costs.
 //!
 //! Run: `cargo bench -p chorus-node --bench proofs`. Set `CHORUS_BENCH_OUTPUTS`
 //! to change the number of outputs (default 10000).
@@ -105,6 +106,26 @@ fn main() {
     let _ = fs::remove_dir_all(&dir);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
 
+    // The identity proof of work: what a node pays once, at its first start
+    // (and an attacker per identity). Geometric: the spread is wide.
+    let ids = 20;
+    let mut pow: Vec<Duration> = (0..ids)
+        .map(|_| {
+            let t = Instant::now();
+            let id = Identity::generate_member().expect("member key");
+            assert!(id.peer_id().has_work());
+            t.elapsed()
+        })
+        .collect();
+    pow.sort();
+    let pow_mean = pow.iter().sum::<Duration>() / ids;
+    let key_rounds = 2_000u32;
+    let t = Instant::now();
+    for _ in 0..key_rounds {
+        let _ = Identity::generate().expect("key");
+    }
+    let keygen = t.elapsed() / key_rounds;
+
     println!("Chorus proof benchmark: quorum 2, {cores} cores");
     println!();
     println!("| what | value |");
@@ -122,6 +143,17 @@ fn main() {
     println!(
         "| check one task (quorum 2: 2 signatures + digest) | {:.1} µs |",
         2.0 * verify.as_secs_f64() * 1e6
+    );
+    println!(
+        "| one plain key (generate) | {:.1} µs |",
+        keygen.as_secs_f64() * 1e6
+    );
+    println!(
+        "| a member key: {} bits of identity work ({ids} keys) | mean {:.2} s, median {:.2} s, max {:.2} s |",
+        chorus_sdk::identity::ID_WORK_BITS,
+        pow_mean.as_secs_f64(),
+        pow[pow.len() / 2].as_secs_f64(),
+        pow[pow.len() - 1].as_secs_f64()
     );
     let m = median(runs);
     println!(

@@ -59,13 +59,15 @@ fn batch(spec: &JobSpec, tasks: &[(u32, Vec<u8>)]) -> RunTasks {
     }
 }
 
-/// Sends `run` to `to` from a fresh key of our own (a stranger to the ring).
+/// Sends `run` to `to` from a fresh key of our own (a stranger to the ring,
+/// though one that paid the identity work: a plain key is refused before
+/// any of this, see `sybil.rs`).
 fn send_as_stranger(to: &TestNode, run: RunTasks) -> Response {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let stranger = Identity::generate().expect("key");
+    let stranger = Identity::generate_member().expect("key");
     rt.block_on(async {
         let t = Transport::client(&stranger, ([127, 0, 0, 1], 0).into()).expect("transport");
         let r = t

@@ -446,6 +446,29 @@ mod tests {
     }
 
     #[test]
+    fn replica_diversity_starves_colluders_packed_into_one_network() {
+        // f = 0.2 colluders in one network: without diversity the closed
+        // form's 10.4% of tasks go wrong; with it, at most one of them holds
+        // a replica of any task, and none does.
+        let mut c = cfg(0.2, true, 7);
+        c.saboteur_networks = 1;
+        c.machine.diverse = false;
+        let before = run(&c).expect("runs");
+        c.machine.diverse = true;
+        let after = run(&c).expect("runs");
+        assert!(before.error_rate > 0.08, "{before:?}");
+        assert_eq!(after.wrong_accepted, 0, "{after:?}");
+        assert_eq!(after.accepted, 20_000, "{after:?}");
+        // Two networks: two colluders may meet on a task, less often.
+        c.saboteur_networks = 2;
+        let two = run(&c).expect("runs");
+        assert!(
+            two.error_rate > 0.0 && two.error_rate < before.error_rate,
+            "{two:?}"
+        );
+    }
+
+    #[test]
     fn lone_liars_never_get_a_wrong_result_accepted() {
         for f in [0.1, 0.2, 0.35] {
             let r = run(&cfg(f, false, 3)).expect("runs");
