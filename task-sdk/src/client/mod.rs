@@ -422,11 +422,14 @@ impl Client {
         let mut from = 0u32;
         let mut out: Option<JobResults> = None;
         let mut header = self.header_of(job);
+        // What a node's answers may make this client hold: the tasks it
+        // submitted when it did, else the protocol's bound.
+        let limit = header.as_ref().map_or(crate::job::MAX_TASKS, |h| h.tasks());
         let mut bad = BTreeSet::new();
         let mut liars = HashSet::new();
         loop {
             let (node, page) = self.results_page_from(job, from, known).await?;
-            let all = out.get_or_insert_with(|| JobResults::empty(page.status.clone()));
+            let all = out.get_or_insert_with(|| JobResults::empty(page.status.clone(), limit));
             all.status = page.status.clone();
             let next = page.next;
             let checked = self
@@ -446,7 +449,7 @@ impl Client {
                 }
             }
         }
-        let mut all = out.unwrap_or_else(|| JobResults::empty(empty_status(job)));
+        let mut all = out.unwrap_or_else(|| JobResults::empty(empty_status(job), limit));
         // A few rounds over the holders, a pause apart: a copy can lag its
         // coordinator, and a signer's membership can be unknowable for a
         // moment while the ring repairs itself.

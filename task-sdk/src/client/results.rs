@@ -35,17 +35,24 @@ pub struct JobResults {
     attestations: Vec<Vec<Attestation>>,
     header: Option<JobHeader>,
     refused: Vec<Refusal>,
+    /// Most tasks kept: what the client submitted when it knows the job's
+    /// header, else [`MAX_TASKS`](crate::job::MAX_TASKS). A node's answer
+    /// cannot make the client allocate more.
+    limit: usize,
 }
 
 impl JobResults {
-    pub(super) fn empty(status: JobStatus) -> Self {
-        let n = status.tasks as usize;
+    /// No results yet, room for at most `limit` tasks (see [`JobResults`]).
+    pub(super) fn empty(status: JobStatus, limit: usize) -> Self {
+        let limit = limit.min(crate::job::MAX_TASKS);
+        let n = (status.tasks as usize).min(limit);
         JobResults {
             status,
             results: vec![None; n],
             attestations: vec![Vec::new(); n],
             header: None,
             refused: Vec::new(),
+            limit,
         }
     }
 
@@ -60,6 +67,10 @@ impl JobResults {
         attestations: Vec<Attestation>,
     ) {
         let i = task as usize;
+        if i >= self.limit {
+            // A task the job cannot have: nothing to keep, nothing to grow.
+            return;
+        }
         if i >= self.results.len() {
             self.results.resize(i + 1, None);
             self.attestations.resize(i + 1, Vec::new());
@@ -117,7 +128,7 @@ impl JobResults {
 
     /// Results from a list of `(task, result)` pairs (tests and tools).
     pub fn from_parts(status: JobStatus, results: Vec<(u32, TaskResult)>) -> Self {
-        let mut out = JobResults::empty(status);
+        let mut out = JobResults::empty(status, crate::job::MAX_TASKS);
         for (task, result) in results {
             out.insert(task, result);
         }
@@ -208,6 +219,29 @@ mod tests {
     fn module() -> Vec<u8> {
         b"\0asm\x01\0\0\0".to_vec()
     }
+    #[test]
+    fn a_node_cannot_make_the_client_allocate_past_what_it_submitted() {
+        // A status claiming 2^32 - 1 tasks, then a result for task 10^6, for
+        // a job of 10 tasks: 10 entries, the stray result dropped.
+        let mut r = JobResults::empty(status(u32::MAX), 10);
+        assert_eq!(r.len(), 10);
+        r.insert(
+            1_000_000,
+            TaskResult::Output(serde_bytes::ByteBuf::from(b"x".to_vec())),
+        );
+        assert_eq!(r.len(), 10);
+        r.insert(
+            3,
+            TaskResult::Output(serde_bytes::ByteBuf::from(b"y".to_vec())),
+        );
+        assert_eq!(r.len(), 10);
+        // Without a submitted header, the protocol's bound.
+        assert_eq!(
+            JobResults::empty(status(u32::MAX), usize::MAX).len(),
+            crate::job::MAX_TASKS
+        );
+    }
+
     #[test]
     fn typed_inputs_and_outputs_round_trip_through_messagepack() {
         #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
