@@ -316,7 +316,12 @@ fn a_copy_with_one_forged_task_is_refused_whole() {
         node_keys.push(Some(a));
         test_keys.push(b);
     }
-    let nodes = chorus_tests::start_cluster_as(node_keys, |_, _| {}).expect("cluster");
+    // Copies of unfinished jobs whose coordinator goes silent expire: soon
+    // here, so that the end of this test can see it.
+    let nodes = chorus_tests::start_cluster_as(node_keys, |_, c| {
+        c.jobs.keep_unfinished = Duration::from_secs(4);
+    })
+    .expect("cluster");
     let ids: Vec<RingPos> = nodes.iter().map(|n| n.id).collect();
     // A signed job that node 0 owns; the test speaks as node 0 (its
     // coordinator) to node 1, with node 0's own key.
@@ -423,6 +428,16 @@ fn a_copy_with_one_forged_task_is_refused_whole() {
         }
         other => panic!("the copy is held: {other:?}"),
     }
+    // Its coordinator never sends again and node 1 does not own the job:
+    // the unfinished copy is dropped after `keep_unfinished`, not kept forever.
+    let gone = wait_until(Duration::from_secs(20), || match held() {
+        chorus_sdk::wire::Response::Error(e) if e.kind == "unknown_job" => Ok(()),
+        _ => Err("the unfinished copy is still held".to_string()),
+    });
+    assert!(
+        gone.as_ref().is_ok_and(|t| *t >= Duration::from_secs(3)),
+        "{gone:?}"
+    );
     as_node0.close();
 }
 

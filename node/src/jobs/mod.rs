@@ -117,6 +117,10 @@ pub struct JobsConfig {
     /// How long a finished job (and a finished copy) is kept for its
     /// client, in memory and on disk. Default 1 hour.
     pub keep_done: Duration,
+    /// How long an unfinished copy whose coordinator stopped sending updates
+    /// is kept (this node takes the job over if it comes to own it, before
+    /// that). Default 24 hours.
+    pub keep_unfinished: Duration,
     /// Random lookups per takeover tick while a job runs here, to meet
     /// workers beyond the capacity records gossip brings. Default 2.
     pub sample_lookups: usize,
@@ -143,6 +147,7 @@ impl Default for JobsConfig {
             takeover_interval: Duration::from_millis(500),
             liveness_timeout: Duration::from_secs(2),
             keep_done: Duration::from_secs(3600),
+            keep_unfinished: Duration::from_secs(24 * 3600),
             sample_lookups: 2,
             diversity_v4: 24,
             diversity_v6: 48,

@@ -431,16 +431,25 @@ impl Shared {
         }
     }
 
-    /// Forgets finished copies not updated for `keep_done`.
+    /// Forgets finished copies not updated for `keep_done`, and unfinished
+    /// ones not updated for `keep_unfinished` (their coordinator went
+    /// silent and this node never came to own the job: nobody will finish
+    /// it here, and the copy would otherwise be kept forever).
     pub(super) fn expire_copies(&self) {
         let keep = self.config.keep_done;
+        let keep_unfinished = self.config.keep_unfinished;
         let old: Vec<JobId> = self
             .backups
             .iter()
             .filter(|e| {
-                e.value()
-                    .lock()
-                    .is_ok_and(|b| b.snapshot.is_done() && b.updated.elapsed() > keep)
+                e.value().lock().is_ok_and(|b| {
+                    let age = b.updated.elapsed();
+                    if b.snapshot.is_done() {
+                        age > keep
+                    } else {
+                        age > keep_unfinished
+                    }
+                })
             })
             .map(|e| *e.key())
             .collect();
