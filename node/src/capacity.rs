@@ -473,6 +473,7 @@ mod tests {
             fuel_per_sec: 1_000_000_000,
             version: "test".into(),
             timestamp_ms: now_ms(),
+            ceiling: None,
         }
     }
 

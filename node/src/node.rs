@@ -231,6 +231,7 @@ impl Node {
                 },
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 timestamp_ms: capacity::now_ms(),
+                ceiling: Some(engine.config().ceiling),
             },
         )?;
         if config.chaos.inflate_capacity {

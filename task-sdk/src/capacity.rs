@@ -38,6 +38,11 @@ pub struct CapacityRecord {
     pub version: String,
     /// When the record was made, ms since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The most each limit of a task may be on this node (what it donates at
+    /// most): a coordinator refuses at submission a job whose limits fewer
+    /// than `replicas` known nodes accept. `None`: not announced.
+    #[serde(default)]
+    pub ceiling: Option<crate::bundle::Limits>,
 }
 
 /// A capacity record with its signature, as it travels.
@@ -132,6 +137,7 @@ mod tests {
             fuel_per_sec: 1_300_000_000,
             version: "0.1.0".into(),
             timestamp_ms: ts,
+            ceiling: None,
         }
     }
 

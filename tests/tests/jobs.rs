@@ -367,6 +367,30 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
         .expect("sign")
     };
 
+    // Limits above what every worker donates (a wall limit of 10 hours
+    // against the 10 minutes nodes accept by default): refused at
+    // submission with a clear reason, not retried forever.
+    let greedy = JobSpec::new(
+        &b,
+        inputs(&ranges(4, 100)),
+        Some(Policy::new(2, None, None).expect("policy")),
+        Some(Limits {
+            wall_ms: 36_000_000,
+            ..Limits::default()
+        }),
+        5,
+    )
+    .expect("spec")
+    .sign(&submitter)
+    .expect("sign");
+    match submit(addr, greedy) {
+        Err(e) => {
+            assert_eq!(e.kind, "not_enough_workers", "{e}");
+            assert!(e.message.contains("wall_ms"), "{e}");
+        }
+        Ok(job) => panic!("a job no worker accepts was taken: {job}"),
+    }
+
     // Unknown job id.
     let unknown = JobId(RingPos(0x1234_5678_9abc_def0));
     assert_eq!(

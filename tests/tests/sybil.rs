@@ -34,6 +34,7 @@ fn record(key: &Identity, addr: SocketAddr, ahead_ms: u64) -> SignedCapacity {
         fuel_per_sec: u64::MAX,
         version: "flood".into(),
         timestamp_ms: now_ms() + ahead_ms,
+        ceiling: None,
     };
     SignedCapacity::sign(r, key).expect("sign")
 }

@@ -98,6 +98,7 @@ mod tests {
             fuel_per_sec: 1_000_000,
             version: "0.1.0".into(),
             timestamp_ms: 1_000,
+            ceiling: None,
         };
         let r = SignedCapacity::sign(record, &id).unwrap();
         let v = peer_json(&r, 1_250);

@@ -157,6 +157,7 @@ pub fn forged_records(n: usize) -> Vec<chorus_sdk::capacity::SignedCapacity> {
                 fuel_per_sec: u64::MAX,
                 version: "flood".into(),
                 timestamp_ms: now + 29_000,
+                ceiling: None,
             };
             SignedCapacity::sign(r, &key).ok()
         })

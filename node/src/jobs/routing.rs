@@ -25,6 +25,37 @@ const LOOKUP_TRIES: u32 = 4;
 /// The wait after the first failed lookup; doubled after each (0.3 + 0.6 + 1.2 s).
 const LOOKUP_RETRY_FIRST: Duration = Duration::from_millis(300);
 
+/// Why `spec`'s limits cannot be met: fewer than `replicas` of the known
+/// nodes (`records`) announce a ceiling that admits them. A node that
+/// announces none is counted as admitting (it decides when a batch comes).
+fn limits_refused(
+    spec: &JobSpec,
+    records: &[chorus_sdk::capacity::SignedCapacity],
+) -> Option<String> {
+    let mut above: Option<&'static str> = None;
+    let admitting = records
+        .iter()
+        .filter(|s| match &s.record.ceiling {
+            None => true,
+            Some(c) => match spec.limits.first_above(c) {
+                None => true,
+                Some(name) => {
+                    above.get_or_insert(name);
+                    false
+                }
+            },
+        })
+        .count();
+    let replicas = spec.policy.replicas as usize;
+    (admitting < replicas).then(|| {
+        format!(
+            "the job's limits are above what the workers donate: {admitting} of {} known nodes accept them (first limit refused: {}), and replicas {replicas} need {replicas}",
+            records.len(),
+            above.unwrap_or("?")
+        )
+    })
+}
+
 /// A per-job question, answered by the job's coordinator.
 #[derive(Clone, Debug)]
 pub(super) enum Ask {
@@ -168,9 +199,14 @@ impl Shared {
                 Err(e) => return e,
             }
         }
-        let live = self.capacity.list().len();
+        let records = self.capacity.list();
+        let live = records.len();
         if let Err(e) = spec.policy.check_workers(live) {
             return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, e.to_string()));
+        }
+        // Limits no worker would take: refused now, not retried forever.
+        if let Some(why) = limits_refused(&spec, &records) {
+            return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, why));
         }
         let (snapshot, stored) = self
             .put_job_blocking(Role::Primary, id, JobSnapshot::new(spec))

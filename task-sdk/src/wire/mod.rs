@@ -329,6 +329,7 @@ mod tests {
                 fuel_per_sec: 1_000_000,
                 version: "0.1.0".into(),
                 timestamp_ms: 1_700_000_000_000,
+                ceiling: None,
             },
             signature: vec![8; 64],
         }];
@@ -489,7 +490,7 @@ mod tests {
     /// changed the protocol on purpose (`Terms` added two, the rest kept); moving types between modules must
     /// not change a byte on the wire.
     const GOLDEN: &[&str] = &[
-        "7daf8cd3064075c6df93fda4a28048744373fa6bc002a66df434c964c5ec143a",
+        "47963f838bd33d0f63bf180089d804e5d2226fb28a897bc778c6219a936c4749",
         "56cd301c5eaf490ea69dc9e5e7eeefa56171f4e9fda7f749a089fc2c6df25be0",
         "12f52dcd2f80a53596e19daa1454224db244fb611457aa6a845515af3caa4adc",
         "06e7f1781b5f2573de5a6c30cefcc44b979e6322c2b8b3a262459965a3f4183e",
@@ -505,8 +506,8 @@ mod tests {
         "d4064838f3a77e406a9c99a70314680ff4a7002770fac6f8feb0215bcbc104c8",
         "5e3539bbdea7fa5d9d9b1e03d1041d314496ad27958558687ea50ddd9ca4da7b",
         "f8951c86bec6f52abc1b4d82a7b29546dd8fcb72388b33e0fbb2585e2b85ec27",
-        "d96c7c5c92e5d8799a2b3d83c130b520088e726c2a1d9dc187065f0752b76ca4",
-        "559475b5b56641e9360d118e8c6e62cce6b6eba1b38cbb203abeb97ffbf123c8",
+        "d6894140a99cf66875fbd7c1f7f1f60e2e69c1be057574fd16389070126c7942",
+        "64703eab4cc78927375fbd9849bb59e6ad6706d48d68e9e6e74f965ca0da8195",
         "cb3a44b104fd281d2072710353f5afa55bfd6db3dc7c177df56602c3478fb3fd",
         "b9a19745fd806e59ab8f6937d5fd038ce75582581187d3dbdfbc74ca41e8e70a",
         "0ae1f8fcd45064e41eae63148f26d9f29f231d8961fa0d03732458226951560a",
