@@ -270,3 +270,82 @@ fn colluders_on_one_network_claiming_huge_machines_cannot_buy_a_wrong_answer() {
         "the colluders ran replicas and were outvoted: {st:?}"
     );
 }
+
+/// Runs a 40-task job (replicas 2) on `nodes` through the first of them and
+/// returns how long it took, checking every output.
+fn timed_job(nodes: &[TestNode], nonce: u64) -> Duration {
+    let submitter = Identity::generate().expect("key");
+    let work = chorus_tests::prime_ranges(40, 20_000);
+    let policy = chorus_core::jobs::Policy::new(2, None, None).expect("policy");
+    let spec = chorus_tests::primes_spec(&submitter, &work, policy, nonce);
+    let t = std::time::Instant::now();
+    let job = chorus_tests::submit(nodes[0].addr, spec).expect("submitted");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let (st, results) =
+        chorus_tests::wait_for_results(&addrs, job, Duration::from_secs(120)).expect("results");
+    let took = t.elapsed();
+    assert_eq!(st.verified, 40, "{st:?}");
+    for (i, r) in work.iter().enumerate() {
+        assert!(
+            matches!(results.get(&(i as u32)), Some(chorus_sdk::job::TaskResult::Output(b)) if b.as_ref() == chorus_tests::prime_output(r).as_slice()),
+            "task {i}"
+        );
+    }
+    took
+}
+
+#[test]
+fn a_flooding_node_changes_no_table_and_slows_no_job() {
+    // The same job on a ring of 6 honest nodes, then on a ring of 5 honest
+    // nodes and one `--chaos flood-capacity` node (1,000 forged records a
+    // second to each neighbour).
+    let calm = {
+        let nodes = start_cluster(6, |_, _| {}).expect("cluster");
+        let took = timed_job(&nodes, 1);
+        for n in nodes {
+            n.kill();
+        }
+        took
+    };
+    let nodes = start_cluster(6, |i, c| {
+        if i == 5 {
+            c.chaos.flood_capacity = true;
+        }
+    })
+    .expect("cluster with a flooder");
+    // Let the flood run a few rounds first.
+    let flooded = chorus_tests::wait_until(Duration::from_secs(30), || {
+        let refused: u64 = nodes[..5]
+            .iter()
+            .map(|n| refused(n, "from_the_future") + refused(n, "no_work"))
+            .sum();
+        if refused >= 2_000 {
+            Ok(())
+        } else {
+            Err(format!("{refused} forged records refused so far"))
+        }
+    });
+    assert!(
+        flooded.is_ok(),
+        "the flood arrived and was refused: {flooded:?}"
+    );
+    let during = timed_job(&nodes, 2);
+    let honest: Vec<_> = nodes.iter().map(|n| n.id).collect();
+    for n in &nodes[..5] {
+        let table = n.node().capacity().list();
+        assert_eq!(table.len(), 6, "{}: {} records", n.id, table.len());
+        for h in &honest {
+            assert!(
+                table.iter().any(|s| s.record.peer_id() == *h),
+                "{}: {h} missing",
+                n.id
+            );
+        }
+    }
+    eprintln!("40-task job: {calm:?} on a calm ring, {during:?} beside a flooder");
+    // "About the time": generous, machines are shared.
+    assert!(
+        during < calm * 3 + Duration::from_secs(3),
+        "{during:?} beside a flooder vs {calm:?} without"
+    );
+}
