@@ -31,36 +31,6 @@ pub fn prime_ranges(n: u64, width: u64) -> Vec<primes::Range> {
         .collect()
 }
 
-/// The primes example's module, as built in examples/wasm.
-pub const PRIMES_WASM: &[u8] = include_bytes!("../../examples/wasm/primes.wasm");
-
-/// A signed job of primes tasks over `work` with `policy`, submitted by
-/// `submitter` (its own bundle).
-pub fn primes_spec(
-    submitter: &chorus_sdk::identity::Identity,
-    work: &[primes::Range],
-    policy: chorus_core::jobs::Policy,
-    nonce: u64,
-) -> JobSpec {
-    use chorus_sdk::bundle::{Bundle, Manifest};
-    let bundle = Bundle::sign(
-        Manifest::new("primes", "1", submitter.public_key()),
-        PRIMES_WASM.to_vec(),
-        submitter,
-    )
-    .expect("bundle");
-    JobSpec::new(
-        &bundle,
-        work.iter().map(prime_input).collect(),
-        Some(policy),
-        None,
-        nonce,
-    )
-    .expect("spec")
-    .sign(submitter)
-    .expect("sign")
-}
-
 /// A primes task's input: its range in MessagePack.
 pub fn prime_input(r: &primes::Range) -> Vec<u8> {
     rmp_serde::to_vec(r).expect("encode")
@@ -97,10 +67,22 @@ pub fn primes_job(
     replicas: u32,
     nonce: u64,
 ) -> JobSpec {
+    let policy = Policy::new(replicas, None, None).expect("policy");
+    primes_spec(submitter, work, policy, nonce)
+}
+
+/// A signed job of primes tasks over `work` with `policy`, submitted by
+/// `submitter` (its own bundle).
+pub fn primes_spec(
+    submitter: &Identity,
+    work: &[primes::Range],
+    policy: Policy,
+    nonce: u64,
+) -> JobSpec {
     JobSpec::new(
         &primes_bundle(submitter),
         primes_inputs(work),
-        Some(Policy::new(replicas, None, None).expect("policy")),
+        Some(policy),
         None,
         nonce,
     )

@@ -27,7 +27,7 @@ use chorus_tests::{TestNode, primes, start_cluster, status, submit, wait_for_res
 use chorus_tests::{prime_input as input, prime_output as want, prime_ranges as ranges};
 use clap::Parser;
 
-use chorus_tests::PRIMES_WASM as PRIMES;
+use chorus_tests::PRIMES;
 
 fn spec(submitter: &Identity, work: &[primes::Range], replicas: u32, nonce: u64) -> JobSpec {
     let policy = Policy::new(replicas, None, None).expect("policy");
