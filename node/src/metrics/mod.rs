@@ -161,6 +161,14 @@ pub const TASK_OUTCOMES: [&str; 10] = [
     "host_error",
 ];
 
+/// Raises counter `c` to the total `v` counted elsewhere (never lowers it).
+fn catch_up(c: &IntCounter, v: u64) {
+    let have = c.get();
+    if v > have {
+        c.inc_by(v - have);
+    }
+}
+
 impl NodeMetrics {
     /// Creates every family in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
@@ -375,12 +383,6 @@ impl NodeMetrics {
 
     /// Brings the transport counters up to date (they are monotonic in `stats`).
     pub fn sync_transport(&self, stats: &NetStats, connections: usize) {
-        let catch_up = |c: &IntCounter, v: u64| {
-            let have = c.get();
-            if v > have {
-                c.inc_by(v - have);
-            }
-        };
         catch_up(&self.rpc_calls, stats.calls.load(Ordering::Relaxed));
         catch_up(&self.bytes_sent, stats.bytes_sent.load(Ordering::Relaxed));
         catch_up(
@@ -400,22 +402,12 @@ impl NodeMetrics {
     /// Brings the capacity refusal counters up to date from the table's totals.
     pub fn sync_capacity_refused(&self, totals: &[(&'static str, u64)]) {
         for (reason, v) in totals {
-            let c = self.capacity_refused.with_label_values(&[reason]);
-            let have = c.get();
-            if *v > have {
-                c.inc_by(v - have);
-            }
+            catch_up(&self.capacity_refused.with_label_values(&[reason]), *v);
         }
     }
 
     /// Brings the module-cache counters up to date from the engine's totals.
     pub fn sync_module_cache(&self, hits: u64, misses: u64) {
-        let catch_up = |c: &IntCounter, v: u64| {
-            let have = c.get();
-            if v > have {
-                c.inc_by(v - have);
-            }
-        };
         catch_up(&self.module_cache_hits, hits);
         catch_up(&self.module_cache_misses, misses);
     }
