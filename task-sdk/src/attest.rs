@@ -106,7 +106,7 @@ impl Claim {
 }
 
 /// Why a set of attestations does not prove a claim.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ProofError {
     /// One attestation's signature does not hold for this claim (another
     /// input, bundle, limits, task or output was signed, or none at all).
@@ -126,6 +126,91 @@ pub enum ProofError {
     /// A signer is not a member of the ring.
     #[error("signer {0} is not a member of the ring")]
     NotAMember(PeerId),
+    /// The proof claims the credibility rule for a job with full
+    /// verification, where only a quorum of signers proves a result.
+    #[error("the result claims the credibility rule, but the job's verification is full")]
+    RuleNotAllowed,
+    /// The credibility rule's error bound is above the job's target.
+    #[error("the result's error bound {error} is above the job's max_error {max}")]
+    ErrorAboveTarget {
+        /// The bound the coordinator stated.
+        error: f64,
+        /// The job's target.
+        max: f64,
+    },
+}
+
+/// By which rule a result was accepted: what its signers are checked
+/// against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum AcceptRule {
+    /// At least the job's `quorum` distinct workers signed it (full
+    /// verification).
+    #[default]
+    Quorum,
+    /// Adaptive verification: the coordinator judged its signers' trust
+    /// records and bounds the chance that the result is wrong by `error`,
+    /// at most the job's `max_error` (see `chorus-core`'s `jobs::trust`).
+    /// At least one worker signed it. The bound is the coordinator's
+    /// word: the records it rests on are its own.
+    Credibility {
+        /// The bound on the chance the result is wrong.
+        error: f64,
+    },
+}
+
+// A rule that passes `signers_needed` has a finite bound.
+impl Eq for AcceptRule {}
+
+impl AcceptRule {
+    /// The rule for an accepted task: credibility with this bound, or a
+    /// quorum.
+    pub fn from_error(error: Option<f64>) -> AcceptRule {
+        match error {
+            Some(error) => AcceptRule::Credibility { error },
+            None => AcceptRule::Quorum,
+        }
+    }
+
+    /// How many distinct signers the rule needs under `policy`, or why it
+    /// cannot prove anything there.
+    pub fn signers_needed(&self, policy: &Policy) -> Result<u32, ProofError> {
+        match *self {
+            AcceptRule::Quorum => Ok(policy.quorum),
+            AcceptRule::Credibility { error } => {
+                if !policy.is_adaptive() {
+                    return Err(ProofError::RuleNotAllowed);
+                }
+                if !(error >= 0.0 && error <= policy.max_error) {
+                    return Err(ProofError::ErrorAboveTarget {
+                        error,
+                        max: policy.max_error,
+                    });
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    /// A short description for people: `quorum` or `credibility (error ≤ E)`.
+    pub fn describe(&self) -> String {
+        match self {
+            AcceptRule::Quorum => "quorum".into(),
+            AcceptRule::Credibility { error } => format!("credibility (error bound {error:.1e})"),
+        }
+    }
+}
+
+/// Checks `attestations` against `claim` under `rule` for a job of
+/// `policy` ([`AcceptRule::signers_needed`], then [`check_attestations`]).
+pub fn check_proof(
+    claim: &Claim,
+    attestations: &[Attestation],
+    policy: &Policy,
+    rule: &AcceptRule,
+) -> Result<Vec<[u8; 32]>, ProofError> {
+    let needed = rule.signers_needed(policy)?;
+    check_attestations(claim, attestations, needed)
 }
 
 /// Checks that `attestations` prove `claim` with `quorum` distinct signers:

@@ -41,7 +41,7 @@ use serde_bytes::ByteBuf;
 
 use chorus_core::jobs::Policy;
 
-use crate::attest::{Attestation, Claim, ProofError, check_attestations, terms_digest};
+use crate::attest::{AcceptRule, Attestation, Claim, ProofError, check_proof, terms_digest};
 use crate::bundle::{BundleId, Limits};
 use crate::job::{JobHeader, JobId, sha256};
 use crate::outcome::{self, Outcome};
@@ -72,6 +72,13 @@ pub struct Proof {
     pub output_sha256: String,
     /// The workers' signatures.
     pub attestations: Vec<ProofAttestation>,
+    /// The rule that accepted the result: `"Quorum"` (at least the
+    /// policy's quorum signed), or `{"Credibility": {"error": E}}`
+    /// (adaptive verification: at least one signed, and the coordinator
+    /// bounds the chance the result is wrong by E, at most the policy's
+    /// `max_error`).
+    #[serde(default)]
+    pub rule: AcceptRule,
 }
 
 /// One attestation in a proof file.
@@ -84,7 +91,7 @@ pub struct ProofAttestation {
 }
 
 /// Why an output does not hold against its proof.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ProofFileError {
     /// The proof is not a version-1 proof file.
     #[error("malformed proof: {0}")]
@@ -105,6 +112,10 @@ impl ProofFileError {
             ProofFileError::OutputChanged => "output_changed",
             ProofFileError::Attestations(ProofError::TooFewSigners { .. }) => "too_few_signers",
             ProofFileError::Attestations(ProofError::DuplicateSigner(_)) => "duplicate_signer",
+            ProofFileError::Attestations(ProofError::RuleNotAllowed) => "rule_not_allowed",
+            ProofFileError::Attestations(ProofError::ErrorAboveTarget { .. }) => {
+                "error_above_target"
+            }
             ProofFileError::Attestations(_) => "signature_invalid",
         }
     }
@@ -120,6 +131,7 @@ impl Proof {
         outcome: &Outcome,
         output: &[u8],
         attestations: &[Attestation],
+        rule: AcceptRule,
     ) -> Option<Proof> {
         Some(Proof {
             format: PROOF_FORMAT.to_string(),
@@ -138,6 +150,7 @@ impl Proof {
                     signature: hex::encode(&a.signature),
                 })
                 .collect(),
+            rule,
         })
     }
 
@@ -188,7 +201,7 @@ impl Proof {
                 ),
             });
         }
-        Ok(check_attestations(&claim, &attestations, self.policy.quorum)?.len())
+        Ok(check_proof(&claim, &attestations, &self.policy, &self.rule)?.len())
     }
 }
 

@@ -486,6 +486,9 @@ mod tests {
             cancelled: false,
             failovers: 0,
             waiting_for_networks: 0,
+            replicas_per_task: 0.0,
+            spot_checks: 0,
+            reopened: 0,
             reputation: Vec::new(),
             version: 0,
         };

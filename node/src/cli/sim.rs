@@ -128,6 +128,27 @@ pub struct JobSimArgs {
     /// Most tasks in one batch to one worker.
     #[arg(long, default_value_t = 64)]
     pub batch_tasks: usize,
+    /// Verification: full (--replicas, --quorum) or adaptive (replicas
+    /// added until the result's credibility meets --max-error; see
+    /// node/core/README.md).
+    #[arg(long, default_value = "full")]
+    pub verify: chorus_core::jobs::Verify,
+    /// Adaptive: the largest acceptable chance that an accepted result is
+    /// wrong, by the credibility rule.
+    #[arg(long, default_value_t = chorus_core::jobs::policy::DEFAULT_MAX_ERROR)]
+    pub max_error: f64,
+    /// Adaptive: chance that a free slot of a worker not yet trusted gets a
+    /// spot check (an accepted task run again) instead of fresh work.
+    #[arg(long, default_value_t = chorus_core::jobs::machine::DEFAULT_SPOT_CHECK_RATE)]
+    pub spot_check: f64,
+    /// Adaptive: fraction of tasks that need two agreeing results even when
+    /// one would do (the audit of single results).
+    #[arg(long, default_value_t = chorus_core::jobs::machine::DEFAULT_AUDIT_RATE)]
+    pub audit: f64,
+    /// Adaptive: the assumed largest fraction of saboteurs, the f of the
+    /// credibility bound.
+    #[arg(long, default_value_t = chorus_core::jobs::machine::DEFAULT_ASSUMED_SABOTEURS)]
+    pub assume_saboteurs: f64,
     /// Seed of the whole run; the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -298,8 +319,22 @@ fn print_summary(r: &Report, args: &SimArgs, repair_error: Option<&str>) {
 /// Runs `chorus sim jobs`.
 fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
-    let policy = chorus_core::jobs::Policy::new(args.replicas, args.quorum, args.max_replicas)
-        .context("policy")?;
+    let policy = match args.verify {
+        chorus_core::jobs::Verify::Full => {
+            chorus_core::jobs::Policy::new(args.replicas, args.quorum, args.max_replicas)
+        }
+        chorus_core::jobs::Verify::Adaptive => {
+            chorus_core::jobs::Policy::adaptive(args.max_error, args.max_replicas)
+        }
+    }
+    .context("policy")?;
+    for (what, v) in [
+        ("--spot-check", args.spot_check),
+        ("--audit", args.audit),
+        ("--assume-saboteurs", args.assume_saboteurs),
+    ] {
+        anyhow::ensure!((0.0..1.0).contains(&v), "{what} must be in [0, 1), not {v}");
+    }
     let mut cfg = JobSimConfig {
         workers: args.workers,
         tasks: args.tasks,
@@ -316,6 +351,9 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
     cfg.machine.diverse = args.diversity == "on";
     cfg.machine.distrust_below = args.distrust_below;
     cfg.machine.batch_tasks = args.batch_tasks.max(1);
+    cfg.machine.spot_check_rate = args.spot_check;
+    cfg.machine.audit_rate = args.audit;
+    cfg.machine.assumed_saboteurs = args.assume_saboteurs;
     let mut report = jobs::run(&cfg).with_context(|| format!("seed {}", args.seed))?;
     report.seconds = start.elapsed().as_secs_f64();
     let rss = peak_rss_mb().unwrap_or(0.0);
@@ -326,6 +364,11 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
         v["collude"] = serde_json::json!(args.collude);
         v["saboteur_networks"] = serde_json::json!(args.saboteur_networks);
         v["diversity"] = serde_json::json!(args.diversity);
+        v["verify"] = serde_json::json!(args.verify.as_str());
+        v["max_error"] = serde_json::json!(args.max_error);
+        v["spot_check"] = serde_json::json!(args.spot_check);
+        v["audit"] = serde_json::json!(args.audit);
+        v["lie_rate"] = serde_json::json!(args.lie_rate);
         println!("{v}");
     } else {
         println!(
@@ -366,6 +409,16 @@ fn run_jobs(args: JobSimArgs) -> anyhow::Result<ExitCode> {
             report.saboteur_reputation,
             report.honest_reputation
         );
+        if policy.is_adaptive() {
+            println!(
+                "adaptive, max error {}: {} spot checks, {} reopened; trusted at the end: {} honest, {} saboteurs",
+                policy.max_error,
+                report.spot_checks,
+                report.reopened,
+                report.trusted_honest,
+                report.trusted_saboteurs
+            );
+        }
         println!(
             "cost: {:.2} s wall, {:.1} s virtual, peak RSS {rss:.0} MiB",
             report.seconds, report.virtual_seconds

@@ -266,6 +266,7 @@ fn forged_tasks(job: JobId, tasks: u32) -> Vec<DecidedTask> {
                 disagreeing: Vec::new(),
                 votes: 2,
                 attestations: keys.iter().map(|k| claim.sign(k)).collect(),
+                rule: Default::default(),
             }
         })
         .collect()

@@ -13,7 +13,7 @@ use chorus_core::jobs::{
     Action, Answer, BatchId, Candidate, Decision, FailReason, JobMachine, MachineConfig, Restored,
     Verdict,
 };
-use chorus_sdk::attest::Attestation;
+use chorus_sdk::attest::{AcceptRule, Attestation};
 use chorus_sdk::bundle::VerifiedBundle;
 use chorus_sdk::identity::PeerId;
 use chorus_sdk::job::{
@@ -69,6 +69,10 @@ pub(super) struct JobState {
     /// Valid attestations of undecided tasks, with the digest each attests:
     /// the agreeing ones go with the task when it is decided.
     attests: HashMap<u32, Vec<([u8; 32], Attestation)>>,
+    /// Results withdrawn when their task was opened again (adaptive
+    /// verification): if the same result is accepted again, its output and
+    /// attestations come from here.
+    withdrawn: HashMap<u32, DecidedTask>,
 }
 
 /// What one round of performing actions left for the async side.
@@ -106,6 +110,8 @@ impl JobHandle {
             task: d.task,
             votes: d.votes,
             disagreeing: d.disagreeing.clone(),
+            agreeing: d.agreeing.clone(),
+            digest: result_digest(&d.result),
         });
         let machine = JobMachine::restore(
             snapshot.spec.policy,
@@ -133,6 +139,7 @@ impl JobHandle {
                 mine: HashMap::new(),
                 finished,
                 attests: HashMap::new(),
+                withdrawn: HashMap::new(),
             }),
             wake: Notify::new(),
             version: watch::channel(1).0,
@@ -173,6 +180,9 @@ impl JobHandle {
             cancelled: m.is_cancelled(),
             failovers: st.snapshot.failovers,
             waiting_for_networks: u32::try_from(m.waiting_for_networks()).unwrap_or(u32::MAX),
+            replicas_per_task: m.replicas_run() as f64 / f64::from(m.tasks().max(1)),
+            spot_checks: m.spot_checks(),
+            reopened: m.reopened(),
             reputation: shared.reputation_table(),
             version: *self.version.borrow(),
         }
@@ -282,6 +292,26 @@ impl JobState {
                         shared.metrics.results_rejected.inc();
                     }
                 }
+                Action::Reopened { task } => {
+                    if let Some(d) = self.snapshot.decided.remove(&task) {
+                        info!(job = %id, task, "result withdrawn: a worker that accepted it was proven a liar, or a spot check disputed it");
+                        shared.metrics.reopened.inc();
+                        self.withdrawn.insert(task, d);
+                    }
+                    out.changed = true;
+                }
+                Action::SpotChecked {
+                    task,
+                    worker,
+                    passed,
+                } => {
+                    shared.spot_checked(worker, passed);
+                    let label = if passed { "passed" } else { "failed" };
+                    shared.metrics.spot_checks.with_label_values(&[label]).inc();
+                    if !passed {
+                        info!(job = %id, task, %worker, "spot check failed");
+                    }
+                }
                 Action::Checkpoint => out.checkpoint = true,
                 Action::Done => {
                     self.finished = Some(Instant::now());
@@ -299,9 +329,27 @@ impl JobState {
             verdict,
             accepted,
             votes,
+            error,
         } = d;
         shared.apply_verdict(&verdict);
-        let offered = self.attests.remove(&task).unwrap_or_default();
+        let mut offered = self.attests.remove(&task).unwrap_or_default();
+        // A task decided again keeps what it had if the same result wins.
+        let withdrawn = self.withdrawn.remove(&task);
+        let accepted = match (&verdict, accepted, &withdrawn) {
+            (Verdict::Accepted { digest, .. }, None, Some(w))
+                if result_digest(&w.result).as_ref() == Some(digest) =>
+            {
+                offered.extend(w.attestations.iter().map(|a| (*digest, a.clone())));
+                match &w.result {
+                    TaskResult::Output(b) => Some((Outcome::Ok, b.clone())),
+                    TaskResult::Error { outcome, output } => {
+                        Some((outcome.clone(), output.clone()))
+                    }
+                    TaskResult::Failed { .. } => None,
+                }
+            }
+            (_, accepted, _) => accepted,
+        };
         let (result, agreeing, disagreeing, label) = match &verdict {
             Verdict::Accepted {
                 agreeing,
@@ -351,7 +399,7 @@ impl JobState {
             TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
             TaskResult::Failed { .. } => None,
         };
-        let attestations: Vec<Attestation> = match accepted_digest {
+        let mut attestations: Vec<Attestation> = match accepted_digest {
             Some(d) => offered
                 .into_iter()
                 .filter(|(digest, a)| *digest == d && agreeing.contains(&a.peer()))
@@ -359,6 +407,8 @@ impl JobState {
                 .collect(),
             None => Vec::new(),
         };
+        attestations.sort_by_key(|a| a.worker);
+        attestations.dedup_by_key(|a| a.worker);
         if label != "cancelled" {
             shared
                 .metrics
@@ -387,6 +437,7 @@ impl JobState {
                 disagreeing,
                 votes,
                 attestations,
+                rule: AcceptRule::from_error(error),
             },
         );
         self.unstored.push(task);
@@ -503,6 +554,7 @@ pub(super) fn page_of(
             task: i,
             result: d.result.clone(),
             attestations: d.attestations.clone(),
+            rule: d.rule,
         });
     }
     ResultsPage {
@@ -510,6 +562,15 @@ pub(super) fn page_of(
         header: (from == 0).then(|| Box::new(header.clone())),
         results,
         next,
+    }
+}
+
+/// The outcome digest of a decided task's result (`None` for a failed one).
+fn result_digest(r: &TaskResult) -> Option<[u8; 32]> {
+    match r {
+        TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
+        TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+        TaskResult::Failed { .. } => None,
     }
 }
 
@@ -670,6 +731,7 @@ impl Shared {
         };
         // One look at the table for all candidates, not one lock per worker.
         let reputation = self.reputation.lock().ok();
+        let now = super::now_ms();
         for s in records {
             let r = &s.record;
             let id = r.peer_id();
@@ -700,6 +762,9 @@ impl Shared {
                 fuel_per_sec: r.fuel_per_sec.min(median_speed),
                 reputation: reputation.as_ref().map_or(0, |r| r.score(&id)),
                 network: prefix ^ (u128::from(v6) << 127),
+                trust: reputation
+                    .as_ref()
+                    .map_or(Default::default(), |r| r.trust(&id, now)),
             });
             addrs.insert(id, r.addr);
         }

@@ -217,6 +217,8 @@ pub(crate) struct Shared {
     /// Workers' reputation with this coordinator, over all its jobs. A std
     /// mutex: held only to read or bump a score, never across an await.
     reputation: std::sync::Mutex<Reputation<PeerId>>,
+    /// Whether the reputation table changed since it was last stored.
+    reputation_dirty: std::sync::atomic::AtomicBool,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
     /// One bundle fetch per bundle at a time, bundles in parallel, bounded.
     bundle_flights: flights::Flights<BundleId>,
@@ -304,6 +306,7 @@ impl Jobs {
             inflight: DashMap::new(),
             delivered: DashMap::new(),
             reputation: std::sync::Mutex::new(Reputation::default()),
+            reputation_dirty: std::sync::atomic::AtomicBool::new(false),
             bundles: DashMap::new(),
             bundle_flights: flights::Flights::new(
                 MAX_FETCHES,
@@ -325,6 +328,7 @@ impl Jobs {
             attacked: DashMap::new(),
         });
         if let Some(store) = &shared.store {
+            shared.load_reputation(store);
             for (id, snapshot) in store.load_all(Role::Backup)? {
                 shared.backups.insert(
                     id,
@@ -526,6 +530,7 @@ impl Shared {
             checkpoint_interval: u64::try_from(self.config.replicate_interval.as_millis())
                 .unwrap_or(u64::MAX),
             diverse: true,
+            ..MachineConfig::default()
         }
     }
 
@@ -555,23 +560,86 @@ impl Shared {
                 score: e.score,
                 agreed: e.agreed,
                 disagreed: e.disagreed,
+                spot_passed: e.spot_passed,
+                spot_failed: e.spot_failed,
+                streak: e.streak,
+                distrusted: e
+                    .lied_at
+                    .is_some_and(|t| now_ms() < t.saturating_add(r.config().distrust_ms)),
             })
             .collect()
     }
 
-    fn apply_verdict(&self, v: &Verdict<PeerId>) {
+    /// Changes the reputation table and marks it for storing.
+    fn with_reputation(&self, f: impl FnOnce(&mut Reputation<PeerId>, u64)) {
         if let Ok(mut r) = self.reputation.lock() {
-            r.apply(v);
+            f(&mut r, now_ms());
+            self.reputation_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
+    fn apply_verdict(&self, v: &Verdict<PeerId>) {
+        self.with_reputation(|r, now| r.apply(v, now));
+    }
+
     fn late_vote(&self, w: PeerId, agrees: bool) {
-        if let Ok(mut r) = self.reputation.lock() {
+        self.with_reputation(|r, now| {
             if agrees {
-                r.record_agree(&w);
+                r.record_agree(&w, now);
             } else {
-                r.record_disagree(&w);
+                r.record_disagree(&w, now);
             }
+        });
+    }
+
+    fn spot_checked(&self, w: PeerId, passed: bool) {
+        self.with_reputation(|r, now| r.record_spot_check(&w, passed, now));
+    }
+
+    /// Loads the reputation table kept in the store; a table that does not
+    /// decode is logged and replaced by an empty one.
+    fn load_reputation(&self, store: &Store) {
+        match store.load_trust() {
+            Ok(Some(bytes)) => match rmp_serde::from_slice::<Reputation<PeerId>>(&bytes) {
+                Ok(table) => {
+                    info!(workers = table.len(), "loaded the workers' trust records");
+                    if let Ok(mut r) = self.reputation.lock() {
+                        *r = table;
+                    }
+                }
+                Err(e) => warn!(error = %e, "stored trust records do not decode; starting afresh"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read the stored trust records"),
+        }
+    }
+
+    /// Stores the reputation table if it changed (bounded by its
+    /// `max_entries`).
+    fn store_reputation(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if !self
+            .reputation_dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let bytes = match self.reputation.lock() {
+            Ok(r) => rmp_serde::to_vec_named(&*r),
+            Err(_) => return,
+        };
+        match bytes {
+            Ok(bytes) => {
+                if let Err(e) = store.put_trust(&bytes) {
+                    warn!(error = %e, "cannot store the workers' trust records");
+                    self.reputation_dirty
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot encode the workers' trust records"),
         }
     }
 
@@ -638,6 +706,7 @@ impl Shared {
         let mut rng = chorus_core::rng::Rng::new(self.me.id.0 ^ 0x5eed);
         loop {
             tick.tick().await;
+            self.store_reputation();
             self.refresh_capacity();
             self.expire_jobs();
             self.expire_copies();
@@ -668,4 +737,12 @@ impl Shared {
             self.take_over_orphans().await;
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock of the trust records, which
+/// outlive a restart.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

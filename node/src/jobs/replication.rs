@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_sdk::attest::check_attestations;
+use chorus_sdk::attest::check_proof;
 use chorus_sdk::job::{
     DecidedTask, JOB_FRAME_CAP, JobCopy, JobHeader, JobId, JobRequest, JobResponse, JobSnapshot,
     TaskResult, verify_cancel,
@@ -245,7 +245,6 @@ impl Shared {
                 return Err("the cancel is not signed by the submitter".into());
             }
         }
-        let quorum = header.policy.quorum;
         let mut per_task = Vec::new();
         let mut signers = BTreeSet::new();
         for d in decided {
@@ -260,10 +259,14 @@ impl Shared {
             let claim = header
                 .claim(job, d.task, digest)
                 .ok_or_else(|| format!("task {} is not in the job", d.task))?;
-            let keys = check_attestations(&claim, &d.attestations, quorum)
+            let needed = d
+                .rule
+                .signers_needed(&header.policy)
+                .map_err(|e| format!("task {}: {e}", d.task))?;
+            let keys = check_proof(&claim, &d.attestations, &header.policy, &d.rule)
                 .map_err(|e| format!("task {}: {e}", d.task))?;
             signers.extend(keys.iter().copied());
-            per_task.push((d.task, keys));
+            per_task.push((d.task, keys, needed));
         }
         let mut members = BTreeSet::new();
         for key in signers {
@@ -271,11 +274,11 @@ impl Shared {
                 members.insert(key);
             }
         }
-        for (task, keys) in per_task {
+        for (task, keys, needed) in per_task {
             let n = keys.iter().filter(|k| members.contains(*k)).count();
-            if n < quorum as usize {
+            if n < needed as usize {
                 return Err(format!(
-                    "task {task}: {n} of its signers are ring members, the quorum is {quorum}"
+                    "task {task}: {n} of its signers are ring members, {needed} must be"
                 ));
             }
         }

@@ -313,6 +313,9 @@ impl Shared {
             cancelled: snap.is_cancelled(),
             failovers: snap.failovers,
             waiting_for_networks: 0,
+            replicas_per_task: 0.0,
+            spot_checks: 0,
+            reopened: 0,
             reputation: Vec::new(),
             version: 0,
         };

@@ -60,6 +60,8 @@ const SPECS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("specs");
 const FLAGS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("flags");
 const DECIDED: TableDefinition<(u8, u64, u32), &[u8]> = TableDefinition::new("decided");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// The coordinator's trust records of workers, one MessagePack value.
+const TRUST: TableDefinition<&str, &[u8]> = TableDefinition::new("trust");
 
 /// Which copy a stored job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -202,6 +204,7 @@ impl Store {
             txn.open_table(SPECS)?;
             txn.open_table(FLAGS)?;
             txn.open_table(DECIDED)?;
+            txn.open_table(TRUST)?;
             let mut meta = txn.open_table(META)?;
             let found = meta.get("format")?.map(|v| v.value());
             match found {
@@ -217,6 +220,21 @@ impl Store {
             db: Arc::new(db),
             path,
         })
+    }
+
+    /// Stores the trust records (replacing the last ones).
+    pub fn put_trust(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(TRUST)?.insert("workers", bytes)?;
+            Ok(())
+        })
+    }
+
+    /// The stored trust records, if any.
+    pub fn load_trust(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TRUST)?;
+        Ok(table.get("workers")?.map(|v| v.value().to_vec()))
     }
 
     /// Stores a job whole: spec, decided tasks, flags, in one transaction.

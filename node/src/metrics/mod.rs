@@ -37,6 +37,8 @@
 //! | `chorus_module_cache_hits_total` / `chorus_module_cache_misses_total` | counter | compiled-module cache |
 //! | `chorus_verifications_total{outcome}` | counter | tasks decided here as coordinator (`accepted`, `accepted_error`, `failed`) |
 //! | `chorus_results_rejected_total` | counter | replica results that disagreed with the accepted one |
+//! | `chorus_spot_checks_total{result}` | counter | spot checks answered (adaptive verification: an accepted task run again by a worker not yet trusted), `passed` or `failed` |
+//! | `chorus_results_reopened_total` | counter | accepted results withdrawn and decided again (a worker that helped accept them was proven a liar, or a spot check disputed them) |
 //! | `chorus_replicas_total{result}` | counter | replicas this coordinator sent, by how they ended (`vote`, `no_verdict`, `lost`, `busy`) |
 //! | `chorus_jobs{state}` | gauge | jobs coordinated here by state (`running`, `done`, `cancelled`) and backups held (`backup`) |
 //! | `chorus_jobs_submitted_total` | counter | jobs this node accepted as coordinator |
@@ -128,6 +130,10 @@ pub struct NodeMetrics {
     pub verifications: IntCounterVec,
     /// Replica results that disagreed with the accepted one.
     pub results_rejected: IntCounter,
+    /// Spot checks answered, by result.
+    pub spot_checks: IntCounterVec,
+    /// Accepted results withdrawn and decided again.
+    pub reopened: IntCounter,
     /// Replicas sent by this coordinator, by how they ended.
     pub replicas: IntCounterVec,
     /// Jobs coordinated (or backed up) here, by state.
@@ -308,6 +314,15 @@ impl NodeMetrics {
             results_rejected: counter(
                 "chorus_results_rejected_total",
                 "Replica results that disagreed with the accepted result (rejected by the quorum).",
+            )?,
+            spot_checks: counter_vec(
+                "chorus_spot_checks_total",
+                "Spot checks answered: accepted tasks run again by workers not yet trusted (adaptive verification), passed or failed.",
+                "result",
+            )?,
+            reopened: counter(
+                "chorus_results_reopened_total",
+                "Accepted results withdrawn and decided again: a worker that helped accept them was proven a liar, or a spot check disputed them.",
             )?,
             replicas,
             jobs,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::de::DeserializeOwned;
 
 use super::error::ClientError;
-use crate::attest::Attestation;
+use crate::attest::{AcceptRule, Attestation};
 use crate::job::JobHeader;
 use crate::outcome::Outcome;
 use crate::proof::Proof;
@@ -33,6 +33,8 @@ pub struct JobResults {
     pub status: JobStatus,
     results: Vec<Option<TaskResult>>,
     attestations: Vec<Vec<Attestation>>,
+    /// The rule that accepted each result.
+    rules: Vec<AcceptRule>,
     header: Option<JobHeader>,
     refused: Vec<Refusal>,
     /// Most tasks kept: what the client submitted when it knows the job's
@@ -50,6 +52,7 @@ impl JobResults {
             status,
             results: vec![None; n],
             attestations: vec![Vec::new(); n],
+            rules: vec![AcceptRule::Quorum; n],
             header: None,
             refused: Vec::new(),
             limit,
@@ -57,7 +60,7 @@ impl JobResults {
     }
 
     pub(super) fn insert(&mut self, task: u32, result: TaskResult) {
-        self.insert_proved(task, result, Vec::new());
+        self.insert_proved(task, result, Vec::new(), AcceptRule::Quorum);
     }
 
     pub(super) fn insert_proved(
@@ -65,6 +68,7 @@ impl JobResults {
         task: u32,
         result: TaskResult,
         attestations: Vec<Attestation>,
+        rule: AcceptRule,
     ) {
         let i = task as usize;
         if i >= self.limit {
@@ -74,9 +78,11 @@ impl JobResults {
         if i >= self.results.len() {
             self.results.resize(i + 1, None);
             self.attestations.resize(i + 1, Vec::new());
+            self.rules.resize(i + 1, AcceptRule::Quorum);
         }
         self.results[i] = Some(result);
         self.attestations[i] = attestations;
+        self.rules[i] = rule;
     }
 
     pub(super) fn set_header(&mut self, header: JobHeader) {
@@ -106,6 +112,12 @@ impl JobResults {
             .unwrap_or(&[])
     }
 
+    /// The rule that accepted task `task`'s result: a quorum of signers,
+    /// or (adaptive verification) the coordinator's credibility bound.
+    pub fn rule(&self, task: u32) -> AcceptRule {
+        self.rules.get(task as usize).copied().unwrap_or_default()
+    }
+
     /// The proof of task `task`'s output, to keep beside it
     /// ([`crate::proof`]); `None` when the task has no accepted output.
     pub fn proof(&self, task: u32) -> Option<Proof> {
@@ -123,6 +135,7 @@ impl JobResults {
             &Outcome::Ok,
             bytes,
             atts,
+            self.rule(task),
         )
     }
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use super::Client;
 use super::results::{JobResults, Refusal};
-use crate::attest::check_attestations;
+use crate::attest::check_proof;
 use crate::job::{JOB_FRAME_CAP, JobHeader, JobId};
 use crate::outcome::{self, Outcome};
 use crate::wire::{
@@ -34,7 +34,7 @@ pub(super) fn check_result(
     let claim = header
         .claim(job, r.task, digest)
         .ok_or_else(|| format!("task {} is not in the job", r.task))?;
-    check_attestations(&claim, &r.attestations, header.policy.quorum).map_err(|e| e.to_string())
+    check_proof(&claim, &r.attestations, &header.policy, &r.rule).map_err(|e| e.to_string())
 }
 
 /// Distinct signers found not to be ring members in one page before the rest
@@ -114,7 +114,7 @@ impl Client {
             // never counted as verified (SECURITY.md: a coordinator can deny).
             if !r.result.is_verified() {
                 bad.remove(&task);
-                all.insert_proved(task, r.result, Vec::new());
+                all.insert_proved(task, r.result, Vec::new(), r.rule);
                 continue;
             }
             // A node that signs with fresh keys could make us look up
@@ -137,21 +137,22 @@ impl Client {
                     strangers.insert(*key);
                 }
             }
-            if members < h.policy.quorum as usize {
+            let needed = r.rule.signers_needed(&h.policy).unwrap_or(h.policy.quorum);
+            if members < needed as usize {
                 bad.insert(task);
                 refuse(
                     all,
                     task,
                     format!(
-                        "only {members} of its {} signers are ring members, the quorum is {}",
+                        "only {members} of its {} signers are ring members, {needed} must be ({})",
                         signers.len(),
-                        h.policy.quorum
+                        r.rule.describe()
                     ),
                 );
                 continue;
             }
             bad.remove(&task);
-            all.insert_proved(task, r.result, r.attestations);
+            all.insert_proved(task, r.result, r.attestations, r.rule);
         }
         warn_refused(job, node, refused, first.as_deref());
         Checked { refused }

@@ -73,10 +73,23 @@ pub struct WorkerReputation {
     pub agreed: u64,
     /// Accepted results it disagreed with.
     pub disagreed: u64,
+    /// Spot checks it passed.
+    #[serde(default)]
+    pub spot_passed: u64,
+    /// Spot checks it failed.
+    #[serde(default)]
+    pub spot_failed: u64,
+    /// Checks passed since its last proven lie (what its credibility rests
+    /// on).
+    #[serde(default)]
+    pub streak: u64,
+    /// Proven a liar within the distrust period.
+    #[serde(default)]
+    pub distrusted: bool,
 }
 
 /// A job's progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     /// The job.
     pub job: JobId,
@@ -109,6 +122,18 @@ pub struct JobStatus {
     /// Non-zero means the grid has too few networks for the job's policy.
     #[serde(default)]
     pub waiting_for_networks: u32,
+    /// Executions per task so far: every vote, spot checks and re-runs
+    /// included, over the job's tasks.
+    #[serde(default)]
+    pub replicas_per_task: f64,
+    /// Spot checks answered (tasks already accepted, run again by a worker
+    /// not yet trusted; included in `replicas_run`).
+    #[serde(default)]
+    pub spot_checks: u64,
+    /// Decided tasks opened again because a worker that helped accept them
+    /// was proven a liar, or a spot check disputed them.
+    #[serde(default)]
+    pub reopened: u64,
     /// The coordinator's reputation table, best first.
     pub reputation: Vec<WorkerReputation>,
     /// Grows with every change of the job at its coordinator (a task
@@ -117,6 +142,10 @@ pub struct JobStatus {
     /// coordinator: a job taken over starts again from 1.
     pub version: u64,
 }
+
+// `replicas_per_task` is a finite ratio; equality of statuses is equality
+// of their fields.
+impl Eq for JobStatus {}
 
 /// A task's final result with the workers' attestations that prove it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +157,10 @@ pub struct ProvedResult {
     /// At least `quorum` signatures of distinct workers over the accepted
     /// result ([`crate::attest`]); empty for a failed task.
     pub attestations: Vec<Attestation>,
+    /// The rule that accepted it: a quorum of signers, or (adaptive
+    /// verification) the coordinator's credibility bound with fewer.
+    #[serde(default)]
+    pub rule: crate::attest::AcceptRule,
 }
 
 /// A page of final results.

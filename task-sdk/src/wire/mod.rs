@@ -288,6 +288,9 @@ mod tests {
             cancelled: false,
             failovers: 1,
             waiting_for_networks: 0,
+            replicas_per_task: 0.0,
+            spot_checks: 0,
+            reopened: 0,
             reputation: vec![WorkerReputation {
                 worker: PeerId([4; 32]),
                 score: -9,

@@ -28,6 +28,9 @@ pub struct DecidedTask {
     /// The agreeing workers' signatures over the accepted result (at least
     /// `quorum` for an accepted task; none for a failed one).
     pub attestations: Vec<Attestation>,
+    /// The rule that accepted it (what its signers are checked against).
+    #[serde(default)]
+    pub rule: crate::attest::AcceptRule,
 }
 
 /// Everything a job is at a coordinator, in one shape: what the store keeps,

@@ -26,9 +26,10 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::trust::{Trust, group_error, worker_error};
 use super::{
-    Candidate, Digest, Placement, Policy, ResultOutcome, TaskConfig, TaskVerifier, Verdict,
-    WorkerId,
+    Candidate, Digest, FailReason, Placement, Policy, ReplicaState, ResultOutcome, TaskConfig,
+    TaskVerifier, Verdict, WorkerId,
 };
 use crate::ring::Time;
 use crate::rng::Rng;
@@ -36,8 +37,11 @@ use crate::rng::Rng;
 /// Most rejected results a machine remembers for its status.
 pub const MAX_REJECTIONS_KEPT: usize = 1000;
 
+/// Most accepted tasks a machine keeps as spot-check material.
+pub const SPOT_POOL: usize = 4096;
+
 /// Tuning of a [`JobMachine`] that is not part of the job's policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MachineConfig {
     /// Most tasks in one batch to one worker. Default 64.
     pub batch_tasks: usize,
@@ -61,10 +65,45 @@ pub struct MachineConfig {
     /// Default on.
     #[serde(default = "yes")]
     pub diverse: bool,
+    /// Adaptive verification: the assumed largest fraction of saboteurs
+    /// among workers, the `f` of the credibility bound
+    /// ([`super::trust`]). Default [`DEFAULT_ASSUMED_SABOTEURS`].
+    #[serde(default = "default_assumed")]
+    pub assumed_saboteurs: f64,
+    /// Adaptive verification: the fraction of tasks that need two agreeing
+    /// results even when one would meet the error target (the audit of
+    /// single results). Default [`DEFAULT_AUDIT_RATE`].
+    #[serde(default = "default_audit")]
+    pub audit_rate: f64,
+    /// Adaptive verification: the chance that a free slot of a worker not
+    /// yet trusted with single results gets a spot check (a task whose
+    /// result is already accepted) instead of fresh work. Default
+    /// [`DEFAULT_SPOT_CHECK_RATE`].
+    #[serde(default = "default_spot")]
+    pub spot_check_rate: f64,
 }
+
+/// Default [`MachineConfig::assumed_saboteurs`].
+pub const DEFAULT_ASSUMED_SABOTEURS: f64 = 0.05;
+/// Default [`MachineConfig::audit_rate`].
+pub const DEFAULT_AUDIT_RATE: f64 = 0.1;
+/// Default [`MachineConfig::spot_check_rate`].
+pub const DEFAULT_SPOT_CHECK_RATE: f64 = 0.1;
 
 fn yes() -> bool {
     true
+}
+
+fn default_assumed() -> f64 {
+    DEFAULT_ASSUMED_SABOTEURS
+}
+
+fn default_audit() -> f64 {
+    DEFAULT_AUDIT_RATE
+}
+
+fn default_spot() -> f64 {
+    DEFAULT_SPOT_CHECK_RATE
 }
 
 impl Default for MachineConfig {
@@ -76,6 +115,9 @@ impl Default for MachineConfig {
             replica_timeout: Time::MAX / 4,
             checkpoint_interval: 200,
             diverse: true,
+            assumed_saboteurs: DEFAULT_ASSUMED_SABOTEURS,
+            audit_rate: DEFAULT_AUDIT_RATE,
+            spot_check_rate: DEFAULT_SPOT_CHECK_RATE,
         }
     }
 }
@@ -125,7 +167,7 @@ impl ReplicaEnd {
 }
 
 /// A task's final decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision<W, P> {
     /// The task.
     pub task: u32,
@@ -135,10 +177,14 @@ pub struct Decision<W, P> {
     pub accepted: Option<P>,
     /// Replicas that voted before the verdict.
     pub votes: u32,
+    /// Adaptive verification: the credibility bound on the probability
+    /// that the accepted result is wrong ([`super::trust::group_error`]).
+    /// `None` for full verification and failed tasks.
+    pub error: Option<f64>,
 }
 
 /// What the caller must do next.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action<W, P> {
     /// Send these tasks to this worker and report back with `batch`.
     SendBatch {
@@ -171,6 +217,27 @@ pub enum Action<W, P> {
         /// Whether it agrees with the accepted result.
         agrees: bool,
     },
+    /// Adaptive verification: a decided task is open again (a worker that
+    /// helped accept it was proven a liar, or a spot check disputed it):
+    /// withdraw its result; a new [`Action::Decided`] follows. Its payload
+    /// may be `None` if the same digest is accepted again: the caller keeps
+    /// the withdrawn one.
+    Reopened {
+        /// The task.
+        task: u32,
+    },
+    /// Adaptive verification: a worker answered a spot check. `passed`:
+    /// it agreed with the accepted result (a check for its record); a
+    /// failed one is settled like a disagreement, and its lie arrives with
+    /// the task's new verdict.
+    SpotChecked {
+        /// The task re-issued.
+        task: u32,
+        /// The worker.
+        worker: W,
+        /// Whether its answer matched the accepted one.
+        passed: bool,
+    },
     /// Store the decisions made since the last checkpoint and copy them to
     /// the backups.
     Checkpoint,
@@ -187,6 +254,11 @@ pub struct Restored<W> {
     pub votes: u32,
     /// Workers whose votes were rejected.
     pub disagreeing: Vec<W>,
+    /// Workers whose votes accepted the result (adaptive verification
+    /// judges it again without any of them later proven a liar).
+    pub agreeing: Vec<W>,
+    /// The accepted digest (`None` for a failed task).
+    pub digest: Option<Digest>,
 }
 
 struct Slot<W, P> {
@@ -195,6 +267,11 @@ struct Slot<W, P> {
     payloads: Vec<(Digest, P)>,
     /// When the task first found every known worker excluded.
     starving_since: Option<Time>,
+    /// Adaptive verification: this task needs two agreeing results even
+    /// if one would do (an audit).
+    audit: bool,
+    /// Adaptive verification: the error bound of the accepted result.
+    error: Option<f64>,
 }
 
 impl<W: WorkerId, P> Slot<W, P> {
@@ -203,6 +280,8 @@ impl<W: WorkerId, P> Slot<W, P> {
             verifier: TaskVerifier::new(policy, config),
             payloads: Vec::new(),
             starving_since: None,
+            audit: false,
+            error: None,
         }
     }
 }
@@ -210,6 +289,94 @@ impl<W: WorkerId, P> Slot<W, P> {
 struct Batch<W> {
     worker: W,
     tasks: Vec<u32>,
+    /// Tasks of the batch that are spot checks (already accepted).
+    spots: Vec<u32>,
+}
+
+/// What credibility says of an adaptive task now.
+enum Judgement {
+    /// Accept this digest, with this error bound.
+    Accept(Digest, f64),
+    /// Another replica is needed.
+    More,
+    /// Enough is running: wait for it.
+    Hold,
+    /// Nothing more may run and the target is not met.
+    Fail(FailReason),
+}
+
+/// Judges an adaptive task by credibility (see [`super::trust`]).
+fn judge<W: WorkerId>(
+    v: &TaskVerifier<W>,
+    audit: bool,
+    trust: &HashMap<W, Trust>,
+    f: f64,
+) -> Judgement {
+    let policy = v.policy();
+    let eps = policy.max_error;
+    let get = |w: &W| trust.get(w).copied().unwrap_or_default();
+    let err = |w: &W| worker_error(get(w), f);
+    let mut digests = Vec::new();
+    let mut errs: Vec<Vec<f64>> = Vec::new();
+    for (d, voters) in v.votes() {
+        let g: Vec<f64> = voters
+            .iter()
+            .filter(|w| !get(w).distrusted)
+            .map(err)
+            .collect();
+        if !g.is_empty() {
+            digests.push(d);
+            errs.push(g);
+        }
+    }
+    let mut best: Option<(usize, f64)> = None;
+    for i in 0..errs.len() {
+        let e = group_error(&errs, i);
+        if best.is_none_or(|(_, b)| e < b) {
+            best = Some((i, e));
+        }
+    }
+    let enough = |n: usize| !audit || n >= 2;
+    if let Some((i, e)) = best {
+        if e <= eps && enough(errs[i].len()) {
+            return Judgement::Accept(digests[i], e);
+        }
+    }
+    // Optimistic: every running replica joins the leader.
+    let running: Vec<f64> = v
+        .replicas()
+        .iter()
+        .filter(|r| r.state == ReplicaState::Running && !get(&r.worker).distrusted)
+        .map(|r| err(&r.worker))
+        .collect();
+    if !running.is_empty() {
+        let mut opt = errs.clone();
+        let lead = match best {
+            Some((i, _)) => {
+                opt[i].extend(running);
+                i
+            }
+            None => {
+                opt.push(running);
+                opt.len() - 1
+            }
+        };
+        if group_error(&opt, lead) <= eps && enough(opt[lead].len()) {
+            return Judgement::Hold;
+        }
+    }
+    if v.wanted_replicas() > 0 {
+        return Judgement::More;
+    }
+    if v.running_count() > 0 {
+        return Judgement::Hold;
+    }
+    let used = v.vote_count() as usize + v.running_count();
+    if used >= policy.max_replicas as usize {
+        Judgement::Fail(FailReason::NoQuorum)
+    } else {
+        Judgement::Fail(FailReason::TooManyAttempts)
+    }
 }
 
 /// The state machine of one job (see the [module docs](self)).
@@ -241,6 +408,21 @@ pub struct JobMachine<W, P> {
     /// Undecided tasks that want a replica and find workers only in networks
     /// they already use.
     waiting_networks: BTreeSet<u32>,
+    /// Adaptive: the workers' trust as last placed on, with what this job
+    /// learned since (checks passed, lies proven).
+    trust: HashMap<W, Trust>,
+    /// Adaptive: each accepted task's digest and the workers whose votes
+    /// accepted it (to judge it again when one is proven a liar).
+    accepted: HashMap<u32, (Digest, Vec<W>)>,
+    /// Adaptive: the tasks each worker helped accept.
+    accepted_by: HashMap<W, Vec<u32>>,
+    /// Adaptive: accepted tasks to re-issue as spot checks (at most
+    /// [`SPOT_POOL`], newest replacing at random).
+    spot_pool: Vec<u32>,
+    /// Adaptive: reopened tasks disputed by a spot check, with its worker.
+    disputes: HashMap<u32, W>,
+    spot_checks: u64,
+    reopened: u64,
 }
 
 impl<W: WorkerId, P: Clone> JobMachine<W, P> {
@@ -283,13 +465,24 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             last_checkpoint: None,
             rng: Rng::new(seed),
             actions: VecDeque::new(),
+            trust: HashMap::new(),
+            accepted: HashMap::new(),
+            accepted_by: HashMap::new(),
+            spot_pool: Vec::new(),
+            disputes: HashMap::new(),
+            spot_checks: 0,
+            reopened: 0,
         };
+        let adaptive = m.policy.is_adaptive();
         for d in decided {
             if !m.open.remove(&d.task) {
                 continue;
             }
             m.replicas_run += u64::from(d.votes);
             m.note_rejected(d.task, &d.disagreeing);
+            if let (true, Some(digest)) = (adaptive, d.digest) {
+                m.note_accepted(d.task, digest, d.agreeing);
+            }
         }
         m.wanting = m.open.clone();
         if cancelled {
@@ -365,6 +558,16 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         self.disagreements
     }
 
+    /// Spot checks answered (their votes are in [`Self::replicas_run`]).
+    pub fn spot_checks(&self) -> u64 {
+        self.spot_checks
+    }
+
+    /// Times a decided task was opened again.
+    pub fn reopened(&self) -> u64 {
+        self.reopened
+    }
+
     /// The first [`MAX_REJECTIONS_KEPT`] rejected results: (task, worker).
     pub fn rejected(&self) -> &[(u32, W)] {
         &self.rejected
@@ -410,6 +613,22 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             .filter(|(_, s)| s.verifier.poll_timeout().is_some_and(|t| t <= now))
             .map(|(t, _)| *t)
             .collect();
+        let grace = self.config.no_worker_grace;
+        let starved: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                !s.verifier.is_done()
+                    && s.starving_since
+                        .is_some_and(|since| since.saturating_add(grace) <= now)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        if self.policy.is_adaptive() {
+            for t in starved {
+                self.settle(t, now);
+            }
+        }
         for t in timed_out {
             if let Some(s) = self.slots.get_mut(&t) {
                 let lost = s.verifier.handle_timeout(now);
@@ -437,6 +656,10 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         mut candidates: Vec<Candidate<W>>,
         placement: &mut dyn Placement<W>,
     ) {
+        let adaptive = self.policy.is_adaptive();
+        if adaptive {
+            self.refresh_trust(now, &candidates);
+        }
         if self.open.is_empty() || self.wanting.is_empty() {
             return;
         }
@@ -450,11 +673,26 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 candidates.retain(|c| c.reputation > floor);
             }
         }
+        if adaptive {
+            // Proven liars get no work while enough other workers are known
+            // (over every placement so far: a caller may offer only the
+            // workers with free slots).
+            let trust = &self.trust;
+            let others = trust.values().filter(|t| !t.distrusted).count();
+            if others >= self.policy.replicas as usize {
+                candidates.retain(|c| !trust.get(&c.id).is_some_and(|t| t.distrusted));
+            }
+        }
         let batch_cap = self.config.batch_tasks.max(1);
         let mut pool: Vec<usize> = (0..candidates.len())
             .filter(|&i| candidates[i].free_slots > 0)
             .collect();
         let mut per_worker: HashMap<usize, Vec<u32>> = HashMap::new();
+        let mut spots: HashMap<usize, Vec<u32>> = HashMap::new();
+        if adaptive {
+            self.place_spot_checks(&mut candidates, &mut pool, &mut per_worker, &mut spots);
+        }
+        let f = self.config.assumed_saboteurs;
         let mut cursor = 0u32;
         let mut touched = Vec::new();
         while !pool.is_empty() {
@@ -462,12 +700,32 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 break;
             };
             cursor = t.saturating_add(1);
-            let (policy, task_config) = (self.policy, self.task_config);
-            let slot = self
-                .slots
-                .entry(t)
-                .or_insert_with(|| Slot::new(policy, task_config));
-            let mut wanted = slot.verifier.wanted_replicas();
+            if !self.slots.contains_key(&t) {
+                let mut slot = Slot::new(self.policy, self.task_config);
+                slot.audit = adaptive && self.rng.unit() < self.config.audit_rate;
+                self.slots.insert(t, slot);
+            }
+            let Some(slot) = self.slots.get_mut(&t) else {
+                continue;
+            };
+            let trust = &self.trust;
+            let wants = |slot: &Slot<W, P>| {
+                if adaptive {
+                    usize::from(matches!(
+                        judge(&slot.verifier, slot.audit, trust, f),
+                        Judgement::More
+                    ))
+                } else {
+                    slot.verifier.wanted_replicas()
+                }
+            };
+            if adaptive && !matches!(judge(&slot.verifier, slot.audit, trust, f), Judgement::More) {
+                // Credible now (or holding): settled at once, so that a liar
+                // it proves gets nothing more in this round.
+                self.settle(t, now);
+                continue;
+            }
+            let mut wanted = wants(slot);
             let diverse = self.config.diverse;
             let networks = &self.networks;
             let mut used: HashSet<u128> = if diverse {
@@ -481,12 +739,14 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             while wanted > 0 && !pool.is_empty() {
                 let verifier = &slot.verifier;
                 let used_now = &used;
+                let trust = &self.trust;
                 let chosen = placement.choose(
                     &candidates,
                     &pool,
                     &|w: &W| {
                         verifier.is_excluded(w)
                             || networks.get(w).is_some_and(|n| used_now.contains(n))
+                            || (adaptive && trust.get(w).is_some_and(|t| t.distrusted))
                     },
                     &mut self.rng,
                 );
@@ -498,7 +758,7 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 if diverse {
                     used.insert(candidates[i].network);
                 }
-                wanted -= 1;
+                wanted = if adaptive { wants(slot) } else { wanted - 1 };
                 slot.starving_since = None;
                 let list = per_worker.entry(i).or_default();
                 list.push(t);
@@ -546,15 +806,18 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         }
         let mut sends: Vec<(usize, Vec<u32>)> = per_worker.into_iter().collect();
         sends.sort_unstable_by_key(|(i, _)| *i);
-        for (i, tasks) in sends {
+        for (i, mut tasks) in sends {
             let batch = BatchId(self.next_batch);
             self.next_batch += 1;
             let worker = candidates[i].id.clone();
+            // Spot checks sit among the fresh tasks in index order.
+            tasks.sort_unstable();
             self.batches.insert(
                 batch,
                 Batch {
                     worker: worker.clone(),
                     tasks: tasks.clone(),
+                    spots: spots.remove(&i).unwrap_or_default(),
                 },
             );
             self.actions.push_back(Action::SendBatch {
@@ -566,6 +829,88 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         self.maybe_checkpoint(now);
     }
 
+    /// Takes the workers' trust from the candidates (the caller's records),
+    /// keeping what this job proved: a worker distrusted here stays so, and
+    /// one newly distrusted has its votes judged again.
+    fn refresh_trust(&mut self, now: Time, candidates: &[Candidate<W>]) {
+        let mut liars = Vec::new();
+        for c in candidates {
+            match self.trust.get_mut(&c.id) {
+                Some(t) if t.distrusted => {}
+                Some(t) => {
+                    if c.trust.distrusted {
+                        liars.push(c.id.clone());
+                    } else {
+                        t.checks = t.checks.max(c.trust.checks);
+                    }
+                }
+                None => {
+                    if c.trust.distrusted {
+                        liars.push(c.id.clone());
+                    } else {
+                        self.trust.insert(c.id.clone(), c.trust);
+                    }
+                }
+            }
+        }
+        for w in liars {
+            self.distrust(&w, now);
+        }
+    }
+
+    /// Gives workers not yet trusted with single results, each with chance
+    /// `spot_check_rate`, one accepted task of this job to run again.
+    fn place_spot_checks(
+        &mut self,
+        candidates: &mut [Candidate<W>],
+        pool: &mut Vec<usize>,
+        per_worker: &mut HashMap<usize, Vec<u32>>,
+        spots: &mut HashMap<usize, Vec<u32>>,
+    ) {
+        let rate = self.config.spot_check_rate;
+        if rate <= 0.0 || self.spot_pool.is_empty() {
+            return;
+        }
+        let f = self.config.assumed_saboteurs;
+        let eps = self.policy.max_error;
+        let mut p = 0;
+        while p < pool.len() {
+            let i = pool[p];
+            let id = &candidates[i].id;
+            let trust = self.trust.get(id).copied().unwrap_or_default();
+            if trust.distrusted || worker_error(trust, f) <= eps || self.rng.unit() >= rate {
+                p += 1;
+                continue;
+            }
+            let mut chosen = None;
+            for _ in 0..4 {
+                let t = self.spot_pool[self.rng.below(self.spot_pool.len() as u64) as usize];
+                let fits = self
+                    .accepted
+                    .get(&t)
+                    .is_some_and(|(_, voters)| !voters.contains(id))
+                    && !self.disputes.contains_key(&t);
+                if fits {
+                    chosen = Some(t);
+                    break;
+                }
+            }
+            let Some(t) = chosen else {
+                p += 1;
+                continue;
+            };
+            per_worker.entry(i).or_default().push(t);
+            spots.entry(i).or_default().push(t);
+            let c = &mut candidates[i];
+            c.free_slots = c.free_slots.saturating_sub(1);
+            if c.free_slots == 0 {
+                pool.swap_remove(p);
+            } else {
+                p += 1;
+            }
+        }
+    }
+
     /// A batch came back with `answers` (by task index). Tasks of the batch
     /// missing from the answers are lost; answers for tasks not in the batch
     /// are ignored. Unknown batches are ignored.
@@ -575,7 +920,12 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         batch: BatchId,
         answers: impl IntoIterator<Item = (u32, Answer<P>)>,
     ) {
-        let Some(Batch { worker, tasks }) = self.batches.remove(&batch) else {
+        let Some(Batch {
+            worker,
+            tasks,
+            spots,
+        }) = self.batches.remove(&batch)
+        else {
             return;
         };
         let mut by_task: HashMap<u32, Answer<P>> = HashMap::new();
@@ -584,6 +934,17 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         }
         let (mut voted, mut no_verdict, mut lost) = (0u32, 0u32, 0u32);
         for t in tasks {
+            if spots.contains(&t) {
+                match by_task.remove(&t) {
+                    Some(Answer::Vote { digest, payload }) => {
+                        voted += 1;
+                        self.spot_answer(now, t, &worker, digest, payload);
+                    }
+                    Some(Answer::NoVerdict) => no_verdict += 1,
+                    None => lost += 1,
+                }
+                continue;
+            }
             let Some(slot) = self.slots.get_mut(&t) else {
                 continue;
             };
@@ -610,6 +971,13 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                                 worker: worker.clone(),
                                 agrees,
                             });
+                            if self.policy.is_adaptive() {
+                                if agrees {
+                                    self.credit(&worker);
+                                } else {
+                                    self.distrust(&worker, now);
+                                }
+                            }
                         }
                         ResultOutcome::Ignored => {}
                     }
@@ -654,11 +1022,19 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
     }
 
     fn end_batch(&mut self, now: Time, batch: BatchId, end: ReplicaEnd) {
-        let Some(Batch { worker, tasks }) = self.batches.remove(&batch) else {
+        let Some(Batch {
+            worker,
+            tasks,
+            spots,
+        }) = self.batches.remove(&batch)
+        else {
             return;
         };
         let count = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
         for t in tasks {
+            if spots.contains(&t) {
+                continue;
+            }
             if let Some(slot) = self.slots.get_mut(&t) {
                 if end == ReplicaEnd::Busy {
                     slot.verifier.handle_busy(now, &worker);
@@ -697,9 +1073,36 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
     /// After any change to task `t`: decide it if its verifier has a verdict,
     /// keep the wanting set right, drop its slot once nothing runs.
     fn settle(&mut self, t: u32, now: Time) {
+        let adaptive = self.policy.is_adaptive();
+        let f = self.config.assumed_saboteurs;
         let Some(slot) = self.slots.get_mut(&t) else {
             return;
         };
+        let mut still_wants = None;
+        if adaptive && self.open.contains(&t) && !slot.verifier.is_done() {
+            match judge(&slot.verifier, slot.audit, &self.trust, f) {
+                Judgement::Accept(digest, error) => {
+                    slot.error = Some(error);
+                    slot.verifier.accept(digest);
+                }
+                Judgement::Fail(reason) if slot.verifier.vote_count() > 0 => {
+                    // Out of replicas with votes in: trust moves as other
+                    // tasks are decided (voters pass checks, liars are
+                    // proven and their votes discarded), so the task is
+                    // judged again at each placement for a grace period.
+                    let since = *slot.starving_since.get_or_insert(now);
+                    if now.saturating_sub(since) >= self.config.no_worker_grace {
+                        slot.verifier.fail(reason);
+                    } else {
+                        still_wants = Some(true);
+                    }
+                }
+                Judgement::Fail(reason) => slot.verifier.fail(reason),
+                Judgement::More => still_wants = Some(true),
+                Judgement::Hold => still_wants = Some(false),
+            }
+        }
+        let mut liars = Vec::new();
         if self.open.contains(&t) {
             if let Some(verdict) = slot.verifier.verdict().cloned() {
                 let accepted = match &verdict {
@@ -712,11 +1115,35 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 };
                 slot.payloads.clear();
                 let votes = slot.verifier.vote_count();
+                let error = slot.error.take().filter(|_| adaptive);
                 self.open.remove(&t);
                 self.wanting.remove(&t);
-                if let Verdict::Accepted { disagreeing, .. } = &verdict {
+                if let Verdict::Accepted {
+                    digest,
+                    agreeing,
+                    disagreeing,
+                } = &verdict
+                {
                     let disagreeing = disagreeing.clone();
                     self.note_rejected(t, &disagreeing);
+                    if adaptive {
+                        if agreeing.len() >= 2 {
+                            for w in agreeing {
+                                self.credit(w);
+                            }
+                        }
+                        self.note_accepted(t, *digest, agreeing.clone());
+                        if let Some(w) = self.disputes.remove(&t) {
+                            self.actions.push_back(Action::SpotChecked {
+                                task: t,
+                                worker: w.clone(),
+                                passed: agreeing.contains(&w),
+                            });
+                        }
+                        liars = disagreeing;
+                    }
+                } else {
+                    self.disputes.remove(&t);
                 }
                 self.undecided_since_checkpoint = true;
                 self.actions.push_back(Action::Decided(Decision {
@@ -724,13 +1151,14 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                     verdict,
                     accepted,
                     votes,
+                    error,
                 }));
                 if self.open.is_empty() {
                     self.finished_at = Some(now);
                     self.actions.push_back(Action::Done);
                     self.emit_checkpoint(now);
                 }
-            } else if slot.verifier.wanted_replicas() > 0 {
+            } else if still_wants.unwrap_or_else(|| slot.verifier.wanted_replicas() > 0) {
                 self.wanting.insert(t);
             } else {
                 self.wanting.remove(&t);
@@ -743,6 +1171,128 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
         if drop_slot {
             self.slots.remove(&t);
         }
+        for w in liars {
+            self.distrust(&w, now);
+        }
+    }
+
+    /// Adaptive: `worker` passed a check in this job.
+    fn credit(&mut self, worker: &W) {
+        let t = self.trust.entry(worker.clone()).or_default();
+        if !t.distrusted {
+            t.checks = t.checks.saturating_add(1);
+        }
+    }
+
+    /// Adaptive: task `t` was accepted with `digest` by `agreeing`.
+    fn note_accepted(&mut self, t: u32, digest: Digest, agreeing: Vec<W>) {
+        for w in &agreeing {
+            self.accepted_by.entry(w.clone()).or_default().push(t);
+        }
+        self.accepted.insert(t, (digest, agreeing));
+        if self.spot_pool.len() < SPOT_POOL {
+            self.spot_pool.push(t);
+        } else {
+            let i = self.rng.below(SPOT_POOL as u64) as usize;
+            self.spot_pool[i] = t;
+        }
+    }
+
+    /// Adaptive: a spot check of accepted task `t` came back. Agreeing is a
+    /// check passed; disagreeing opens the task again with the old votes
+    /// and this one, and its new verdict says who lied.
+    fn spot_answer(&mut self, now: Time, t: u32, worker: &W, digest: Digest, payload: P) {
+        self.replicas_run += 1;
+        self.spot_checks += 1;
+        let Some((accepted, voters)) = self.accepted.get(&t).cloned() else {
+            return; // opened again meanwhile: nothing to compare with
+        };
+        if accepted == digest {
+            self.credit(worker);
+            self.actions.push_back(Action::SpotChecked {
+                task: t,
+                worker: worker.clone(),
+                passed: true,
+            });
+            return;
+        }
+        if self.is_done() || self.disputes.contains_key(&t) {
+            return;
+        }
+        let mut votes: Vec<(W, Digest)> = voters.into_iter().map(|w| (w, accepted)).collect();
+        votes.push((worker.clone(), digest));
+        self.disputes.insert(t, worker.clone());
+        self.reopen(now, t, votes, Some((digest, payload)));
+    }
+
+    /// Adaptive: `worker` is proven a liar. Its votes on open tasks are
+    /// discarded; every task of this job it helped accept is judged again
+    /// without it, and opened again if it no longer meets the target.
+    fn distrust(&mut self, worker: &W, now: Time) {
+        let t = self.trust.entry(worker.clone()).or_default();
+        if t.distrusted {
+            return;
+        }
+        *t = Trust {
+            checks: 0,
+            distrusted: true,
+        };
+        if !self.policy.is_adaptive() || self.is_done() {
+            return;
+        }
+        let open: Vec<u32> = self
+            .slots
+            .iter_mut()
+            .filter(|(_, s)| !s.verifier.is_done())
+            .filter_map(|(t, s)| s.verifier.discard_vote(worker).then_some(*t))
+            .collect();
+        for t in open {
+            self.settle(t, now);
+        }
+        let f = self.config.assumed_saboteurs;
+        let eps = self.policy.max_error;
+        for t in self.accepted_by.remove(worker).unwrap_or_default() {
+            let Some((digest, voters)) = self.accepted.get(&t).cloned() else {
+                continue;
+            };
+            if !voters.contains(worker) {
+                continue;
+            }
+            let rest: Vec<W> = voters
+                .into_iter()
+                .filter(|w| !self.trust.get(w).is_some_and(|t| t.distrusted))
+                .collect();
+            let errs: Vec<f64> = rest
+                .iter()
+                .map(|w| worker_error(self.trust.get(w).copied().unwrap_or_default(), f))
+                .collect();
+            if !errs.is_empty() && group_error(&[errs], 0) <= eps {
+                if let Some(entry) = self.accepted.get_mut(&t) {
+                    entry.1 = rest;
+                }
+                continue;
+            }
+            let votes = rest.into_iter().map(|w| (w, digest)).collect();
+            self.reopen(now, t, votes, None);
+        }
+    }
+
+    /// Adaptive: opens decided task `t` again with `votes` counting.
+    fn reopen(&mut self, now: Time, t: u32, votes: Vec<(W, Digest)>, payload: Option<(Digest, P)>) {
+        self.accepted.remove(&t);
+        let mut slot = Slot::new(self.policy, self.task_config);
+        slot.verifier = TaskVerifier::from_votes(self.policy, self.task_config, now, votes);
+        if let Some(p) = payload {
+            slot.payloads.push(p);
+        }
+        self.slots.insert(t, slot);
+        self.open.insert(t);
+        self.wanting.insert(t);
+        self.reopened += 1;
+        self.finished_at = None;
+        self.undecided_since_checkpoint = true;
+        self.actions.push_back(Action::Reopened { task: t });
+        self.settle(t, now);
     }
 
     fn note_rejected(&mut self, t: u32, disagreeing: &[W]) {
@@ -797,6 +1347,7 @@ mod tests {
                 fuel_per_sec: 1,
                 reputation: 0,
                 network: u128::from(id),
+                trust: Trust::default(),
             })
             .collect()
     }
@@ -1035,11 +1586,15 @@ mod tests {
                 task: 1,
                 votes: 3,
                 disagreeing: vec![9],
+                agreeing: vec![1, 2],
+                digest: Some([1; 32]),
             },
             Restored {
                 task: 7, // not in the job: ignored
                 votes: 2,
                 disagreeing: vec![],
+                agreeing: vec![],
+                digest: None,
             },
         ];
         let r: M = JobMachine::restore(policy, 3, MachineConfig::default(), 1, past, false);
@@ -1057,5 +1612,250 @@ mod tests {
         let out = sends(&drain(&mut m));
         assert!(out.iter().all(|s| s.1 != 3), "{out:?}");
         assert_eq!(out.iter().map(|s| s.2.len()).sum::<usize>(), 40);
+    }
+}
+
+#[cfg(test)]
+mod adaptive_tests {
+    use super::*;
+    use crate::jobs::PlacementPolicy;
+
+    type M = JobMachine<u32, &'static str>;
+
+    fn cands(ids: &[(u32, u64)]) -> Vec<Candidate<u32>> {
+        ids.iter()
+            .map(|&(id, checks)| Candidate {
+                id,
+                free_slots: 64,
+                fuel_per_sec: 1,
+                reputation: 0,
+                network: u128::from(id),
+                trust: Trust {
+                    checks,
+                    distrusted: false,
+                },
+            })
+            .collect()
+    }
+
+    fn adaptive(tasks: u32, audit: f64, spot: f64) -> M {
+        let policy = Policy::adaptive(1e-4, None).unwrap();
+        let config = MachineConfig {
+            audit_rate: audit,
+            spot_check_rate: spot,
+            ..MachineConfig::default()
+        };
+        JobMachine::new(policy, tasks, config, 9)
+    }
+
+    /// Answers every batch out: `liar` answers `lie` on every task, others
+    /// the truth (digest = task). Returns the actions.
+    fn answer_all(
+        m: &mut M,
+        now: Time,
+        out: &[Action<u32, &'static str>],
+        liar: Option<u32>,
+    ) -> Vec<Action<u32, &'static str>> {
+        for a in out {
+            if let Action::SendBatch {
+                batch,
+                worker,
+                tasks,
+            } = a
+            {
+                let answers: Vec<_> = tasks
+                    .iter()
+                    .map(|&t| {
+                        let d = if Some(*worker) == liar { 200 } else { t as u8 };
+                        (
+                            t,
+                            Answer::Vote {
+                                digest: [d; 32],
+                                payload: "out",
+                            },
+                        )
+                    })
+                    .collect();
+                m.handle_batch_done(now, *batch, answers);
+            }
+        }
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn drain(m: &mut M) -> Vec<Action<u32, &'static str>> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn decided<'a>(acts: &'a [Action<u32, &'static str>]) -> Vec<&'a Decision<u32, &'static str>> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Decided(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trusted_workers_are_believed_alone_and_strangers_need_company() {
+        // Workers 1-3 have long streaks (one result of theirs meets 1e-4 at
+        // the default f); 4-9 are new.
+        let trusted = checks_for(1e-4);
+        let mut m = adaptive(150, 0.0, 0.0);
+        let mut c = cands(&[(1, trusted), (2, trusted), (3, trusted)]);
+        m.place(0, c.clone(), &mut PlacementPolicy::Uniform);
+        let acts = {
+            let out = drain(&mut m);
+            answer_all(&mut m, 10, &out, None)
+        };
+        let ds = decided(&acts);
+        assert_eq!(ds.len(), 150);
+        assert!(ds.iter().all(|d| d.votes == 1), "one vote each");
+        assert!(ds.iter().all(|d| d.error.is_some_and(|e| e <= 1e-4)));
+        // New workers only: no result is taken on one or two words.
+        let mut m = adaptive(50, 0.0, 0.0);
+        c = cands(&[(4, 0), (5, 0), (6, 0), (7, 0), (8, 0), (9, 0)]);
+        m.place(0, c, &mut PlacementPolicy::Uniform);
+        let acts = {
+            let out = drain(&mut m);
+            answer_all(&mut m, 10, &out, None)
+        };
+        let ds = decided(&acts);
+        assert_eq!(ds.len(), 50);
+        // f = 0.05: three fresh agreeing workers leave 1.4e-4, four 7e-6,
+        // so four are sent; as answers come in the workers pass checks, and
+        // a task may be accepted before its fourth vote arrives.
+        assert!(ds.iter().all(|d| d.votes >= 2), "never on one word");
+        assert_eq!(ds[0].votes, 4, "the first task, before any check");
+        assert_eq!(m.replicas_run(), 200, "four replicas sent per task");
+    }
+
+    fn checks_for(eps: f64) -> u64 {
+        crate::jobs::trust::checks_for_single(eps, DEFAULT_ASSUMED_SABOTEURS)
+    }
+
+    #[test]
+    fn a_proven_liar_loses_the_results_it_alone_vouched_for() {
+        let trusted = checks_for(1e-4);
+        // 250 tasks, 192 slots: the job is still running when the lie is
+        // proven (a finished job's results stay as they are).
+        let mut m = adaptive(250, 0.0, 0.0);
+        // Worker 1 is trusted and lies on everything; 2 and 3 are trusted
+        // and honest.
+        let c = cands(&[(1, trusted), (2, trusted), (3, trusted)]);
+        m.place(0, c.clone(), &mut PlacementPolicy::Uniform);
+        let first = drain(&mut m);
+        let acts = answer_all(&mut m, 10, &first, Some(1));
+        let lies: Vec<u32> = decided(&acts)
+            .iter()
+            .filter(|d| matches!(&d.verdict, Verdict::Accepted { digest, .. } if digest[0] == 200))
+            .map(|d| d.task)
+            .collect();
+        assert!(!lies.is_empty(), "the liar was believed on its own tasks");
+        // A spot check or audit catches it later: here its record says so
+        // (another job proved it), and every task it vouched for alone
+        // opens again.
+        let mut c2 = c.clone();
+        c2[0].trust.distrusted = true;
+        m.place(20, c2.clone(), &mut PlacementPolicy::Uniform);
+        let acts = drain(&mut m);
+        let reopened: Vec<u32> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reopened { task } => Some(*task),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reopened.len(), lies.len(), "{acts:?}");
+        assert!(
+            sends_to(&acts).iter().all(|w| *w != 1),
+            "no work for a liar"
+        );
+        let acts = answer_all(&mut m, 30, &acts, Some(1));
+        let again: Vec<_> = decided(&acts)
+            .into_iter()
+            .filter(|d| lies.contains(&d.task))
+            .collect();
+        assert_eq!(again.len(), lies.len());
+        assert!(again.iter().all(|d| matches!(
+            &d.verdict,
+            Verdict::Accepted { digest, .. } if digest[0] == d.task as u8
+        )));
+        assert_eq!(m.reopened(), lies.len() as u64);
+    }
+
+    fn sends_to(acts: &[Action<u32, &'static str>]) -> Vec<u32> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::SendBatch { worker, .. } => Some(*worker),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spot_checks_go_to_strangers_and_a_failed_one_is_a_proven_lie() {
+        let trusted = checks_for(1e-4);
+        let mut m = adaptive(400, 0.0, 1.0);
+        let c = cands(&[(1, trusted), (2, trusted)]);
+        // 200 tasks accepted on trusted words first.
+        let mut c1 = c.clone();
+        for x in &mut c1 {
+            x.free_slots = 50;
+        }
+        m.place(0, c1, &mut PlacementPolicy::Uniform);
+        {
+            let out = drain(&mut m);
+            answer_all(&mut m, 10, &out, None)
+        };
+        // A stranger (7) that lies on everything joins: every placement
+        // offers it a spot check first (rate 1).
+        let mut c2 = c.clone();
+        c2.extend(cands(&[(7, 0)]));
+        // One slot: the stranger runs only its spot check.
+        c2[2].free_slots = 1;
+        m.place(20, c2.clone(), &mut PlacementPolicy::Uniform);
+        let acts = drain(&mut m);
+        let acts = answer_all(&mut m, 30, &acts, Some(7));
+        assert!(m.spot_checks() >= 1);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Reopened { .. })),
+            "the dispute opens the task"
+        );
+        // The dispute is settled by more trusted votes; the stranger loses.
+        for now in [40, 50, 60] {
+            m.place(now, c2.clone(), &mut PlacementPolicy::Uniform);
+            let acts = drain(&mut m);
+            let acts = answer_all(&mut m, now + 5, &acts, Some(7));
+            if let Some(a) = acts
+                .iter()
+                .find(|a| matches!(a, Action::SpotChecked { passed: false, .. }))
+            {
+                assert!(matches!(a, Action::SpotChecked { worker: 7, .. }));
+                assert!(
+                    decided(&acts).iter().any(|d| matches!(
+                        &d.verdict,
+                        Verdict::Accepted { disagreeing, .. } if disagreeing == &[7]
+                    )),
+                    "{acts:?}"
+                );
+                return;
+            }
+        }
+        panic!("the failed spot check was never settled");
+    }
+
+    #[test]
+    fn audits_ask_a_second_result_of_trusted_workers() {
+        let trusted = checks_for(1e-4);
+        let mut m = adaptive(90, 1.0, 0.0);
+        let c = cands(&[(1, trusted), (2, trusted), (3, trusted)]);
+        m.place(0, c, &mut PlacementPolicy::Uniform);
+        let acts = {
+            let out = drain(&mut m);
+            answer_all(&mut m, 10, &out, None)
+        };
+        let ds = decided(&acts);
+        assert_eq!(ds.len(), 90);
+        assert!(ds.iter().all(|d| d.votes == 2));
     }
 }

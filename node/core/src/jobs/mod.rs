@@ -42,6 +42,7 @@ pub mod machine;
 pub mod placement;
 pub mod policy;
 pub mod reputation;
+pub mod trust;
 pub mod verifier;
 
 pub use fair::{Admission, AdmitError, FairQueue};
@@ -51,8 +52,9 @@ pub use machine::{
 pub use placement::{
     Candidate, Placement, PlacementPolicy, TwoChoices, Uniform, choose_worker, choose_workers,
 };
-pub use policy::{MAX_REPLICAS, Policy, PolicyError};
-pub use reputation::{Reputation, ReputationConfig, ReputationEntry};
+pub use policy::{DEFAULT_MAX_ERROR, MAX_REPLICAS, Policy, PolicyError, Verify};
+pub use reputation::{Record, Reputation, ReputationConfig, ReputationEntry};
+pub use trust::Trust;
 pub use verifier::{
     AssignError, FailReason, Replica, ReplicaState, ResultOutcome, TaskConfig, TaskVerifier,
     Verdict,

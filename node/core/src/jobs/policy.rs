@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A replication policy that cannot be met.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     /// `replicas` was 0: a task must run somewhere.
     #[error("replicas must be at least 1")]
@@ -23,6 +23,9 @@ pub enum PolicyError {
     /// CPU, and a job may not ask the grid for unbounded repeats.
     #[error("max_replicas {0} is above the limit of {MAX_REPLICAS}")]
     MaxAboveLimit(u32),
+    /// An adaptive error target outside (0, 1).
+    #[error("max_error must be above 0 and below 1, not {0}")]
+    MaxError(f64),
     /// `max_replicas` smaller than `replicas`.
     #[error("max_replicas {max_replicas} is smaller than replicas {replicas}")]
     MaxBelowReplicas {
@@ -42,8 +45,54 @@ pub enum PolicyError {
     },
 }
 
+/// How a task's result is accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Verify {
+    /// Every task runs `replicas` times and `quorum` equal results accept
+    /// it, whoever the workers are.
+    #[default]
+    Full,
+    /// Replicas are added one at a time until the credibility of the
+    /// leading result (from its workers' trust records, see
+    /// [`super::trust`]) meets the job's `max_error`: one result from a
+    /// trusted worker may suffice, untrusted ones need company. A random
+    /// fraction of single results is audited by a second replica.
+    Adaptive,
+}
+
+impl Verify {
+    /// The stable name (`full`, `adaptive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Full => "full",
+            Verify::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::str::FromStr for Verify {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Verify::Full),
+            "adaptive" => Ok(Verify::Adaptive),
+            other => Err(format!(
+                "unknown verification mode {other:?} (full, adaptive)"
+            )),
+        }
+    }
+}
+
+/// The default error target of adaptive verification: at most one accepted
+/// result in 10,000 wrong.
+pub const DEFAULT_MAX_ERROR: f64 = 1e-4;
+
+fn default_max_error() -> f64 {
+    DEFAULT_MAX_ERROR
+}
+
 /// How many times each task runs and how many equal results accept it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     /// Replicas started for each task, on distinct workers. Default 2.
     pub replicas: u32,
@@ -53,7 +102,20 @@ pub struct Policy {
     /// Upper bound on replicas that return a verdict for one task, including
     /// the extra ones sent on disagreement. Default `2 * replicas`.
     pub max_replicas: u32,
+    /// How results are accepted. Default [`Verify::Full`]; jobs stored
+    /// before adaptive verification existed read as full.
+    #[serde(default)]
+    pub verify: Verify,
+    /// Adaptive mode: the largest acceptable probability that an accepted
+    /// result is wrong, by the credibility rule. Ignored in full mode.
+    /// Default [`DEFAULT_MAX_ERROR`].
+    #[serde(default = "default_max_error")]
+    pub max_error: f64,
 }
+
+// `max_error` is a float, but a policy that passes `validate` has a finite
+// one, and equality of policies is equality of their fields.
+impl Eq for Policy {}
 
 impl Default for Policy {
     fn default() -> Self {
@@ -61,12 +123,18 @@ impl Default for Policy {
             replicas: 2,
             quorum: Policy::majority(2),
             max_replicas: 4,
+            verify: Verify::Full,
+            max_error: DEFAULT_MAX_ERROR,
         }
     }
 }
 
 /// The most replicas any task may have (`max_replicas`, and so `replicas`).
 pub const MAX_REPLICAS: u32 = 16;
+
+/// The default `max_replicas` of an adaptive policy: room for a dispute
+/// among untrusted workers to be settled by credibility.
+pub const ADAPTIVE_MAX_REPLICAS: u32 = 8;
 
 impl Policy {
     /// A strict majority of `replicas` (`replicas / 2 + 1`).
@@ -86,13 +154,39 @@ impl Policy {
             quorum: quorum.unwrap_or_else(|| Policy::majority(replicas)),
             max_replicas: max_replicas
                 .unwrap_or_else(|| replicas.saturating_mul(2).min(MAX_REPLICAS).max(replicas)),
+            verify: Verify::Full,
+            max_error: DEFAULT_MAX_ERROR,
         };
         policy.validate()?;
         Ok(policy)
     }
 
+    /// An adaptive policy with error target `max_error`: replicas are added
+    /// until the result's credibility meets it, at most `max_replicas`
+    /// (default [`ADAPTIVE_MAX_REPLICAS`]). `replicas` and `quorum` stay
+    /// 2 (what a proof signed by a quorum means).
+    pub fn adaptive(max_error: f64, max_replicas: Option<u32>) -> Result<Policy, PolicyError> {
+        let policy = Policy {
+            replicas: 2,
+            quorum: 2,
+            max_replicas: max_replicas.unwrap_or(ADAPTIVE_MAX_REPLICAS),
+            verify: Verify::Adaptive,
+            max_error,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Whether results are accepted by credibility ([`Verify::Adaptive`]).
+    pub fn is_adaptive(&self) -> bool {
+        self.verify == Verify::Adaptive
+    }
+
     /// Checks the policy on its own (see [`PolicyError`]).
     pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.is_adaptive() && !(self.max_error > 0.0 && self.max_error < 1.0) {
+            return Err(PolicyError::MaxError(self.max_error));
+        }
         if self.replicas == 0 {
             return Err(PolicyError::ZeroReplicas);
         }

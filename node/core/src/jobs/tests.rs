@@ -23,6 +23,7 @@ fn cand(id: u32, free: u32, speed: u64, rep: i32) -> Candidate<u32> {
         fuel_per_sec: speed,
         reputation: rep,
         network: u128::from(id),
+        trust: Trust::default(),
     }
 }
 
@@ -181,7 +182,7 @@ fn all_distinct_until_max_replicas_fails() {
     // A failed task ignores further results and changes no reputation.
     assert_eq!(t.handle_result(9, &1, d(1)), ResultOutcome::Ignored);
     let mut rep = Reputation::default();
-    rep.apply(t.verdict().unwrap());
+    rep.apply(t.verdict().unwrap(), 0);
     assert!(rep.snapshot().is_empty());
 }
 
@@ -357,16 +358,17 @@ fn reputation_is_bounded_and_losses_cost_more() {
         loss: 10,
         min: -20,
         max: 5,
+        ..ReputationConfig::default()
     });
     assert_eq!(r.score(&1), 0);
     for _ in 0..100 {
-        r.record_agree(&1);
-        r.record_disagree(&2);
+        r.record_agree(&1, 0);
+        r.record_disagree(&2, 0);
     }
     assert_eq!(r.score(&1), 5);
     assert_eq!(r.score(&2), -20);
-    r.record_agree(&3);
-    r.record_disagree(&3);
+    r.record_agree(&3, 0);
+    r.record_disagree(&3, 0);
     assert_eq!(r.score(&3), -9);
     let snap = r.snapshot();
     assert_eq!(
@@ -432,7 +434,7 @@ fn liar_is_caught_and_ranks_last() {
                 }
                 Verdict::Failed { .. } => panic!("seed {seed} task {task} failed"),
             }
-            rep.apply(v);
+            rep.apply(v, 0);
         }
         assert!(caught > 10, "seed {seed}: liar caught only {caught} times");
         let liar_score = rep.score(&liar);
@@ -528,4 +530,63 @@ fn verifier_state_serializes() {
     assert_serde::<TaskVerifier<u32>>();
     assert_serde::<Reputation<u32>>();
     assert_serde::<Verdict<crate::RingPos>>();
+}
+
+#[test]
+fn trust_records_end_at_a_lie_persist_and_stay_bounded() {
+    let mut r: Reputation<u32> = Reputation::new(ReputationConfig {
+        distrust_ms: 1_000,
+        max_entries: 3,
+        ..ReputationConfig::default()
+    });
+    // A result accepted on one word checks nobody; two agreeing do.
+    let single = Verdict::Accepted {
+        digest: d(1),
+        agreeing: vec![1],
+        disagreeing: vec![],
+    };
+    r.apply(&single, 0);
+    assert_eq!(r.trust(&1, 0).checks, 0);
+    let pair = Verdict::Accepted {
+        digest: d(1),
+        agreeing: vec![1, 2],
+        disagreeing: vec![3],
+    };
+    r.apply(&pair, 10);
+    r.record_spot_check(&1, true, 20);
+    assert_eq!(
+        r.trust(&1, 20),
+        Trust {
+            checks: 2,
+            distrusted: false
+        }
+    );
+    // The liar is distrusted for the period, its streak gone; after it, it
+    // starts again from nothing.
+    assert_eq!(
+        r.trust(&3, 500),
+        Trust {
+            checks: 0,
+            distrusted: true
+        }
+    );
+    assert!(!r.trust(&3, 1_010).distrusted);
+    r.record_spot_check(&2, false, 30);
+    let rec = r.record(&2).expect("known");
+    assert_eq!(
+        (rec.spot_failed, rec.streak),
+        (1, 1),
+        "the lie comes with the verdict"
+    );
+    // Survives a round trip through bytes (the node's store).
+    let bytes = rmp_serde::to_vec_named(&r).expect("encodes");
+    let back: Reputation<u32> = rmp_serde::from_slice(&bytes).expect("decodes");
+    assert_eq!(back.trust(&3, 500), r.trust(&3, 500));
+    assert_eq!(back.snapshot(), r.snapshot());
+    // Bounded: a fourth worker evicts the one seen longest ago (1, 2 and 3
+    // were last seen at 20, 30 and 10).
+    r.record_agree(&4, 40);
+    assert_eq!(r.len(), 3);
+    assert!(r.record(&3).is_none());
+    assert!(r.record(&4).is_some());
 }

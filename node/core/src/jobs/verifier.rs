@@ -268,6 +268,14 @@ impl<W: WorkerId> TaskVerifier<W> {
         }
         let votes = self.vote_count();
         let running = self.count(|s| *s == ReplicaState::Running);
+        if self.policy.is_adaptive() {
+            // Room left: the job machine decides by credibility how much of
+            // it to use.
+            return self
+                .policy
+                .max_replicas
+                .saturating_sub(votes.saturating_add(running));
+        }
         let need = self.policy.quorum.saturating_sub(self.best_count());
         let target = self
             .policy
@@ -414,8 +422,95 @@ impl<W: WorkerId> TaskVerifier<W> {
         }
     }
 
+    /// A task judged again (adaptive verification): `votes` are the votes
+    /// that still count, each as if just returned at `now`.
+    pub fn from_votes(
+        policy: Policy,
+        config: TaskConfig,
+        now: Time,
+        votes: impl IntoIterator<Item = (W, Digest)>,
+    ) -> Self {
+        let mut v = TaskVerifier::new(policy, config);
+        for (worker, digest) in votes {
+            if v.replicas.iter().any(|r| r.worker == worker) {
+                continue;
+            }
+            v.replicas.push(Replica {
+                worker,
+                started: now,
+                state: ReplicaState::Voted(digest),
+            });
+        }
+        v
+    }
+
+    /// Accepts `digest` (adaptive verification, where the job machine
+    /// judges credibility): its voters agree, every other voter disagrees.
+    /// Does nothing once there is a verdict or when nobody voted for it.
+    pub fn accept(&mut self, digest: Digest) {
+        if self.verdict.is_some() {
+            return;
+        }
+        let mut agreeing = Vec::new();
+        let mut disagreeing = Vec::new();
+        for r in &self.replicas {
+            if let ReplicaState::Voted(d) = r.state {
+                if d == digest {
+                    agreeing.push(r.worker.clone());
+                } else {
+                    disagreeing.push(r.worker.clone());
+                }
+            }
+        }
+        if agreeing.is_empty() {
+            return;
+        }
+        self.verdict = Some(Verdict::Accepted {
+            digest,
+            agreeing,
+            disagreeing,
+        });
+    }
+
+    /// Fails the task with `reason` unless it has a verdict.
+    pub fn fail(&mut self, reason: FailReason) {
+        if self.verdict.is_none() {
+            self.verdict = Some(Verdict::Failed {
+                reason,
+                votes: self.votes(),
+            });
+        }
+    }
+
+    /// Discards the vote of `worker` (proven a liar): it no longer counts,
+    /// and the worker stays excluded from the task. Returns whether it had
+    /// voted.
+    pub fn discard_vote(&mut self, worker: &W) -> bool {
+        let mut found = false;
+        for r in &mut self.replicas {
+            if r.worker == *worker && matches!(r.state, ReplicaState::Voted(_)) {
+                r.state = ReplicaState::Lost;
+                found = true;
+            }
+        }
+        found
+    }
+
     fn evaluate(&mut self) {
         if self.verdict.is_some() {
+            return;
+        }
+        if self.policy.is_adaptive() {
+            // Acceptance is by credibility, judged by the job machine; only
+            // the attempt bound is the verifier's.
+            let running = self.count(|s| *s == ReplicaState::Running);
+            if running == 0 && self.vote_count() == 0 && self.attempts() >= self.config.max_attempts
+            {
+                self.verdict = Some(Verdict::Failed {
+                    reason: FailReason::TooManyAttempts,
+                    votes: self.votes(),
+                });
+            }
             return;
         }
         let votes = self.votes();

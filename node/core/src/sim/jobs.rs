@@ -24,6 +24,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
+use crate::jobs::trust::checks_for_single;
 use crate::jobs::{
     Action, Answer, BatchId, Candidate, Digest, JobMachine, MachineConfig, PlacementPolicy, Policy,
     Reputation, Verdict,
@@ -139,6 +140,15 @@ pub struct JobSimReport {
     pub replicas_per_task: f64,
     /// Votes rejected by a quorum.
     pub disagreements: u64,
+    /// Spot checks answered (included in `replicas_run`).
+    pub spot_checks: u64,
+    /// Decided tasks opened again (a liar's results judged again, or a
+    /// spot check's dispute).
+    pub reopened: u64,
+    /// Workers trusted with single results at the end: saboteurs.
+    pub trusted_saboteurs: u32,
+    /// Workers trusted with single results at the end: honest ones.
+    pub trusted_honest: u32,
     /// Batches sent.
     pub batches: u64,
     /// Virtual time the job took, in seconds.
@@ -219,7 +229,10 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
     let mut arrivals: std::collections::HashMap<u64, Arrival> = std::collections::HashMap::new();
     let mut seq = 0u64;
     let mut now: Time = 0;
-    let (mut accepted, mut wrong, mut failed, mut batches) = (0u64, 0u64, 0u64, 0u64);
+    // Each task's standing: None open, Some(true) accepted right,
+    // Some(false) accepted wrong; failed tasks are counted apart.
+    let mut standing: Vec<Option<bool>> = vec![None; cfg.tasks as usize];
+    let (mut failed, mut batches) = (0u64, 0u64);
     let max_steps = 64 * u64::from(cfg.tasks) + 1_000_000;
     let mut steps = 0u64;
     let mut candidates: Vec<Candidate<u32>> = Vec::with_capacity(workers.len());
@@ -236,6 +249,7 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
                     fuel_per_sec: (w.speed * 1e9) as u64,
                     reputation: reputation.score(&id),
                     network: w.network,
+                    trust: reputation.trust(&id, now),
                 });
             }
         }
@@ -279,19 +293,26 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
                 }
                 Action::Decided(d) => match &d.verdict {
                     Verdict::Accepted { digest, .. } => {
-                        accepted += 1;
-                        if *digest != truth(d.task) {
-                            wrong += 1;
+                        if let Some(s) = standing.get_mut(d.task as usize) {
+                            *s = Some(*digest == truth(d.task));
                         }
-                        reputation.apply(&d.verdict);
+                        reputation.apply(&d.verdict, now);
                     }
                     Verdict::Failed { .. } => failed += 1,
                 },
+                Action::Reopened { task } => {
+                    if let Some(s) = standing.get_mut(task as usize) {
+                        *s = None;
+                    }
+                }
+                Action::SpotChecked { worker, passed, .. } => {
+                    reputation.record_spot_check(&worker, passed, now);
+                }
                 Action::LateVote { worker, agrees, .. } => {
                     if agrees {
-                        reputation.record_agree(&worker);
+                        reputation.record_agree(&worker, now);
                     } else {
-                        reputation.record_disagree(&worker);
+                        reputation.record_disagree(&worker, now);
                     }
                 }
                 Action::ReplicasEnded { .. } | Action::Checkpoint | Action::Done => {}
@@ -339,7 +360,21 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
             scores.iter().sum::<f64>() / scores.len() as f64
         }
     };
-    let closed_form = if !cfg.collude && cfg.policy.quorum >= 2 {
+    let accepted = standing.iter().filter(|s| s.is_some()).count() as u64;
+    let wrong = standing.iter().filter(|s| **s == Some(false)).count() as u64;
+    let single = checks_for_single(cfg.policy.max_error, cfg.machine.assumed_saboteurs);
+    let trusted = |sab: bool| {
+        (0..cfg.workers)
+            .filter(|&i| workers[i as usize].saboteur == sab)
+            .filter(|i| {
+                let t = reputation.trust(i, now);
+                !t.distrusted && t.checks >= single
+            })
+            .count() as u32
+    };
+    let closed_form = if cfg.policy.is_adaptive() {
+        None
+    } else if !cfg.collude && cfg.policy.quorum >= 2 {
         Some(0.0)
     } else if cfg.collude
         && cfg.placement == PlacementPolicy::Uniform
@@ -368,6 +403,10 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
         replicas_run: machine.replicas_run(),
         replicas_per_task: machine.replicas_run() as f64 / f64::from(cfg.tasks),
         disagreements: machine.disagreements(),
+        spot_checks: machine.spot_checks(),
+        reopened: machine.reopened(),
+        trusted_saboteurs: trusted(true),
+        trusted_honest: trusted(false),
         batches,
         virtual_seconds: now as f64 / 1000.0,
         saboteur_reputation: mean(true),
@@ -507,6 +546,38 @@ mod tests {
         let r = run(&c).expect("runs");
         assert_eq!(r.wrong_accepted, 0);
         assert_eq!(r.accepted + r.failed, 20_000);
+    }
+
+    #[test]
+    fn adaptive_meets_the_targets_against_colluders_that_earn_trust() {
+        // 20% saboteurs that lie together on 10% of tasks and behave on the
+        // rest to earn trust; 1,000 tasks per worker from zero trust.
+        let adaptive = JobSimConfig {
+            workers: 200,
+            tasks: 200_000,
+            saboteurs: 0.2,
+            collude: true,
+            lie_rate: 0.1,
+            seed: 7,
+            policy: Policy::adaptive(1e-4, None).expect("policy"),
+            ..JobSimConfig::default()
+        };
+        let r = run(&adaptive).expect("runs");
+        assert!(r.error_rate <= 1e-4, "{r:?}");
+        assert!(r.replicas_per_task <= 1.3, "{r:?}");
+        assert_eq!(r.failed, 0, "{r:?}");
+        assert_eq!(r.trusted_saboteurs, 0, "{r:?}");
+        assert!(r.trusted_honest >= 150, "{r:?}");
+        assert!(r.spot_checks > 0 && r.reopened > 0, "{r:?}");
+        // Full replication, R = 3, Q = 2, on the same grid: three times the
+        // work and colluding pairs get through.
+        let full = run(&JobSimConfig {
+            policy: Policy::new(3, Some(2), None).expect("policy"),
+            ..adaptive
+        })
+        .expect("runs");
+        assert!(full.replicas_per_task >= 2.9, "{full:?}");
+        assert!(full.error_rate > 1e-3, "{full:?}");
     }
 
     #[test]

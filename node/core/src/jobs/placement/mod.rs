@@ -37,6 +37,10 @@ pub struct Candidate<W> {
     /// ([`super::MachineConfig::diverse`]).
     #[serde(default)]
     pub network: u128,
+    /// Its trust record, for adaptive verification
+    /// ([`super::Reputation::trust`]).
+    #[serde(default)]
+    pub trust: super::trust::Trust,
 }
 
 impl<W> Candidate<W> {
