@@ -528,6 +528,7 @@ mod tests {
             replicas: 2,
             quorum: 3,
             max_replicas: 4,
+            ..Policy::default()
         };
         assert!(matches!(
             JobSpec::new(&b, vec![vec![]], Some(bad), None, 0),

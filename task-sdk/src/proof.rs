@@ -235,7 +235,7 @@ mod tests {
         let a: Vec<Attestation> = (0..signers)
             .map(|_| claim.sign(&Identity::generate().unwrap()))
             .collect();
-        Proof::new(job, &h, 1, &Outcome::Ok, output, &a).unwrap()
+        Proof::new(job, &h, 1, &Outcome::Ok, output, &a, AcceptRule::Quorum).unwrap()
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::identity::{Identity, PeerId};
 /// The ALPN protocol name and version of Chorus. Version 2: attestations,
 /// signed specs, `Held` and `Prove` (a node of version 1 cannot decode them,
 /// so the two refuse each other at the handshake rather than mid-job).
-pub const ALPN: &[u8] = b"chorus/3";
+/// Version 3: signed terms and bounded batches. Version 4: adaptive
+/// verification (a policy's mode and error target, a result's accepting
+/// rule), which an older node would misread as full verification.
+pub const ALPN: &[u8] = b"chorus/4";
 
 /// Server name used when dialling an address whose id we do not know yet.
 pub const ANY_PEER: &str = "any.chorus";

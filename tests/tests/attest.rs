@@ -345,6 +345,7 @@ fn a_copy_with_one_forged_task_is_refused_whole() {
             disagreeing: Vec::new(),
             votes: 2,
             attestations: signers.iter().map(|k| claim.sign(k)).collect(),
+            rule: Default::default(),
         }
     };
     let members = [&test_keys[0], &test_keys[1], &test_keys[2]];

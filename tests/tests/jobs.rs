@@ -428,6 +428,7 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
         replicas: 2,
         quorum: 3,
         max_replicas: 4,
+        ..Policy::default()
     };
     expect_error(submit(addr, q), "bad_policy");
 

@@ -83,6 +83,14 @@ pub struct Summary {
     pub replicas_run: u64,
     /// Results that disagreed with the accepted one.
     pub disagreements: u64,
+    /// Executions per task: every vote, spot checks and re-runs included.
+    pub replicas_per_task: f64,
+    /// Spot checks answered (accepted tasks run again by workers the
+    /// coordinator does not trust yet).
+    pub spot_checks: u64,
+    /// Results accepted on the credibility rule (adaptive verification),
+    /// fewer than a quorum of signers among them.
+    pub by_credibility: u32,
     /// Seconds from the start of the command, to the millisecond.
     pub seconds: f64,
     /// Results the client refused because their proof did not hold
@@ -108,6 +116,19 @@ impl Summary {
             failed: s.tasks.saturating_sub(verified),
             replicas_run: s.replicas_run,
             disagreements: s.disagreements,
+            replicas_per_task: (s.replicas_per_task * 1000.0).round() / 1000.0,
+            spot_checks: s.spot_checks,
+            by_credibility: u32::try_from(
+                (0..s.tasks)
+                    .filter(|&t| {
+                        matches!(
+                            results.rule(t),
+                            chorus_sdk::attest::AcceptRule::Credibility { .. }
+                        )
+                    })
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
             seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             refused: results.refused().len(),
             refused_from: refused_from(results),
@@ -157,15 +178,23 @@ pub fn finish(
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "job {}: {} tasks, {} verified, {} failed; {} replicas run, {} disagreements; {:.3} s",
+            "job {}: {} tasks, {} verified, {} failed; {} replicas run ({:.2} per task, {} spot checks), {} disagreements; {:.3} s",
             summary.job,
             summary.tasks,
             summary.verified,
             summary.failed,
             summary.replicas_run,
+            summary.replicas_per_task,
+            summary.spot_checks,
             summary.disagreements,
             summary.seconds
         );
+        if summary.by_credibility > 0 {
+            println!(
+                "{} results accepted by credibility (adaptive verification: the coordinator's trust in their signers bounds the chance each is wrong by the job's max_error)",
+                summary.by_credibility
+            );
+        }
         println!(
             "{} outputs with {} proofs and {} error files in {}",
             written.outputs,
@@ -448,7 +477,7 @@ mod tests {
         let s = Summary::of(&results(), Duration::from_micros(1_234_567));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
-            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"seconds":1.235,"refused":0,"refused_from":[]}"#
+            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"replicas_per_task":0.0,"spot_checks":0,"by_credibility":0,"seconds":1.235,"refused":0,"refused_from":[]}"#
         );
     }
 

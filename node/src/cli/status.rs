@@ -65,11 +65,18 @@ pub fn status_json(s: &JobStatus) -> Value {
         "cancelled": s.cancelled,
         "failovers": s.failovers,
         "waiting_for_networks": s.waiting_for_networks,
+        "replicas_per_task": s.replicas_per_task,
+        "spot_checks": s.spot_checks,
+        "reopened": s.reopened,
         "reputation": s.reputation.iter().map(|w| json!({
             "worker": w.worker.to_string(),
             "score": w.score,
             "agreed": w.agreed,
             "disagreed": w.disagreed,
+            "spot_passed": w.spot_passed,
+            "spot_failed": w.spot_failed,
+            "streak": w.streak,
+            "distrusted": w.distrusted,
         })).collect::<Vec<_>>(),
     })
 }
@@ -86,7 +93,7 @@ pub fn status_text(s: &JobStatus) -> String {
     let mut out = format!(
         "job {} ({state}), coordinated by {} at {}\n\
          tasks {}: {} verified, {} failed, {} running, {} pending\n\
-         replicas run {}, disagreements {}, failovers {}\n",
+         replicas run {} ({:.2} per task, {} spot checks, {} results re-judged), disagreements {}, failovers {}\n",
         s.job,
         s.coordinator.id,
         s.coordinator.addr,
@@ -96,6 +103,9 @@ pub fn status_text(s: &JobStatus) -> String {
         s.running,
         s.pending,
         s.replicas_run,
+        s.replicas_per_task,
+        s.spot_checks,
+        s.reopened,
         s.disagreements,
         s.failovers
     );
@@ -106,11 +116,18 @@ pub fn status_text(s: &JobStatus) -> String {
         ));
     }
     if !s.reputation.is_empty() {
-        out.push_str("reputation (worker, score, agreed, disagreed):\n");
+        out.push_str("reputation (worker, score, agreed, disagreed, spot checks passed/failed, streak):\n");
         for w in &s.reputation {
             out.push_str(&format!(
-                "  {}  {:>6}  {:>6}  {:>6}\n",
-                w.worker, w.score, w.agreed, w.disagreed
+                "  {}  {:>6}  {:>6}  {:>6}  {:>4}/{:<4}  {:>6}{}\n",
+                w.worker,
+                w.score,
+                w.agreed,
+                w.disagreed,
+                w.spot_passed,
+                w.spot_failed,
+                w.streak,
+                if w.distrusted { "  distrusted" } else { "" }
             ));
         }
     }
@@ -163,6 +180,10 @@ mod tests {
                 score: -10,
                 agreed: 0,
                 disagreed: 1,
+                spot_passed: 0,
+                spot_failed: 0,
+                streak: 0,
+                distrusted: true,
             }],
             version: 3,
         };

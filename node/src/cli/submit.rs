@@ -26,14 +26,25 @@ pub struct SubmitArgs {
     /// Directory of inputs: every regular file, sorted by name, is one task's stdin.
     #[arg(long, value_name = "DIR")]
     pub inputs: PathBuf,
-    /// Replicas per task, each on a distinct node.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub replicas: u32,
-    /// Matching replicas needed to accept a result (default: a majority).
+    /// How results are accepted: adaptive (replicas added until the
+    /// result's credibility, from the coordinator's trust in its workers,
+    /// meets --max-error; one result from a trusted worker may do) or full
+    /// (--replicas on distinct nodes, --quorum equal results). Default:
+    /// adaptive, or full when --replicas or --quorum is given.
+    #[arg(long, value_name = "MODE")]
+    pub verify: Option<chorus_core::jobs::Verify>,
+    /// Adaptive: the largest acceptable chance that an accepted result is
+    /// wrong, by the credibility rule (see SECURITY.md).
+    #[arg(long, value_name = "E", default_value_t = chorus_core::jobs::DEFAULT_MAX_ERROR)]
+    pub max_error: f64,
+    /// Full: replicas per task, each on a distinct node (default 2).
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// Full: matching replicas needed to accept a result (default: a majority).
     #[arg(long, value_name = "Q")]
     pub quorum: Option<u32>,
     /// Most replicas per task, counting extra ones sent on disagreement
-    /// (default: twice the replicas).
+    /// (default: twice the replicas; adaptive: 8).
     #[arg(long, value_name = "M")]
     pub max_replicas: Option<u32>,
     /// Limit overrides (fuel, memory, wall clock) for every task.
@@ -73,8 +84,16 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let mut job = JobBuilder::new(&bundle)
         .inputs(inputs.into_iter().map(|(_, bytes)| bytes))
-        .replicas(args.replicas)
+        .max_error(args.max_error)
         .limits(args.limits.apply(bundle.manifest().limits)?);
+    if let Some(v) = args.verify {
+        job = job.verify(v);
+    }
+    match (args.verify, args.replicas) {
+        (_, Some(r)) => job = job.replicas(r),
+        (Some(chorus_core::jobs::Verify::Full), None) => job = job.replicas(2),
+        _ => {}
+    }
     if let Some(q) = args.quorum {
         job = job.quorum(q);
     }
@@ -175,8 +194,13 @@ mod tests {
         let a = parse(&["--replicas", "3", "--quorum", "2", "--detach", "--json"]);
         assert_eq!(
             (a.replicas, a.quorum, a.detach, a.json),
-            (3, Some(2), true, true)
+            (Some(3), Some(2), true, true)
         );
-        assert_eq!(parse(&[]).replicas, 2);
+        let a = parse(&[]);
+        assert_eq!((a.verify, a.replicas, a.max_error), (None, None, 1e-4));
+        let a = parse(&["--verify", "full"]);
+        assert_eq!(a.verify, Some(chorus_core::jobs::Verify::Full));
+        let a = parse(&["--verify", "adaptive", "--max-error", "1e-6"]);
+        assert_eq!(a.max_error, 1e-6);
     }
 }

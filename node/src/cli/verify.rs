@@ -28,6 +28,10 @@ pub struct Report {
     pub checked: usize,
     /// Outputs whose proof holds.
     pub ok: usize,
+    /// Of the outputs that hold, those accepted by the credibility rule
+    /// (adaptive verification: fewer than a quorum of signers, the
+    /// coordinator's error bound at most the job's max_error).
+    pub by_credibility: usize,
     /// The files that fail, and why.
     pub failed: Vec<Failure>,
 }
@@ -60,6 +64,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.checked,
             args.out.display()
         );
+        if report.by_credibility > 0 {
+            println!(
+                "{} of them by the credibility rule (adaptive verification: at least one signer, and the coordinator's error bound within the job's max_error)",
+                report.by_credibility
+            );
+        }
     }
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
@@ -104,7 +114,7 @@ pub fn verify_dir(dir: &Path) -> anyhow::Result<Report> {
         .map_or(1, |n| n.get())
         .min(outputs.len().max(1));
     let chunk = outputs.len().div_ceil(threads).max(1);
-    let results: Vec<Option<Failure>> = std::thread::scope(|s| {
+    let results: Vec<Result<bool, Failure>> = std::thread::scope(|s| {
         let handles: Vec<_> = outputs
             .chunks(chunk)
             .map(|names| {
@@ -116,8 +126,9 @@ pub fn verify_dir(dir: &Path) -> anyhow::Result<Report> {
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let ok = results.iter().filter(|r| r.is_none()).count();
-    failed.extend(results.into_iter().flatten());
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let by_credibility = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    failed.extend(results.into_iter().filter_map(Result::err));
     failed.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(Report {
         checked: outputs.len()
@@ -126,14 +137,15 @@ pub fn verify_dir(dir: &Path) -> anyhow::Result<Report> {
                 .filter(|f| f.reason == "output_missing")
                 .count(),
         ok,
+        by_credibility,
         failed,
     })
 }
 
 /// Checks one output against its proof; `None` when it holds.
-fn check_one(dir: &Path, name: &str) -> Option<Failure> {
+fn check_one(dir: &Path, name: &str) -> Result<bool, Failure> {
     let fail = |reason: &str, detail: String| {
-        Some(Failure {
+        Err(Failure {
             file: name.to_string(),
             reason: reason.to_string(),
             detail,
@@ -151,9 +163,15 @@ fn check_one(dir: &Path, name: &str) -> Option<Failure> {
         Ok(b) => b,
         Err(e) => return fail("unreadable", format!("cannot read {name}: {e}")),
     };
-    let checked = Proof::from_json(&proof).and_then(|p| p.check(&output));
+    let checked = Proof::from_json(&proof).and_then(|p| {
+        p.check(&output)?;
+        Ok(matches!(
+            p.rule,
+            chorus_sdk::attest::AcceptRule::Credibility { .. }
+        ))
+    });
     match checked {
-        Ok(_) => None,
+        Ok(by_credibility) => Ok(by_credibility),
         Err(e) => fail(e.kind(), e.to_string()),
     }
 }

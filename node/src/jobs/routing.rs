@@ -121,6 +121,47 @@ fn unknown(job: JobId) -> Response {
 }
 
 impl Shared {
+    /// Why an adaptive job cannot reach its error target on the workers
+    /// known now: even all of them agreeing, one per network (replica
+    /// diversity), with the trust this coordinator has in each, would not
+    /// be credible enough. A new grid of three nodes cannot meet 1e-4 at
+    /// the assumed saboteur fraction; full verification can.
+    fn credibility_refused(
+        &self,
+        spec: &JobSpec,
+        records: &[chorus_sdk::capacity::SignedCapacity],
+    ) -> Option<String> {
+        if !spec.policy.is_adaptive() {
+            return None;
+        }
+        let f = self.machine_config().assumed_saboteurs;
+        let now = super::now_ms();
+        let mut best: std::collections::HashMap<u128, f64> = std::collections::HashMap::new();
+        if let Ok(r) = self.reputation.lock() {
+            for s in records {
+                let (v6, prefix) = crate::capacity::prefix_of(
+                    s.record.addr.ip(),
+                    self.config.diversity_v4,
+                    self.config.diversity_v6,
+                );
+                let e = chorus_core::jobs::trust::worker_error(r.trust(&s.record.peer_id(), now), f);
+                let slot = best.entry(prefix ^ (u128::from(v6) << 127)).or_insert(1.0);
+                *slot = slot.min(e);
+            }
+        }
+        let errors: Vec<f64> = best.into_values().collect();
+        let needed = chorus_core::jobs::trust::votes_needed(&errors, spec.policy.max_error);
+        let max = spec.policy.max_replicas as usize;
+        match needed {
+            Some(n) if n <= max => None,
+            _ => Some(format!(
+                "adaptive verification cannot reach max_error {} here: {} networks of workers are known, and while they are new (assumed saboteur fraction {f}) even all of them agreeing, at most {max}, would not be credible enough; use --verify full, a larger --max-error, or more nodes",
+                spec.policy.max_error,
+                errors.len()
+            )),
+        }
+    }
+
     /// The owner of `key` when it is another node; `Ok(None)` when it is us.
     ///
     /// A failed lookup is tried again a few times (about two seconds in all):
@@ -206,6 +247,9 @@ impl Shared {
         }
         // Limits no worker would take: refused now, not retried forever.
         if let Some(why) = limits_refused(&spec, &records) {
+            return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, why));
+        }
+        if let Some(why) = self.credibility_refused(&spec, &records) {
             return Response::Error(WireError::new(ErrorKind::NotEnoughWorkers, why));
         }
         let (snapshot, stored) = self

@@ -986,6 +986,7 @@ mod tests {
             disagreeing: vec![PeerId([(task as u8) ^ 0xff; 32])],
             votes: 3,
             attestations: Vec::new(),
+            rule: Default::default(),
         }
     }
 

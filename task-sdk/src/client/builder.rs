@@ -1,7 +1,7 @@
 //! Building a job: sign a module into a bundle, then add inputs and choose
 //! the replication policy and limits.
 
-use chorus_core::jobs::Policy;
+use chorus_core::jobs::{DEFAULT_MAX_ERROR, Policy, PolicyError, Verify};
 use serde::Serialize;
 
 use super::error::ClientError;
@@ -29,6 +29,8 @@ pub struct JobBuilder<'a> {
     replicas: Option<u32>,
     quorum: Option<u32>,
     max_replicas: Option<u32>,
+    verify: Option<Verify>,
+    max_error: Option<f64>,
     limits: Option<Limits>,
     nonce: Option<u64>,
 }
@@ -42,6 +44,8 @@ impl<'a> JobBuilder<'a> {
             replicas: None,
             quorum: None,
             max_replicas: None,
+            verify: None,
+            max_error: None,
             limits: None,
             nonce: None,
         }
@@ -86,6 +90,22 @@ impl<'a> JobBuilder<'a> {
         self
     }
 
+    /// How results are accepted: [`Verify::Adaptive`] (the default unless
+    /// replicas or a quorum are set) adds replicas until the result's
+    /// credibility meets [`JobBuilder::max_error`]; [`Verify::Full`] runs
+    /// `replicas` and accepts on `quorum`.
+    pub fn verify(mut self, verify: Verify) -> Self {
+        self.verify = Some(verify);
+        self
+    }
+
+    /// Adaptive verification: the largest acceptable chance that an
+    /// accepted result is wrong (default [`DEFAULT_MAX_ERROR`]).
+    pub fn max_error(mut self, max_error: f64) -> Self {
+        self.max_error = Some(max_error);
+        self
+    }
+
     /// Limits of every task (default: the manifest's).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
@@ -102,10 +122,25 @@ impl<'a> JobBuilder<'a> {
     /// checked as a node would check it (but for the number of live workers).
     pub fn build(self, submitter: &Identity) -> Result<JobSpec, ClientError> {
         let m = self.bundle.manifest();
-        let policy = match (self.replicas, self.quorum, self.max_replicas) {
-            (None, None, None) => None,
-            (Some(r), q, max) => Some(Policy::new(r, q, max).map_err(JobError::from)?),
-            (None, q, max) => Some(
+        let counted = self.replicas.is_some() || self.quorum.is_some();
+        let verify = self.verify.unwrap_or(if counted {
+            Verify::Full
+        } else {
+            Verify::Adaptive
+        });
+        let policy = match (verify, self.replicas, self.quorum, self.max_replicas) {
+            (Verify::Adaptive, None, None, max) => Some(
+                Policy::adaptive(self.max_error.unwrap_or(DEFAULT_MAX_ERROR), max)
+                    .map_err(JobError::from)?,
+            ),
+            (Verify::Adaptive, ..) => {
+                return Err(JobError::from(PolicyError::ReplicasWithAdaptive).into());
+            }
+            (Verify::Full, None, None, None) => None,
+            (Verify::Full, Some(r), q, max) => {
+                Some(Policy::new(r, q, max).map_err(JobError::from)?)
+            }
+            (Verify::Full, None, q, max) => Some(
                 Policy::new(m.replicas, Some(q.unwrap_or(m.quorum)), max)
                     .map_err(JobError::from)?,
             ),
@@ -138,7 +173,34 @@ mod tests {
     fn builder_policy_defaults_follow_the_manifest_or_a_majority() {
         let me = Identity::generate().unwrap();
         let b = sign_module("t", module(), &me).unwrap();
+        // Nothing said: adaptive at the default error target.
         let spec = JobBuilder::new(&b).input(vec![1]).build(&me).unwrap();
+        assert_eq!(
+            spec.policy,
+            Policy::adaptive(DEFAULT_MAX_ERROR, None).unwrap()
+        );
+        let spec = JobBuilder::new(&b)
+            .input(vec![1])
+            .max_error(1e-6)
+            .build(&me)
+            .unwrap();
+        assert_eq!(spec.policy.max_error, 1e-6);
+        assert!(matches!(
+            JobBuilder::new(&b)
+                .input(vec![1])
+                .verify(Verify::Adaptive)
+                .replicas(3)
+                .build(&me),
+            Err(ClientError::Job(JobError::Policy(
+                PolicyError::ReplicasWithAdaptive
+            )))
+        ));
+        // Full: the manifest's replicas and quorum.
+        let spec = JobBuilder::new(&b)
+            .input(vec![1])
+            .verify(Verify::Full)
+            .build(&me)
+            .unwrap();
         assert_eq!(spec.policy, Policy::new(3, Some(2), None).unwrap());
         let spec = JobBuilder::new(&b)
             .input(vec![1])

@@ -337,10 +337,11 @@ fn judge<W: WorkerId>(
         }
     }
     let enough = |n: usize| !audit || n >= 2;
-    if let Some((i, e)) = best {
-        if e <= eps && enough(errs[i].len()) {
-            return Judgement::Accept(digests[i], e);
-        }
+    if let Some((i, e)) = best
+        && e <= eps
+        && enough(errs[i].len())
+    {
+        return Judgement::Accept(digests[i], e);
     }
     // Optimistic: every running replica joins the leader.
     let running: Vec<f64> = v

@@ -23,6 +23,10 @@ pub enum PolicyError {
     /// CPU, and a job may not ask the grid for unbounded repeats.
     #[error("max_replicas {0} is above the limit of {MAX_REPLICAS}")]
     MaxAboveLimit(u32),
+    /// Replicas or a quorum were asked of an adaptive policy, which adds
+    /// replicas by credibility instead.
+    #[error("replicas and quorum apply to full verification; adaptive verification takes max_error (and max_replicas)")]
+    ReplicasWithAdaptive,
     /// An adaptive error target outside (0, 1).
     #[error("max_error must be above 0 and below 1, not {0}")]
     MaxError(f64),

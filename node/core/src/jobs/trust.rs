@@ -112,6 +112,22 @@ pub fn group_error(groups: &[Vec<f64>], leader: usize) -> f64 {
     if total <= 0.0 { 1.0 } else { rest / total }
 }
 
+/// How many of the workers with error bounds `errors` must agree for a
+/// result to meet `max_error`, taking the most credible first; `None` when
+/// all of them together do not.
+pub fn votes_needed(errors: &[f64], max_error: f64) -> Option<usize> {
+    let mut sorted = errors.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut group = Vec::with_capacity(sorted.len());
+    for e in sorted {
+        group.push(e);
+        if group_error(std::slice::from_ref(&group), 0) <= max_error {
+            return Some(group.len());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +184,14 @@ mod tests {
         assert_eq!(group_error(&[vec![0.0]], 0), 0.0);
         assert_eq!(group_error(&[vec![]], 0), 1.0);
         assert_eq!(group_error(&[], 0), 1.0);
+    }
+
+    #[test]
+    fn votes_needed_takes_the_most_credible_first() {
+        // Fresh workers at f = 0.05 and 1e-4: four.
+        assert_eq!(votes_needed(&[0.05; 6], 1e-4), Some(4));
+        assert_eq!(votes_needed(&[0.05; 3], 1e-4), None);
+        // One trusted worker is enough on its own.
+        assert_eq!(votes_needed(&[0.05, 0.05, 5e-5], 1e-4), Some(1));
     }
 }
