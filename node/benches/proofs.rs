@@ -81,9 +81,17 @@ fn main() {
         .collect();
     assert!(check_attestations(&c0, &atts[0], 2).is_ok());
     let wire = rmp_serde::to_vec(&atts[0]).expect("encode").len();
-    let proof0 = Proof::new(job, &header, 0, &Outcome::Ok, &outputs[0], &atts[0], Default::default())
-        .expect("proof")
-        .to_json();
+    let proof0 = Proof::new(
+        job,
+        &header,
+        0,
+        &Outcome::Ok,
+        &outputs[0],
+        &atts[0],
+        Default::default(),
+    )
+    .expect("proof")
+    .to_json();
 
     // `chorus verify` over n outputs.
     let dir = std::env::temp_dir().join(format!("chorus-bench-proofs-{}", std::process::id()));
@@ -92,8 +100,16 @@ fn main() {
     for i in 0..n {
         let name = format!("out-{i:05}");
         fs::write(dir.join(&name), &outputs[i]).expect("write");
-        let p =
-            Proof::new(job, &header, i as u32, &Outcome::Ok, &outputs[i], &atts[i], Default::default()).expect("proof");
+        let p = Proof::new(
+            job,
+            &header,
+            i as u32,
+            &Outcome::Ok,
+            &outputs[i],
+            &atts[i],
+            Default::default(),
+        )
+        .expect("proof");
         fs::write(dir.join(format!("{name}.proof")), p.to_json()).expect("write");
     }
     let mut runs = Vec::new();

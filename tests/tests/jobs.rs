@@ -117,7 +117,8 @@ fn a_lying_node_is_outvoted_and_loses_reputation() {
     let spec = JobSpec::new(
         &bundle(&submitter),
         inputs(&work),
-        Some(Policy::new(3, Some(2), None).expect("policy")),
+        // The submitter's default: adaptive verification at 1e-4.
+        Some(Policy::adaptive(chorus_core::jobs::DEFAULT_MAX_ERROR, None).expect("policy")),
         None,
         2,
     )
@@ -167,7 +168,9 @@ fn killing_two_workers_mid_job_loses_nothing() {
     let submitter = Identity::generate().expect("key");
     // Heavier tasks so that the job is still running when the workers die.
     let work = ranges(40, 60_000_000);
-    let spec = primes_job(&submitter, &work, 2, 3);
+    // The submitter's default: adaptive verification at 1e-4.
+    let policy = Policy::adaptive(chorus_core::jobs::DEFAULT_MAX_ERROR, None).expect("policy");
+    let spec = chorus_tests::primes_spec(&submitter, &work, policy, 3);
     let job = submit(nodes[0].addr, spec).expect("submitted");
     let st = status(nodes[0].addr, job).expect("status");
     let coordinator = st.coordinator.id;

@@ -116,7 +116,9 @@ pub fn status_text(s: &JobStatus) -> String {
         ));
     }
     if !s.reputation.is_empty() {
-        out.push_str("reputation (worker, score, agreed, disagreed, spot checks passed/failed, streak):\n");
+        out.push_str(
+            "reputation (worker, score, agreed, disagreed, spot checks passed/failed, streak):\n",
+        );
         for w in &s.reputation {
             out.push_str(&format!(
                 "  {}  {:>6}  {:>6}  {:>6}  {:>4}/{:<4}  {:>6}{}\n",

@@ -144,7 +144,8 @@ impl Shared {
                     self.config.diversity_v4,
                     self.config.diversity_v6,
                 );
-                let e = chorus_core::jobs::trust::worker_error(r.trust(&s.record.peer_id(), now), f);
+                let e =
+                    chorus_core::jobs::trust::worker_error(r.trust(&s.record.peer_id(), now), f);
                 let slot = best.entry(prefix ^ (u128::from(v6) << 127)).or_insert(1.0);
                 *slot = slot.min(e);
             }

@@ -25,7 +25,9 @@ pub enum PolicyError {
     MaxAboveLimit(u32),
     /// Replicas or a quorum were asked of an adaptive policy, which adds
     /// replicas by credibility instead.
-    #[error("replicas and quorum apply to full verification; adaptive verification takes max_error (and max_replicas)")]
+    #[error(
+        "replicas and quorum apply to full verification; adaptive verification takes max_error (and max_replicas)"
+    )]
     ReplicasWithAdaptive,
     /// An adaptive error target outside (0, 1).
     #[error("max_error must be above 0 and below 1, not {0}")]
