@@ -1,7 +1,9 @@
 //! Throughput and price of verification through a local ring.
 //!
-//! Starts 4 nodes on 127.0.0.1 in this process (real QUIC, real sandboxes,
-//! one slot each), submits jobs of trivial tasks with replicas 1 and 2, and
+//! Starts 4 nodes on 127.0.1.1..127.0.4.1 in this process (real QUIC, real
+//! sandboxes, one slot each), submits jobs of trivial tasks and of a real
+//! task (primes) with full verification (replicas 1 and 2) and with adaptive
+//! verification once the workers have earned the coordinator's trust, and
 //! prints verified tasks per second, the per-task overhead beside running the
 //! same task directly in the sandbox and as `chorus run`, and the CPU spent
 //! per verified task divided by the CPU of one execution.
@@ -15,7 +17,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chorus_core::jobs::Policy;
+use chorus_core::RingPos;
+use chorus_core::jobs::{DEFAULT_MAX_ERROR, Policy};
 use chorus_node::net::call_node;
 use chorus_node::sandbox::{Engine, EngineConfig, Limits, TaskSpec};
 use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
@@ -46,16 +49,47 @@ fn limits() -> Limits {
     }
 }
 
+fn full(replicas: u32) -> Policy {
+    Policy::new(replicas, None, None).expect("policy")
+}
+
+fn adaptive() -> Policy {
+    Policy::adaptive(DEFAULT_MAX_ERROR, None).expect("policy")
+}
+
+/// A nonce from `from` on whose job `coordinator` coordinates (the owner of
+/// its id among `ids`): trust records are per coordinator, so the adaptive
+/// jobs measured go where the warm-up earned it.
+fn nonce_at(
+    bundle: &VerifiedBundle,
+    inputs: &[Vec<u8>],
+    policy: Policy,
+    ids: &[RingPos],
+    coordinator: RingPos,
+    from: u64,
+) -> u64 {
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    (from..from + 10_000)
+        .find(|&nonce| {
+            let spec = JobSpec::new(bundle, inputs.to_vec(), Some(policy), Some(limits()), nonce)
+                .expect("spec");
+            let id = spec.id().0;
+            let owner = *sorted.iter().find(|p| **p >= id).unwrap_or(&sorted[0]);
+            owner == coordinator
+        })
+        .expect("a nonce that lands on the coordinator")
+}
+
 async fn run_job(
     via: SocketAddr,
     submitter: &Identity,
     bundle: &VerifiedBundle,
     inputs: Vec<Vec<u8>>,
-    replicas: u32,
+    policy: Policy,
     nonce: u64,
 ) -> (Duration, Duration, JobId, u64) {
     let tasks = inputs.len();
-    let policy = Policy::new(replicas, None, None).expect("policy");
     let spec = JobSpec::new(bundle, inputs, Some(policy), Some(limits()), nonce)
         .expect("spec")
         .sign(submitter)
@@ -190,7 +224,17 @@ fn main() {
         )
         .expect("bundle");
         // Warm up: bundles fetched, modules compiled on every node.
-        let _ = run_job(nodes[0].me().addr, &submitter, &bundle, vec![Vec::new(); 400], 2, 0).await;
+        let _ = run_job(nodes[0].me().addr, &submitter, &bundle, vec![Vec::new(); 400], full(2), 0).await;
+        // Adaptive verification trusts workers one coordinator has seen
+        // pass checks: a warm-up job earns it (at 1e-4 a worker needs 194
+        // checks), then the measured adaptive jobs go to the same
+        // coordinator.
+        let ids: Vec<RingPos> = nodes.iter().map(|n| n.me().id).collect();
+        let coordinator = ids[0];
+        let warm = vec![b"warm".to_vec(); 3_000];
+        let nonce = nonce_at(&bundle, &warm, adaptive(), &ids, coordinator, 1_000);
+        let (_, _, _, warm_run) =
+            run_job(nodes[0].me().addr, &submitter, &bundle, warm, adaptive(), nonce).await;
 
         println!("Chorus grid benchmark: 4 nodes on 127.0.1.1..127.0.4.1, 1 slot each, {tasks} trivial tasks per job, 2 cores");
         println!();
@@ -204,25 +248,38 @@ fn main() {
             one
         );
         let mut checked_job = None;
-        for (replicas, nonce) in [(1u32, 1u64), (2, 2)] {
+        let trivial = vec![Vec::new(); tasks];
+        let adaptive_nonce = nonce_at(&bundle, &trivial, adaptive(), &ids, coordinator, 2_000);
+        for (name, policy, nonce) in [
+            ("replicas 1".to_string(), full(1), 1u64),
+            ("replicas 2".to_string(), full(2), 2),
+            (
+                format!("adaptive 1e-4, trusted workers ({warm_run} replicas warmed up)"),
+                adaptive(),
+                adaptive_nonce,
+            ),
+        ] {
             let (wall, cpu, job, replicas_run) = run_job(
                 nodes[1].me().addr,
                 &submitter,
                 &bundle,
-                vec![Vec::new(); tasks],
-                replicas,
+                trivial.clone(),
+                policy,
                 nonce,
             )
             .await;
             let per_task = wall.as_secs_f64() / tasks as f64;
             let cpu_per = cpu.as_secs_f64() / tasks as f64 * 1e6;
             println!(
-                "| grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.1} |",
+                "| grid, {name} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.1} |",
                 1.0 / per_task,
                 per_task * 1e6,
                 cpu_per,
                 cpu_per / one
-            );            checked_job = Some(job);
+            );
+            if policy.replicas == 2 && !policy.is_adaptive() {
+                checked_job = Some(job);
+            }
         }
         // What a client pays to check every result it fetches (signatures,
         // signers, digests, input hashes; the membership of the 4 workers
@@ -259,15 +316,21 @@ fn main() {
             one_primes.0.as_secs_f64() * 1e6,
             one
         );
-        let _ = run_job(nodes[0].me().addr, &submitter, &primes, prime_inputs(8), 2, 100).await;
+        let _ = run_job(nodes[0].me().addr, &submitter, &primes, prime_inputs(8), full(2), 100).await;
         let n = 2_000u64;
-        for (replicas, nonce) in [(1u32, 101u64), (2, 102)] {
+        let adaptive_nonce =
+            nonce_at(&primes, &prime_inputs(n), adaptive(), &ids, coordinator, 3_000);
+        for (name, policy, nonce) in [
+            ("replicas 1", full(1), 101u64),
+            ("replicas 2", full(2), 102),
+            ("adaptive 1e-4, trusted workers", adaptive(), adaptive_nonce),
+        ] {
             let (wall, cpu, job, replicas_run) =
-                run_job(nodes[2].me().addr, &submitter, &primes, prime_inputs(n), replicas, nonce).await;
+                run_job(nodes[2].me().addr, &submitter, &primes, prime_inputs(n), policy, nonce).await;
             let per_task = wall.as_secs_f64() / n as f64;
             let cpu_per = cpu.as_secs_f64() / n as f64 * 1e6;
             println!(
-                "| primes, grid, replicas {replicas} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.2} |",
+                "| primes, grid, {name} (job {job}, {replicas_run} replicas run) | {:.0} | {:.1} | {:.1} | {:.2} |",
                 1.0 / per_task,
                 per_task * 1e6,
                 cpu_per,
