@@ -441,6 +441,16 @@ fn bad_jobs_get_clear_errors_and_the_node_goes_on() {
     let many = many.sign(&submitter).expect("sign");
     expect_error(submit(addr, many), "not_enough_workers");
 
+    // Adaptive verification at 1e-4 on three new nodes: even all three
+    // agreeing would not be credible enough (four are needed while none is
+    // trusted), so the job is refused at once, not left to fail.
+    let mut small = good();
+    small.policy = Policy::adaptive(1e-4, None).expect("policy");
+    let small = small.sign(&submitter).expect("sign");
+    let e = submit(addr, small).expect_err("refused");
+    assert_eq!(e.kind, "not_enough_workers", "{e}");
+    assert!(e.message.contains("max_error"), "{}", e.message);
+
     // A spec changed after its submitter signed it (here its nonce), or
     // signed by a stranger: refused, nothing stored.
     let mut changed = good();

@@ -556,16 +556,14 @@ impl Shared {
         r.snapshot()
             .into_iter()
             .map(|e| WorkerReputation {
+                distrusted: r.trust(&e.worker, now_ms()).distrusted,
                 worker: e.worker,
-                score: e.score,
-                agreed: e.agreed,
-                disagreed: e.disagreed,
-                spot_passed: e.spot_passed,
-                spot_failed: e.spot_failed,
-                streak: e.streak,
-                distrusted: e
-                    .lied_at
-                    .is_some_and(|t| now_ms() < t.saturating_add(r.config().distrust_ms)),
+                score: e.record.score,
+                agreed: e.record.agreed,
+                disagreed: e.record.disagreed,
+                spot_passed: e.record.spot_passed,
+                spot_failed: e.record.spot_failed,
+                streak: e.record.streak,
             })
             .collect()
     }

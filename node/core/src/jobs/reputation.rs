@@ -62,20 +62,8 @@ impl Default for ReputationConfig {
 pub struct ReputationEntry<W> {
     /// The worker.
     pub worker: W,
-    /// Its score.
-    pub score: i32,
-    /// Accepted results it agreed with.
-    pub agreed: u64,
-    /// Accepted results it disagreed with.
-    pub disagreed: u64,
-    /// Spot checks it passed.
-    pub spot_passed: u64,
-    /// Spot checks it failed.
-    pub spot_failed: u64,
-    /// Checks passed since its last proven lie.
-    pub streak: u64,
-    /// When it last lied, if it has.
-    pub lied_at: Option<Time>,
+    /// Its record.
+    pub record: Record,
 }
 
 /// One worker's record.
@@ -254,16 +242,14 @@ impl<W: WorkerId> Reputation<W> {
             .iter()
             .map(|(w, e)| ReputationEntry {
                 worker: w.clone(),
-                score: e.score,
-                agreed: e.agreed,
-                disagreed: e.disagreed,
-                spot_passed: e.spot_passed,
-                spot_failed: e.spot_failed,
-                streak: e.streak,
-                lied_at: e.lied_at,
+                record: e.clone(),
             })
             .collect();
-        out.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.worker.cmp(&b.worker)));
+        out.sort_by(|a, b| {
+            (b.record.score)
+                .cmp(&a.record.score)
+                .then_with(|| a.worker.cmp(&b.worker))
+        });
         out
     }
 }

@@ -372,10 +372,12 @@ fn reputation_is_bounded_and_losses_cost_more() {
     assert_eq!(r.score(&3), -9);
     let snap = r.snapshot();
     assert_eq!(
-        snap.iter().map(|e| (e.worker, e.score)).collect::<Vec<_>>(),
+        snap.iter()
+            .map(|e| (e.worker, e.record.score))
+            .collect::<Vec<_>>(),
         vec![(1, 5), (3, -9), (2, -20)]
     );
-    assert_eq!((snap[0].agreed, snap[0].disagreed), (100, 0));
+    assert_eq!((snap[0].record.agreed, snap[0].record.disagreed), (100, 0));
     r.forget(&2);
     assert_eq!(r.snapshot().len(), 2);
 }

@@ -352,7 +352,7 @@ pub fn run(cfg: &JobSimConfig) -> Result<JobSimReport, JobSimError> {
             .snapshot()
             .iter()
             .filter(|e| workers[e.worker as usize].saboteur == sab)
-            .map(|e| f64::from(e.score))
+            .map(|e| f64::from(e.record.score))
             .collect();
         if scores.is_empty() {
             0.0
