@@ -747,13 +747,39 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             self.place_spot_checks(&mut candidates, &mut pool, &mut per_worker, &mut spots);
         }
         let f = self.config.assumed_saboteurs;
+        // Tasks under way first (they wait for company), then fresh ones,
+        // lowest first, while some worker of the pool may start one: a
+        // pool of capped strangers must not walk every open task.
+        let mut under_way: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(t, s)| self.wanting.contains(t) && !s.verifier.replicas().is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        under_way.sort_unstable();
+        let mut next_under_way = 0usize;
         let mut cursor = 0u32;
         let mut touched = Vec::new();
         while !pool.is_empty() {
-            let Some(&t) = self.wanting.range(cursor..).next() else {
-                break;
+            let t = if let Some(&t) = under_way.get(next_under_way) {
+                next_under_way += 1;
+                t
+            } else {
+                let may_start =
+                    |i: &usize| unsettled.get(&candidates[*i].id).is_none_or(|n| *n < cap);
+                if adaptive && !pool.iter().any(may_start) {
+                    break;
+                }
+                let Some(&t) = self
+                    .wanting
+                    .range(cursor..)
+                    .find(|t| under_way.binary_search(t).is_err())
+                else {
+                    break;
+                };
+                cursor = t.saturating_add(1);
+                t
             };
-            cursor = t.saturating_add(1);
             if !self.slots.contains_key(&t) {
                 let mut slot = Slot::new(self.policy, self.task_config);
                 slot.audit = adaptive && self.rng.unit() < self.config.audit_rate;
