@@ -230,6 +230,16 @@ impl NodeMetrics {
         for o in TASK_OUTCOMES {
             tasks_executed.with_label_values(&[o]);
         }
+        // Both results exist from the start, so dashboards show 0, not
+        // nothing, before the first spot check.
+        let spot_checks = counter_vec(
+            "chorus_spot_checks_total",
+            "Spot checks answered: accepted tasks run again by workers not yet trusted (adaptive verification), passed or failed.",
+            "result",
+        )?;
+        for r in ["passed", "failed"] {
+            spot_checks.with_label_values(&[r]);
+        }
         let verifications = counter_vec(
             "chorus_verifications_total",
             "Tasks decided by this node as coordinator: accepted (a quorum agreed on an output), accepted_error (a quorum agreed on a task error), failed (no quorum).",
@@ -315,11 +325,7 @@ impl NodeMetrics {
                 "chorus_results_rejected_total",
                 "Replica results that disagreed with the accepted result (rejected by the quorum).",
             )?,
-            spot_checks: counter_vec(
-                "chorus_spot_checks_total",
-                "Spot checks answered: accepted tasks run again by workers not yet trusted (adaptive verification), passed or failed.",
-                "result",
-            )?,
+            spot_checks,
             reopened: counter(
                 "chorus_results_reopened_total",
                 "Accepted results withdrawn and decided again: a worker that helped accept them was proven a liar, or a spot check disputed them.",
