@@ -218,9 +218,13 @@ mod tests {
     use crate::identity::Identity;
 
     fn header() -> JobHeader {
+        header_with(Policy::new(3, Some(2), None).unwrap())
+    }
+
+    fn header_with(policy: Policy) -> JobHeader {
         JobHeader {
             bundle: BundleId([3; 32]),
-            policy: Policy::new(3, Some(2), None).unwrap(),
+            policy,
             limits: Limits::default(),
             nonce: 1,
             inputs: ByteBuf::from([[5u8; 32], [6u8; 32]].concat()),
@@ -228,14 +232,47 @@ mod tests {
     }
 
     fn proof(signers: usize, output: &[u8]) -> Proof {
+        proof_under(header(), AcceptRule::Quorum, signers, output)
+    }
+
+    fn proof_under(h: JobHeader, rule: AcceptRule, signers: usize, output: &[u8]) -> Proof {
         let job = JobId(RingPos(0x1234));
-        let h = header();
         let d = outcome::digest(&Outcome::Ok, output).unwrap();
         let claim = h.claim(job, 1, d).unwrap();
         let a: Vec<Attestation> = (0..signers)
             .map(|_| claim.sign(&Identity::generate().unwrap()))
             .collect();
-        Proof::new(job, &h, 1, &Outcome::Ok, output, &a, AcceptRule::Quorum).unwrap()
+        Proof::new(job, &h, 1, &Outcome::Ok, output, &a, rule).unwrap()
+    }
+
+    #[test]
+    fn the_credibility_rule_holds_only_where_the_job_allows_it() {
+        let adaptive = header_with(Policy::adaptive(1e-4, None).unwrap());
+        let credible = AcceptRule::Credibility { error: 5e-5 };
+        // Adaptive, one signer, a bound within the target: holds, and says
+        // so in the file.
+        let p = proof_under(adaptive.clone(), credible, 1, b"out");
+        let back = Proof::from_json(&p.to_json()).unwrap();
+        assert_eq!(back.rule, credible);
+        assert_eq!(back.check(b"out"), Ok(1));
+        // A bound above the job's target.
+        let p = proof_under(
+            adaptive.clone(),
+            AcceptRule::Credibility { error: 2e-4 },
+            1,
+            b"out",
+        );
+        assert_eq!(p.check(b"out").unwrap_err().kind(), "error_above_target");
+        // No signer at all.
+        let p = proof_under(adaptive, credible, 0, b"out");
+        assert_eq!(p.check(b"out").unwrap_err().kind(), "too_few_signers");
+        // The rule claimed for a full-verification job, or edited into a
+        // quorum proof: refused.
+        let p = proof_under(header(), credible, 1, b"out");
+        assert_eq!(p.check(b"out").unwrap_err().kind(), "rule_not_allowed");
+        let mut p = proof(1, b"out");
+        p.rule = credible;
+        assert_eq!(p.check(b"out").unwrap_err().kind(), "rule_not_allowed");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 pub struct VerifyArgs {
     /// The directory of outputs and their `.proof` files.
     pub out: PathBuf,
-    /// Print `{"checked": N, "ok": N, "failed": [{"file": ..., "reason": ...}]}`.
+    /// Print `{"checked": N, "ok": N, "by_credibility": N, "failed": [{"file": ..., "reason": ...}]}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -43,7 +43,9 @@ pub struct Failure {
     pub file: String,
     /// A stable reason: `proof_missing`, `output_missing`, `output_changed`,
     /// `signature_invalid`, `too_few_signers`, `duplicate_signer`,
-    /// `malformed_proof` or `unreadable`.
+    /// `rule_not_allowed` (the credibility rule in a job of full
+    /// verification), `error_above_target` (a bound above the job's
+    /// `max_error`), `malformed_proof` or `unreadable`.
     pub reason: String,
     /// The same for people, with details.
     pub detail: String,
