@@ -74,6 +74,8 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let identity = Identity::load_or_create(&key_dir)
         .with_context(|| format!("loading your key from {}", key_dir.display()))?;
     let bundle = load_bundle(&args, &identity)?;
+    let limits = args.limits.apply(bundle.manifest().limits)?;
+    check_module(&bundle, &limits, &args.bundle)?;
     let inputs = read_inputs(&args.inputs)?;
     if inputs.is_empty() {
         bail!(
@@ -85,7 +87,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut job = JobBuilder::new(&bundle)
         .inputs(inputs.into_iter().map(|(_, bytes)| bytes))
         .max_error(args.max_error)
-        .limits(args.limits.apply(bundle.manifest().limits)?);
+        .limits(limits);
     if let Some(v) = args.verify {
         job = job.verify(v);
     }
@@ -134,6 +136,42 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     finish(&results, &names, &args.out, start.elapsed(), args.json)
 }
 
+/// Refuses at once what no node would run, with the node's own check
+/// (`Engine::module`): the module parses and validates, imports only what
+/// the sandbox provides, exports a WASI `_start`, and fits the job's module
+/// size. Nothing is sent before it passes.
+fn check_module(
+    bundle: &VerifiedBundle,
+    limits: &chorus_sdk::bundle::Limits,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let config = crate::sandbox::EngineConfig {
+        slots: 1,
+        // Only the module is checked here: whether some node donates these
+        // limits is the grid's answer.
+        ceiling: *limits,
+        ..crate::sandbox::EngineConfig::default()
+    };
+    let engine =
+        crate::sandbox::Engine::new(config).context("starting the sandbox to check the module")?;
+    if !bundle.module().starts_with(b"\0asm") {
+        anyhow::bail!(
+            "{} cannot run on the grid: not a WebAssembly module (it does not start with \\0asm)",
+            path.display()
+        );
+    }
+    engine.module(bundle.module(), limits).map_err(|e| {
+        // One line: the parser's own message may span several.
+        let why = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        anyhow::anyhow!("{} cannot run on the grid: {why}", path.display())
+    })?;
+    Ok(())
+}
+
 /// The bundle: a signed bundle file as it is (checked), or a raw module
 /// signed with `identity` and named after its file.
 fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<VerifiedBundle> {
@@ -179,6 +217,43 @@ mod tests {
             Command::Submit(a) => a,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_module_no_node_would_run_is_refused_before_anything_is_sent() {
+        let dir = std::env::temp_dir().join(format!("chorus-submit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        std::fs::write(dir.join("in/a"), b"x").unwrap();
+        let no_start = wat::parse_str("(module (memory (export \"memory\") 1))").unwrap();
+        let bad_import =
+            wat::parse_str("(module (import \"env\" \"f\" (func)) (func (export \"_start\")))")
+                .unwrap();
+        let cases: [(&str, &[u8], &str); 4] = [
+            ("README.md", b"# Not a module\n", "cannot run on the grid"),
+            (
+                "random.wasm",
+                &[0x00, 0x61, 0x73, 0x6d, 9, 9, 9, 9],
+                "cannot run on the grid",
+            ),
+            ("nostart.wasm", &no_start, "_start"),
+            ("import.wasm", &bad_import, "cannot run on the grid"),
+        ];
+        for (name, bytes, says) in cases {
+            std::fs::write(dir.join(name), bytes).unwrap();
+            // Port 9 on loopback: nothing listens, and nothing is dialled.
+            let mut args = parse(&["--key-dir", dir.join("key").to_str().unwrap()]);
+            args.node = "127.0.0.1:9".parse().unwrap();
+            args.bundle = dir.join(name);
+            args.inputs = dir.join("in");
+            let t = Instant::now();
+            let e = run(args).expect_err(name);
+            let msg = format!("{e:#}");
+            assert!(msg.contains(says), "{name}: {msg}");
+            assert!(!msg.contains("connecting"), "{name}: {msg}");
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
