@@ -111,7 +111,7 @@ impl JobHandle {
             votes: d.votes,
             disagreeing: d.disagreeing.clone(),
             agreeing: d.agreeing.clone(),
-            digest: result_digest(&d.result),
+            digest: d.result.outcome_digest(),
         });
         let machine = JobMachine::restore(
             snapshot.spec.policy,
@@ -337,7 +337,7 @@ impl JobState {
         let withdrawn = self.withdrawn.remove(&task);
         let accepted = match (&verdict, accepted, &withdrawn) {
             (Verdict::Accepted { digest, .. }, None, Some(w))
-                if result_digest(&w.result).as_ref() == Some(digest) =>
+                if w.result.outcome_digest().as_ref() == Some(digest) =>
             {
                 offered.extend(w.attestations.iter().map(|a| (*digest, a.clone())));
                 match &w.result {
@@ -394,11 +394,7 @@ impl JobState {
             }
         };
         // The accepted result's digest, and the agreeing workers' signatures of it.
-        let accepted_digest = match &result {
-            TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
-            TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
-            TaskResult::Failed { .. } => None,
-        };
+        let accepted_digest = result.outcome_digest();
         let mut attestations: Vec<Attestation> = match accepted_digest {
             Some(d) => offered
                 .into_iter()
@@ -562,15 +558,6 @@ pub(super) fn page_of(
         header: (from == 0).then(|| Box::new(header.clone())),
         results,
         next,
-    }
-}
-
-/// The outcome digest of a decided task's result (`None` for a failed one).
-fn result_digest(r: &TaskResult) -> Option<[u8; 32]> {
-    match r {
-        TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
-        TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
-        TaskResult::Failed { .. } => None,
     }
 }
 
@@ -751,17 +738,12 @@ impl Shared {
             // the worker at: a connection there, pinned to the worker's key,
             // is what every batch takes, so a claim of another address only
             // makes the worker unreachable.
-            let (v6, prefix) = crate::capacity::prefix_of(
-                r.addr.ip(),
-                self.config.diversity_v4,
-                self.config.diversity_v6,
-            );
             out.push(Candidate {
                 id,
                 free_slots: u32::try_from(allowance).unwrap_or(u32::MAX),
                 fuel_per_sec: r.fuel_per_sec.min(median_speed),
                 reputation: reputation.as_ref().map_or(0, |r| r.score(&id)),
-                network: prefix ^ (u128::from(v6) << 127),
+                network: self.network(r.addr),
                 trust: reputation
                     .as_ref()
                     .map_or(Default::default(), |r| r.trust(&id, now)),

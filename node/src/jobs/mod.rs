@@ -568,6 +568,18 @@ impl Shared {
             .collect()
     }
 
+    /// The network a worker reached at `addr` stands in, for replica
+    /// diversity: its IPv4 /`diversity_v4` or IPv6 /`diversity_v6` prefix
+    /// ([`crate::capacity::prefix_of`]), the two families kept apart.
+    fn network(&self, addr: SocketAddr) -> u128 {
+        let (v6, prefix) = crate::capacity::prefix_of(
+            addr.ip(),
+            self.config.diversity_v4,
+            self.config.diversity_v6,
+        );
+        prefix ^ (u128::from(v6) << 127)
+    }
+
     /// Changes the reputation table and marks it for storing.
     fn with_reputation(&self, f: impl FnOnce(&mut Reputation<PeerId>, u64)) {
         if let Ok(mut r) = self.reputation.lock() {

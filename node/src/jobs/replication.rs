@@ -9,9 +9,8 @@ use std::time::Instant;
 use chorus_sdk::attest::check_proof;
 use chorus_sdk::job::{
     DecidedTask, JOB_FRAME_CAP, JobCopy, JobHeader, JobId, JobRequest, JobResponse, JobSnapshot,
-    TaskResult, verify_cancel,
+    verify_cancel,
 };
-use chorus_sdk::outcome::{self, Outcome};
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
 use serde_bytes::ByteBuf;
 use tracing::{info, warn};
@@ -248,14 +247,15 @@ impl Shared {
         let mut per_task = Vec::new();
         let mut signers = BTreeSet::new();
         for d in decided {
-            let digest = match &d.result {
-                // No proof exists for a failed task: only the owner (checked
-                // by the caller) may say so.
-                TaskResult::Failed { .. } => continue,
-                TaskResult::Output(b) => outcome::digest(&Outcome::Ok, b),
-                TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+            // No proof exists for a failed task: only the owner (checked by
+            // the caller) may say so.
+            if !d.result.is_verified() {
+                continue;
             }
-            .ok_or_else(|| format!("task {} is accepted without a verdict", d.task))?;
+            let digest = d
+                .result
+                .outcome_digest()
+                .ok_or_else(|| format!("task {} is accepted without a verdict", d.task))?;
             let claim = header
                 .claim(job, d.task, digest)
                 .ok_or_else(|| format!("task {} is not in the job", d.task))?;

@@ -139,14 +139,9 @@ impl Shared {
         let mut best: std::collections::HashMap<u128, f64> = std::collections::HashMap::new();
         if let Ok(r) = self.reputation.lock() {
             for s in records {
-                let (v6, prefix) = crate::capacity::prefix_of(
-                    s.record.addr.ip(),
-                    self.config.diversity_v4,
-                    self.config.diversity_v6,
-                );
                 let e =
                     chorus_core::jobs::trust::worker_error(r.trust(&s.record.peer_id(), now), f);
-                let slot = best.entry(prefix ^ (u128::from(v6) << 127)).or_insert(1.0);
+                let slot = best.entry(self.network(s.record.addr)).or_insert(1.0);
                 *slot = slot.min(e);
             }
         }

@@ -13,10 +13,7 @@ use super::Client;
 use super::results::{JobResults, Refusal};
 use crate::attest::check_proof;
 use crate::job::{JOB_FRAME_CAP, JobHeader, JobId};
-use crate::outcome::{self, Outcome};
-use crate::wire::{
-    JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage, TaskResult,
-};
+use crate::wire::{JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage};
 
 /// Checks `r` against the job's header, without the network: returns the
 /// signers' keys (none for a failed task, which carries no proof).
@@ -25,12 +22,13 @@ pub(super) fn check_result(
     header: &JobHeader,
     r: &ProvedResult,
 ) -> Result<Vec<[u8; 32]>, String> {
-    let digest = match &r.result {
-        TaskResult::Failed { .. } => return Ok(Vec::new()),
-        TaskResult::Output(bytes) => outcome::digest(&Outcome::Ok, bytes),
-        TaskResult::Error { outcome, output } => outcome::digest(outcome, output),
+    if !r.result.is_verified() {
+        return Ok(Vec::new());
     }
-    .ok_or("the result is not a verdict")?;
+    let digest = r
+        .result
+        .outcome_digest()
+        .ok_or("the result is not a verdict")?;
     let claim = header
         .claim(job, r.task, digest)
         .ok_or_else(|| format!("task {} is not in the job", r.task))?;

@@ -51,6 +51,16 @@ impl TaskResult {
     pub fn is_verified(&self) -> bool {
         !matches!(self, TaskResult::Failed { .. })
     }
+
+    /// The outcome digest its attestations sign ([`crate::outcome::digest`]);
+    /// `None` for a failed task, or an outcome that is no verdict.
+    pub fn outcome_digest(&self) -> Option<[u8; 32]> {
+        match self {
+            TaskResult::Output(b) => crate::outcome::digest(&Outcome::Ok, b),
+            TaskResult::Error { outcome, output } => crate::outcome::digest(outcome, output),
+            TaskResult::Failed { .. } => None,
+        }
+    }
 }
 
 /// A result some worker returned that the quorum rejected.

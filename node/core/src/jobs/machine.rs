@@ -319,6 +319,11 @@ enum Judgement {
     Fail(FailReason),
 }
 
+/// The error bound of `w`'s results by the trust this machine holds of it.
+fn error_in<W: WorkerId>(trust: &HashMap<W, Trust>, w: &W, f: f64) -> f64 {
+    worker_error(trust.get(w).copied().unwrap_or_default(), f)
+}
+
 /// Judges an adaptive task by credibility (see [`super::trust`]).
 fn judge<W: WorkerId>(
     v: &TaskVerifier<W>,
@@ -329,7 +334,7 @@ fn judge<W: WorkerId>(
     let policy = v.policy();
     let eps = policy.max_error;
     let get = |w: &W| trust.get(w).copied().unwrap_or_default();
-    let err = |w: &W| worker_error(get(w), f);
+    let err = |w: &W| error_in(trust, w, f);
     let mut digests = Vec::new();
     let mut errs: Vec<Vec<f64>> = Vec::new();
     for (d, voters) in v.votes() {
@@ -708,9 +713,7 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
             let eps = self.policy.max_error;
             candidates
                 .iter()
-                .filter(|c| {
-                    worker_error(self.trust.get(&c.id).copied().unwrap_or_default(), f) > eps
-                })
+                .filter(|c| error_in(&self.trust, &c.id, f) > eps)
                 .map(|c| c.id.clone())
                 .collect()
         } else {
@@ -1348,10 +1351,7 @@ impl<W: WorkerId, P: Clone> JobMachine<W, P> {
                 .into_iter()
                 .filter(|w| !self.trust.get(w).is_some_and(|t| t.distrusted))
                 .collect();
-            let errs: Vec<f64> = rest
-                .iter()
-                .map(|w| worker_error(self.trust.get(w).copied().unwrap_or_default(), f))
-                .collect();
+            let errs: Vec<f64> = rest.iter().map(|w| error_in(&self.trust, w, f)).collect();
             if !errs.is_empty() && group_error(&[errs], 0) <= eps {
                 if let Some(entry) = self.accepted.get_mut(&t) {
                     entry.1 = rest;
