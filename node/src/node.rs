@@ -367,6 +367,12 @@ impl Node {
         for t in &self.tasks {
             t.abort();
         }
+        // Wait for the aborted loops to be dropped, so that what they hold
+        // (the job store among it) is released when this returns. Bounded:
+        // an aborted task ends at its next await.
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         self.transport.close();
     }
 }

@@ -165,12 +165,14 @@ impl TestNode {
         self.rt.shutdown_background();
     }
 
-    /// Graceful leave.
+    /// Graceful leave. When this returns the node's runtime is gone: every
+    /// task it ran is dropped and its blocking work has finished (up to
+    /// 30 s), so its data dir can be opened again by a restarted node.
     pub fn leave(mut self) {
         if let Some(n) = self.node.take() {
             self.rt.block_on(n.leave());
         }
-        self.rt.shutdown_background();
+        self.rt.shutdown_timeout(Duration::from_secs(30));
     }
 }
 
