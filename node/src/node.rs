@@ -3,7 +3,7 @@
 //! server, wired together here and nowhere else) and graceful leave.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,49 @@ pub enum NodeError {
     /// node on the same data dir, or damaged); nothing was changed.
     #[error(transparent)]
     Jobs(#[from] crate::jobs::JobsError),
+    /// Another node (in this process or another) runs on the data dir:
+    /// two nodes on one data dir would be one identity twice. Nothing was
+    /// opened or changed.
+    #[error("data dir {} is in use by another node (its lock file {} is held); give this node its own --data-dir", .0.display(), .0.join(LOCK_FILE).display())]
+    DataDirInUse(PathBuf),
+    /// The data dir or its lock file could not be created or locked.
+    #[error("data dir {}: {source}", .path.display())]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The file in a data dir a running node holds an exclusive lock on.
+pub const LOCK_FILE: &str = "lock";
+
+/// Creates `dir` if needed and takes the exclusive lock on its
+/// [`LOCK_FILE`], held as long as the returned file is open (an OS file
+/// lock: a crashed node's lock goes with its process).
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::DataDir {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| NodeError::DataDir {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::DataDirInUse(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(NodeError::DataDir {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
 }
 
 impl From<RingError> for NodeError {
@@ -145,21 +188,35 @@ pub struct Node {
     capacity: Capacity,
     engine: Engine,
     jobs: Jobs,
+    /// The data dir's lock, released when the node is dropped.
+    _lock: Option<std::fs::File>,
 }
 
 impl Node {
     /// Starts a node: loads (or creates) its key, binds the endpoint, joins through
     /// the bootstrap addresses, and serves until [`Node::leave`] or drop of the runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        // The lock first: a second node on this data dir must not even
+        // read (or create) the key.
+        let lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
         let identity = match &config.data_dir {
             Some(dir) => Identity::load_or_create_member(dir)?,
             None => Identity::generate_member()?,
         };
-        Self::start_with(config, identity).await
+        Self::start_locked(config, identity, lock).await
     }
 
     /// Starts a node with a given identity.
     pub async fn start_with(config: NodeConfig, identity: Identity) -> Result<Node, NodeError> {
+        let lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
+        Self::start_locked(config, identity, lock).await
+    }
+
+    async fn start_locked(
+        config: NodeConfig,
+        identity: Identity,
+        lock: Option<std::fs::File>,
+    ) -> Result<Node, NodeError> {
         if !identity.peer_id().has_work() {
             return Err(NodeError::NoWork(identity.peer_id()));
         }
@@ -307,6 +364,7 @@ impl Node {
             capacity,
             engine,
             jobs,
+            _lock: lock,
         })
     }
 

@@ -121,7 +121,22 @@ pub struct Manifest {
     pub quorum: u32,
     /// The submitter's Ed25519 public key, which signs the bundle.
     pub submitter: [u8; 32],
+    /// Arguments every task gets after its program name (`argv[1..]`), at
+    /// most [`MAX_ARGS`] of them and [`MAX_ARGS_BYTES`] bytes in all. Part of
+    /// the bundle's id, so of what workers attest.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The seed of `random_get`: task `i` gets `seed + i` (wrapping). `None`:
+    /// each task's seed is derived from the job id and its index. Part of the
+    /// bundle's id.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
+
+/// Most arguments a manifest may give its tasks.
+pub const MAX_ARGS: usize = 64;
+/// Most bytes of arguments, summed, a manifest may give its tasks.
+pub const MAX_ARGS_BYTES: usize = 4096;
 
 impl Manifest {
     /// A manifest with default limits, 3 replicas and a quorum of 2.
@@ -134,6 +149,8 @@ impl Manifest {
             replicas: 3,
             quorum: 2,
             submitter,
+            args: Vec::new(),
+            seed: None,
         }
     }
 
@@ -148,6 +165,21 @@ impl Manifest {
         }
         if self.version.len() > MAX_NAME_LEN {
             return bad(format!("version must be at most {MAX_NAME_LEN} bytes"));
+        }
+        if self.args.len() > MAX_ARGS {
+            return bad(format!(
+                "{} arguments, at most {MAX_ARGS} allowed",
+                self.args.len()
+            ));
+        }
+        let arg_bytes: usize = self.args.iter().map(String::len).sum();
+        if arg_bytes > MAX_ARGS_BYTES {
+            return bad(format!(
+                "arguments of {arg_bytes} bytes, at most {MAX_ARGS_BYTES} allowed"
+            ));
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            return bad("an argument contains a NUL byte".into());
         }
         if self.quorum == 0 || self.quorum > self.replicas {
             return bad(format!(

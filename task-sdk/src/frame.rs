@@ -82,6 +82,24 @@ pub fn encode<T: Serialize>(msg: &T, cap: usize) -> Result<Vec<u8>, FrameError> 
     Ok(out)
 }
 
+/// The length of `msg`'s frame body, counted without keeping the bytes:
+/// what [`encode`] compares with its cap.
+pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    rmp_serde::encode::write_named(&mut count, msg).map_err(|e| FrameError::Encode(e.to_string()))?;
+    Ok(count.0)
+}
+
 /// Reads the body length from a header, refusing lengths over `cap`.
 pub fn body_len(header: [u8; HEADER_LEN], cap: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;

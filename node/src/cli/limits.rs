@@ -15,6 +15,9 @@ pub struct LimitArgs {
     /// Wall-clock limit per task, in seconds (fractions allowed).
     #[arg(long, value_name = "S")]
     pub timeout_s: Option<f64>,
+    /// Largest input (stdin) per task, in MiB (default 16).
+    #[arg(long, value_name = "N")]
+    pub max_input_mb: Option<u64>,
 }
 
 impl LimitArgs {
@@ -27,6 +30,14 @@ impl LimitArgs {
             limits.memory_bytes = mb
                 .checked_mul(1 << 20)
                 .context("--memory-mb is too large")?;
+        }
+        if let Some(mb) = self.max_input_mb {
+            if mb == 0 {
+                bail!("--max-input-mb must be at least 1");
+            }
+            limits.input_bytes = mb
+                .checked_mul(1 << 20)
+                .context("--max-input-mb is too large")?;
         }
         if let Some(s) = self.timeout_s {
             if !(s.is_finite() && s > 0.0 && s < 1e9) {
@@ -50,10 +61,17 @@ mod tests {
             fuel: Some(1000),
             memory_mb: Some(64),
             timeout_s: Some(1.5),
+            max_input_mb: Some(40),
         }
         .apply(base)
         .unwrap();
         assert_eq!((l.fuel, l.memory_bytes, l.wall_ms), (1000, 64 << 20, 1500));
+        assert_eq!(l.input_bytes, 40 << 20);
+        let zero = LimitArgs {
+            max_input_mb: Some(0),
+            ..LimitArgs::default()
+        };
+        assert!(zero.apply(base).is_err());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e10] {
             let a = LimitArgs {
                 timeout_s: Some(bad),

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod addr;
+pub mod decode;
 pub mod demo;
+pub mod jobs;
 pub mod limits;
 pub mod node;
 pub mod peers;
@@ -48,6 +51,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Check every output in a directory against its `.proof`, offline.
     Verify(verify::VerifyArgs),
+    /// List the jobs this client submitted (newest first), from its key directory.
+    Jobs(jobs::JobsArgs),
+    /// Print a MessagePack file (an input or an output) as JSON.
+    Decode(decode::DecodeArgs),
     /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
     /// on it with verification, and write the picture as a PNG.
     Demo(demo::DemoArgs),
@@ -74,23 +81,65 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Results(a) => results::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Jobs(a) => jobs::run(a),
+        Command::Decode(a) => decode::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
+/// An error and its causes on one line, each said once: a cause whose text
+/// its parent already printed (a typed error that shows its source) is
+/// skipped, so no message repeats itself.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What to try next, for the errors where one thing usually helps.
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    let text = error_line(e);
+    if text.contains("timed out") && text.contains("connect") {
+        Some(
+            "no node answered there: is `chorus node` running at that address (and is it the UDP port it listens on)?",
+        )
+    } else if text.contains("not_enough_workers") || text.contains("not enough workers") {
+        Some(
+            "the ring has too few nodes on distinct networks for this policy: start more nodes, or use --verify full --replicas 2",
+        )
+    } else {
+        None
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings); colours
+/// only when stderr is a terminal.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

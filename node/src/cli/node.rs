@@ -13,19 +13,19 @@ use crate::node::{Node, NodeConfig, default_cores};
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
     /// UDP address to listen on (HOST:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub listen: SocketAddr,
     /// A live member to join through (repeatable; any one will do).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub bootstrap: Vec<SocketAddr>,
     /// Directory for the node key (created on first start, mode 0600) and state.
     #[arg(long, default_value = ".chorus")]
     pub data_dir: PathBuf,
     /// Address to announce to peers, if not the listen address.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub advertise: Option<SocketAddr>,
     /// Serve Prometheus `/metrics` and service discovery `/sd` over HTTP here (HOST:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub metrics: Option<SocketAddr>,
     /// Length of the successor list.
     #[arg(long, default_value_t = 8)]
@@ -114,6 +114,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.jobs.diversity_v4 = args.diversity_v4;
         config.jobs.diversity_v6 = args.diversity_v6;
         let config_chaos = config.chaos;
+        let bootstrap = config.bootstrap.clone();
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(
             "chorus node {} listening on {}",
@@ -126,11 +127,63 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 config_chaos.names().join(", ")
             );
         }
-        wait_for_signal().await?;
+        // Say whether the node found the ring, while waiting for a signal.
+        {
+            let report = report_join(&node, &bootstrap);
+            tokio::pin!(report);
+            let mut reported = false;
+            loop {
+                tokio::select! {
+                    r = wait_for_signal() => { r?; break; }
+                    _ = &mut report, if !reported => reported = true,
+                }
+            }
+        }
         eprintln!("leaving the ring");
         node.leave().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Prints, once, whether the node joined: "joined the ring through X;
+/// successor Y", or "started a new ring" without `--bootstrap`; while no
+/// bootstrap peer answers, a warning every 30 s (the node keeps retrying).
+async fn report_join(node: &Node, bootstrap: &[SocketAddr]) {
+    let me = node.me().clone();
+    if bootstrap.is_empty() {
+        eprintln!(
+            "started a new ring (no --bootstrap): other nodes join with --bootstrap {}",
+            me.addr
+        );
+        return;
+    }
+    let through = bootstrap
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let start = std::time::Instant::now();
+    let mut warned = std::time::Duration::ZERO;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Ok(view) = node.view().await
+            && let Some(succ) = view.successors.iter().find(|p| p.id != me.id)
+        {
+            eprintln!(
+                "joined the ring through {through}; successor {} at {}",
+                succ.id, succ.addr
+            );
+            return;
+        }
+        let waited = start.elapsed();
+        if waited >= warned + std::time::Duration::from_secs(if warned.is_zero() { 5 } else { 30 }) {
+            warned = waited;
+            eprintln!(
+                "warning: no bootstrap peer answered yet ({through}, {} s); running alone and retrying",
+                waited.as_secs()
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use crate::capacity::now_ms;
 #[derive(Debug, clap::Args)]
 pub struct PeersArgs {
     /// The node to ask (HOST:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// Print a JSON array, one object per record.
     #[arg(long)]

@@ -19,7 +19,7 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct ResultsArgs {
     /// A node to ask (HOST:PORT); any node of the ring will do.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// The job, 16 hex digits (as `chorus submit --detach` printed it).
     pub job: JobId,
@@ -48,7 +48,10 @@ pub fn run(args: ResultsArgs) -> anyhow::Result<ExitCode> {
         let client = Client::connect(args.node)
             .await
             .with_context(|| format!("connecting to {}", args.node))?;
-        let results = wait_with_bar(&client, args.job).await;
+        let bar = progress_bar();
+        bar.set_prefix(format!("job {}", args.job));
+        let results = wait_with_bar(&client, args.job, &bar).await;
+        bar.finish_and_clear();
         client.close();
         results
     })?;
@@ -75,8 +78,11 @@ pub struct Summary {
     pub job: String,
     /// Tasks in the job.
     pub tasks: u32,
-    /// Tasks with an accepted result (an output or an agreed task error).
+    /// Tasks with an accepted output.
     pub verified: u32,
+    /// Tasks whose replicas agreed on a task error (a trap, a limit, a
+    /// non-zero exit): verified too, but no output.
+    pub errors: u32,
     /// Tasks with no accepted result.
     pub failed: u32,
     /// Replicas that returned a vote.
@@ -104,16 +110,18 @@ impl Summary {
     /// The summary of `results` after `elapsed`.
     pub fn of(results: &JobResults, elapsed: Duration) -> Summary {
         let s = &results.status;
-        let verified = results
-            .iter()
-            .filter(|(_, r)| r.is_some_and(TaskResult::is_verified))
-            .count();
-        let verified = u32::try_from(verified).unwrap_or(u32::MAX);
+        let count = |f: fn(&TaskResult) -> bool| {
+            let n = results.iter().filter(|(_, r)| r.is_some_and(f)).count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        let verified = count(|r| matches!(r, TaskResult::Output(_)));
+        let errors = count(|r| matches!(r, TaskResult::Error { .. }));
         Summary {
             job: s.job.to_string(),
             tasks: s.tasks,
             verified,
-            failed: s.tasks.saturating_sub(verified),
+            errors,
+            failed: s.tasks.saturating_sub(verified).saturating_sub(errors),
             replicas_run: s.replicas_run,
             disagreements: s.disagreements,
             replicas_per_task: (s.replicas_per_task * 1000.0).round() / 1000.0,
@@ -149,7 +157,8 @@ fn refused_from(results: &JobResults) -> Vec<String> {
 }
 
 /// Writes the outputs, prints the summary, and says how to exit: 0 when every
-/// task has an accepted result, 2 when some have none.
+/// task produced an accepted output, 2 when any ended in an agreed error or
+/// has no accepted result.
 pub fn finish(
     results: &JobResults,
     names: &[String],
@@ -178,10 +187,11 @@ pub fn finish(
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "job {}: {} tasks, {} verified, {} failed; {} replicas run ({:.2} per task, {} spot checks), {} disagreements; {:.3} s",
+            "job {}: {} tasks, {} verified, {} errors, {} failed; {} replicas run ({:.2} per task, {} spot checks), {} disagreements; {:.3} s",
             summary.job,
             summary.tasks,
             summary.verified,
+            summary.errors,
             summary.failed,
             summary.replicas_run,
             summary.replicas_per_task,
@@ -203,17 +213,28 @@ pub fn finish(
             out.display()
         );
     }
-    if results.all_accepted() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        if !json {
-            eprintln!(
-                "error: {} of {} tasks have no accepted result (see the .error files)",
-                summary.failed, summary.tasks
-            );
-        }
-        Ok(ExitCode::from(2))
+    if summary.verified == summary.tasks {
+        return Ok(ExitCode::SUCCESS);
     }
+    if summary.errors > 0 {
+        let first = first_error(results, names).unwrap_or_default();
+        eprintln!(
+            "error: {} of {} tasks ended in an error their replicas agreed on (first: {}); see the .error files in {}",
+            summary.errors,
+            summary.tasks,
+            first,
+            out.display()
+        );
+    }
+    if summary.failed > 0 {
+        eprintln!(
+            "error: {} of {} tasks have no accepted result; see the .error files in {}",
+            summary.failed,
+            summary.tasks,
+            out.display()
+        );
+    }
+    Ok(ExitCode::from(2))
 }
 
 /// Files written by [`write_outputs`].
@@ -264,11 +285,45 @@ pub fn write_outputs(
     Ok(written)
 }
 
-/// What goes into `<name>.error`.
+/// `name.error: outcome, stderr's first line` of the first agreed task error.
+fn first_error(results: &JobResults, names: &[String]) -> Option<String> {
+    results.iter().find_map(|(task, r)| match r {
+        Some(TaskResult::Error {
+            outcome, stderr, ..
+        }) => {
+            let name = names.get(task as usize).cloned().unwrap_or_default();
+            let line = String::from_utf8_lossy(stderr);
+            let line = line.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            Some(if line.is_empty() {
+                format!("{name}: {outcome}")
+            } else {
+                format!("{name}: {outcome}: {}", line.trim())
+            })
+        }
+        _ => None,
+    })
+}
+
+/// What goes into `<name>.error`: the outcome; what the task wrote to stderr
+/// (the start of one agreeing replica's, marked as not covered by the
+/// proof); what it wrote to stdout before it failed.
 fn error_text(result: Option<&TaskResult>) -> Vec<u8> {
     match result {
-        Some(TaskResult::Error { outcome, output }) => {
+        Some(TaskResult::Error {
+            outcome,
+            output,
+            stderr,
+        }) => {
             let mut text = format!("{outcome}\n").into_bytes();
+            if !stderr.is_empty() {
+                text.extend_from_slice(
+                    b"stderr (one replica's, at most 4 KiB; not covered by the proof):\n",
+                );
+                text.extend_from_slice(stderr);
+                if !stderr.ends_with(b"\n") {
+                    text.push(b'\n');
+                }
+            }
             if !output.is_empty() {
                 text.extend_from_slice(b"output:\n");
                 text.extend_from_slice(output);
@@ -325,32 +380,68 @@ pub fn key_dir(arg: Option<PathBuf>) -> PathBuf {
     })
 }
 
-/// Records the task names of `job` in `KEY_DIR/jobs/<job>.json`, so that
-/// `chorus results` names the outputs as `submit` would have.
-pub fn save_names(key_dir: &Path, job: JobId, names: &[String]) -> anyhow::Result<()> {
+/// What `submit` records of a job in `KEY_DIR/jobs/<job>.json`: enough for
+/// `chorus results` to name the outputs as `submit` would have, and for
+/// `chorus jobs` to list it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// The job, 16 hex digits.
+    pub job: String,
+    /// Its task names (the input files), in task order.
+    pub names: Vec<String>,
+    /// The node it was submitted through.
+    pub node: String,
+    /// The module's file.
+    pub module: String,
+    /// Where `submit` writes (or would write) its outputs.
+    pub out: String,
+    /// Seconds since the Unix epoch when it was acknowledged.
+    pub submitted: u64,
+}
+
+/// Records `record` in `KEY_DIR/jobs/<job>.json`.
+pub fn save_record(key_dir: &Path, record: &JobRecord) -> anyhow::Result<()> {
     let dir = key_dir.join("jobs");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{job}.json"));
-    fs::write(&path, serde_json::to_vec(names)?)
+    let path = dir.join(format!("{}.json", record.job));
+    fs::write(&path, serde_json::to_vec(record)?)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The names [`save_names`] recorded for `job`, if any.
-pub fn load_names(key_dir: &Path, job: JobId) -> Option<Vec<String>> {
+/// The record of `job` in `key_dir`, if any. Files of older versions hold
+/// only the names.
+pub fn load_record(key_dir: &Path, job: JobId) -> Option<JobRecord> {
     let path = key_dir.join("jobs").join(format!("{job}.json"));
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
+    let bytes = fs::read(path).ok()?;
+    if let Ok(r) = serde_json::from_slice::<JobRecord>(&bytes) {
+        return Some(r);
+    }
+    let names: Vec<String> = serde_json::from_slice(&bytes).ok()?;
+    Some(JobRecord {
+        job: job.to_string(),
+        names,
+        node: String::new(),
+        module: String::new(),
+        out: String::new(),
+        submitted: 0,
+    })
 }
 
-/// [`Client::wait_with`] behind a progress bar on stderr when stderr is a
-/// terminal; silent otherwise.
-pub async fn wait_with_bar(client: &Client, job: JobId) -> anyhow::Result<JobResults> {
-    let bar = progress_bar();
-    let results = client
-        .wait_with(job, |s| update_bar(&bar, s))
+/// The names recorded for `job`, if any.
+pub fn load_names(key_dir: &Path, job: JobId) -> Option<Vec<String>> {
+    load_record(key_dir, job).map(|r| r.names)
+}
+
+/// [`Client::wait_with`] behind `bar` (see [`progress_bar`]).
+pub async fn wait_with_bar(
+    client: &Client,
+    job: JobId,
+    bar: &ProgressBar,
+) -> anyhow::Result<JobResults> {
+    client
+        .wait_with(job, |s| update_bar(bar, s))
         .await
-        .with_context(|| format!("waiting for job {job}"));
-    bar.finish_and_clear();
-    results
+        .with_context(|| format!("waiting for job {job}"))
 }
 
 /// A bar of verified tasks on stderr, hidden unless stderr is a terminal.
@@ -362,7 +453,7 @@ pub fn progress_bar() -> ProgressBar {
     };
     let bar = ProgressBar::with_draw_target(None, target);
     let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} tasks decided  {msg}",
+        "{spinner} {prefix} [{elapsed_precise}] {bar:32} {pos}/{len} tasks decided  {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
@@ -430,6 +521,7 @@ mod tests {
                     TaskResult::Error {
                         outcome: Outcome::Exit(3),
                         output: b"partial".to_vec().into(),
+                        stderr: b"cannot decode the input\n".to_vec().into(),
                     },
                 ),
                 (
@@ -459,7 +551,7 @@ mod tests {
         assert_eq!(fs::read(dir.join("a.bin")).unwrap(), b"zero");
         assert_eq!(
             fs::read_to_string(dir.join("b.error")).unwrap(),
-            "exit code 3\noutput:\npartial"
+            "exit code 3\nstderr (one replica's, at most 4 KiB; not covered by the proof):\ncannot decode the input\noutput:\npartial"
         );
         assert!(!dir.join("b").exists());
         let failed = fs::read_to_string(dir.join("c.txt.error")).unwrap();
@@ -467,17 +559,18 @@ mod tests {
         let trap = error_text(Some(&TaskResult::Error {
             outcome: Outcome::Trap(TrapCode::Unreachable),
             output: Vec::new().into(),
+            stderr: Vec::new().into(),
         }));
         assert!(String::from_utf8(trap).unwrap().starts_with("Trap: "));
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn the_summary_counts_agreed_errors_as_verified_and_keeps_its_field_order() {
+    fn the_summary_counts_agreed_errors_apart_and_keeps_its_field_order() {
         let s = Summary::of(&results(), Duration::from_micros(1_234_567));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
-            r#"{"job":"00abcdef01234567","tasks":3,"verified":2,"failed":1,"replicas_run":9,"disagreements":2,"replicas_per_task":0.0,"spot_checks":0,"by_credibility":0,"seconds":1.235,"refused":0,"refused_from":[]}"#
+            r#"{"job":"00abcdef01234567","tasks":3,"verified":1,"errors":1,"failed":1,"replicas_run":9,"disagreements":2,"replicas_per_task":0.0,"spot_checks":0,"by_credibility":0,"seconds":1.235,"refused":0,"refused_from":[]}"#
         );
     }
 
@@ -502,8 +595,21 @@ mod tests {
         let job = JobId(RingPos(42));
         assert_eq!(load_names(&dir, job), None);
         let names = vec!["x".to_string(), "y".to_string()];
-        save_names(&dir, job, &names).unwrap();
-        assert_eq!(load_names(&dir, job), Some(names));
+        let record = JobRecord {
+            job: job.to_string(),
+            names: names.clone(),
+            node: "127.0.0.1:7001".into(),
+            module: "m.wasm".into(),
+            out: "out".into(),
+            submitted: 1,
+        };
+        save_record(&dir, &record).unwrap();
+        assert_eq!(load_names(&dir, job), Some(names.clone()));
+        assert_eq!(load_record(&dir, job), Some(record));
+        // The format of older versions: the names alone.
+        let old = JobId(RingPos(43));
+        fs::write(dir.join("jobs").join(format!("{old}.json")), b"[\"a\"]").unwrap();
+        assert_eq!(load_names(&dir, old), Some(vec!["a".to_string()]));
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(index_names(3), ["0", "1", "2"]);
         assert_eq!(index_names(11)[0], "00");

@@ -15,7 +15,7 @@ use crate::rpc::call_node;
 #[derive(Debug, clap::Args)]
 pub struct RingArgs {
     /// The node to ask (HOST:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// Print JSON.
     #[arg(long)]
@@ -26,7 +26,7 @@ pub struct RingArgs {
 #[derive(Debug, clap::Args)]
 pub struct LookupArgs {
     /// The node to start the lookup from (HOST:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// The ring position to resolve, 16 hex digits.
     pub key: RingPos,

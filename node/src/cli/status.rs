@@ -14,7 +14,7 @@ use super::ring::peer_json;
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// A node to ask (HOST:PORT); any node of the ring will do.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// The job, 16 hex digits.
     pub job: JobId,

@@ -7,18 +7,20 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chorus_sdk::bundle::{Bundle, VerifiedBundle};
-use chorus_sdk::client::{Client, JobBuilder, sign_module};
+use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
+use chorus_sdk::client::{Client, JobBuilder};
 use chorus_sdk::identity::Identity;
 
 use super::limits::LimitArgs;
-use super::results::{finish, key_dir, read_inputs, save_names, wait_with_bar};
+use super::results::{
+    JobRecord, finish, key_dir, progress_bar, read_inputs, save_record, wait_with_bar,
+};
 
 /// Arguments of `chorus submit`.
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
     /// A node to submit through (HOST:PORT); any node of the ring will do.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
     /// The task: a WebAssembly module (WASI preview 1 command), signed here
     /// into a bundle with your key, or a bundle signed already.
@@ -47,12 +49,22 @@ pub struct SubmitArgs {
     /// (default: twice the replicas; adaptive: 8).
     #[arg(long, value_name = "M")]
     pub max_replicas: Option<u32>,
-    /// Limit overrides (fuel, memory, wall clock) for every task.
+    /// An argument every task gets (repeatable, in order: argv[1], argv[2],
+    /// ...). Signed into the bundle, so part of what workers attest.
+    #[arg(long = "arg", value_name = "A", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// The seed of the tasks' random_get: task i gets SEED + i (task 0 sees
+    /// what `chorus run --seed SEED` sees). Default: derived from the job id.
+    /// Signed into the bundle.
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Limit overrides (fuel, memory, wall clock, input size) for every task.
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Directory for the outputs: OUT/<input name>, or OUT/<input name>.error.
-    #[arg(long, value_name = "DIR", default_value = "chorus-out")]
-    pub out: PathBuf,
+    /// Directory for the outputs: OUT/<input name> with OUT/<input name>.proof,
+    /// or OUT/<input name>.error. Default: chorus-out/<job id>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Your key (created on first use) and the task names of your jobs.
     /// Default: ~/.chorus-client.
     #[arg(long, value_name = "DIR")]
@@ -66,8 +78,10 @@ pub struct SubmitArgs {
     pub detach: bool,
 }
 
-/// Runs `chorus submit`. Exits 0 when every task has an accepted result,
-/// 2 when some have none, 1 on any other error.
+/// Runs `chorus submit`. Exits 0 when every task produced an accepted
+/// output, 2 when any ended in an agreed error or has no accepted result,
+/// 130 when interrupted (the job runs on; its id and the command that
+/// fetches it are printed), 1 on any other error.
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let key_dir = key_dir(args.key_dir.clone());
@@ -104,36 +118,83 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let spec = job.build(&identity).context("building the job")?;
 
+    let job = spec.id();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("chorus-out").join(job.to_string()));
+    let fetch = format!(
+        "chorus results --node {} {job} --out {}",
+        args.node,
+        out.display()
+    );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let results = rt.block_on(async {
+    let waited = rt.block_on(async {
         let client = Client::connect(args.node)
             .await
             .with_context(|| format!("connecting to {}", args.node))?;
-        let job = client.submit(&spec).await.context("submitting the job")?;
-        if let Err(e) = save_names(&key_dir, job, &names) {
-            eprintln!("warning: cannot record the task names of job {job}: {e:#}");
+        let submitted = tokio::select! {
+            r = client.submit(&spec) => r.context("submitting the job")?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted before job {job} was acknowledged; if it was, `{fetch}` fetches it");
+                return Ok(Waited::Interrupted);
+            }
+        };
+        let record = JobRecord {
+            job: submitted.to_string(),
+            names: names.clone(),
+            node: args.node.to_string(),
+            module: args.bundle.display().to_string(),
+            out: out.display().to_string(),
+            submitted: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        if let Err(e) = save_record(&key_dir, &record) {
+            eprintln!("warning: cannot record job {job} in {}: {e:#}", key_dir.display());
         }
         if args.detach {
             client.close();
-            return Ok(None);
+            return Ok(Waited::Detached);
         }
-        let results = wait_with_bar(&client, job).await;
+        // The id, as soon as it exists: whatever happens next, the job can
+        // be found again.
+        eprintln!("job {job} submitted; Ctrl-C leaves it running (`{fetch}` fetches it later)");
+        let bar = progress_bar();
+        bar.set_prefix(format!("job {job}"));
+        let waited = tokio::select! {
+            r = wait_with_bar(&client, job, &bar) => r.map(|r| Waited::Done(Box::new(r))),
+            _ = tokio::signal::ctrl_c() => Ok(Waited::Interrupted),
+        };
+        bar.finish_and_clear();
         client.close();
-        results.map(Some)
+        waited
     })?;
-    let Some(results) = results else {
-        let job = spec.id();
-        if args.json {
-            println!("{}", serde_json::json!({ "job": job.to_string() }));
-        } else {
-            println!(
-                "job {job} submitted: `chorus results --node {} {job} --out DIR` fetches its outputs",
-                args.node
-            );
+    match waited {
+        Waited::Done(results) => finish(&results, &names, &out, start.elapsed(), args.json),
+        Waited::Detached => {
+            if args.json {
+                println!("{}", serde_json::json!({ "job": job.to_string() }));
+            } else {
+                println!("job {job} submitted: `{fetch}` fetches its outputs");
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        return Ok(ExitCode::SUCCESS);
-    };
-    finish(&results, &names, &args.out, start.elapsed(), args.json)
+        Waited::Interrupted => {
+            eprintln!("interrupted: job {job} runs on; fetch its outputs with\n  {fetch}");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+/// How waiting for a job ended.
+enum Waited {
+    /// Every task decided.
+    Done(Box<chorus_sdk::client::JobResults>),
+    /// `--detach`: acknowledged, not waited for.
+    Detached,
+    /// SIGINT.
+    Interrupted,
 }
 
 /// Refuses at once what no node would run, with the node's own check
@@ -180,6 +241,12 @@ fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<Verifie
     if !bytes.starts_with(b"\0asm")
         && let Ok(bundle) = Bundle::decode(&bytes)
     {
+        if !args.args.is_empty() || args.seed.is_some() {
+            bail!(
+                "{} is a signed bundle: its arguments and seed are signed in it; give --arg and --seed with the module instead",
+                path.display()
+            );
+        }
         return bundle
             .verify()
             .with_context(|| format!("{} is a bundle that does not verify", path.display()));
@@ -190,7 +257,10 @@ fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<Verifie
         .filter(|s| !s.is_empty())
         .unwrap_or("task");
     let name: String = stem.chars().take(64).collect();
-    sign_module(&name, bytes, identity).context("signing the module")
+    let mut manifest = Manifest::new(name, "1", identity.public_key());
+    manifest.args = args.args.clone();
+    manifest.seed = args.seed;
+    Ok(Bundle::sign(manifest, bytes, identity).context("signing the module")?)
 }
 
 #[cfg(test)]

@@ -219,7 +219,9 @@ fn forge_page(me: RingPos, job: JobId, page: &mut ResultsPage) {
                 *b = ByteBuf::from(forged.clone());
                 Outcome::Ok
             }
-            TaskResult::Error { outcome, output } => {
+            TaskResult::Error {
+                outcome, output, ..
+            } => {
                 *output = ByteBuf::from(forged.clone());
                 outcome.clone()
             }

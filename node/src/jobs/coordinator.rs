@@ -32,8 +32,9 @@ use super::Shared;
 const PAGE_BYTES: usize = 16 << 20;
 
 /// What the machine keeps for a digest until its task is decided: the
-/// outcome and output of the first replica that gave it.
-type Payload = (Outcome, ByteBuf);
+/// outcome, output and (for an error) the start of the stderr of the first
+/// replica that gave it.
+type Payload = (Outcome, ByteBuf, ByteBuf);
 
 /// A job coordinated here: its state behind a lock, a bell for its driver,
 /// and a version that watchers wait on.
@@ -73,6 +74,9 @@ pub(super) struct JobState {
     /// verification): if the same result is accepted again, its output and
     /// attestations come from here.
     withdrawn: HashMap<u32, DecidedTask>,
+    /// The bundle's seed (its manifest's), from which each task's seed is
+    /// derived as workers derive it.
+    bundle_seed: Option<u64>,
 }
 
 /// What one round of performing actions left for the async side.
@@ -124,6 +128,7 @@ impl JobHandle {
         let log = snapshot.decided.keys().copied().collect();
         let finished = machine.is_done().then(Instant::now);
         let header = snapshot.spec.header();
+        let bundle_seed = bundle.manifest().seed;
         JobHandle {
             id,
             bundle,
@@ -140,6 +145,7 @@ impl JobHandle {
                 finished,
                 attests: HashMap::new(),
                 withdrawn: HashMap::new(),
+                bundle_seed,
             }),
             wake: Notify::new(),
             version: watch::channel(1).0,
@@ -256,7 +262,7 @@ impl JobState {
                         .into_iter()
                         .map(|t| Assignment {
                             task: t,
-                            seed: task_seed(id, t),
+                            seed: chorus_sdk::job::task_seed(self.bundle_seed, id, t),
                             input: self.snapshot.spec.inputs[t as usize].clone(),
                         })
                         .collect();
@@ -341,10 +347,12 @@ impl JobState {
             {
                 offered.extend(w.attestations.iter().map(|a| (*digest, a.clone())));
                 match &w.result {
-                    TaskResult::Output(b) => Some((Outcome::Ok, b.clone())),
-                    TaskResult::Error { outcome, output } => {
-                        Some((outcome.clone(), output.clone()))
-                    }
+                    TaskResult::Output(b) => Some((Outcome::Ok, b.clone(), ByteBuf::new())),
+                    TaskResult::Error {
+                        outcome,
+                        output,
+                        stderr,
+                    } => Some((outcome.clone(), output.clone(), stderr.clone())),
                     TaskResult::Failed { .. } => None,
                 }
             }
@@ -356,14 +364,22 @@ impl JobState {
                 disagreeing,
                 ..
             } => {
-                let (outcome, output) = accepted.unwrap_or((
+                let (outcome, output, stderr) = accepted.unwrap_or((
                     Outcome::HostError("accepted output missing".into()),
+                    ByteBuf::new(),
                     ByteBuf::new(),
                 ));
                 let (result, label) = if outcome.is_ok() {
                     (TaskResult::Output(output), "accepted")
                 } else {
-                    (TaskResult::Error { outcome, output }, "accepted_error")
+                    (
+                        TaskResult::Error {
+                            outcome,
+                            output,
+                            stderr,
+                        },
+                        "accepted_error",
+                    )
                 };
                 (result, agreeing.clone(), disagreeing.clone(), label)
             }
@@ -491,10 +507,16 @@ impl JobState {
                             None
                         }
                     };
-                    checked.push((r.task, vote, r.outcome, r.output));
+                    // Diagnostics of an error only, and only the start.
+                    let mut stderr = r.stderr;
+                    if r.outcome.is_ok() {
+                        stderr = ByteBuf::new();
+                    }
+                    stderr.truncate(chorus_sdk::wire::STDERR_SHIPPED);
+                    checked.push((r.task, vote, r.outcome, r.output, stderr));
                 }
                 let mut answers = Vec::with_capacity(checked.len());
-                for (task, vote, outcome, output) in checked {
+                for (task, vote, outcome, output, stderr) in checked {
                     let answer = match vote {
                         Some((digest, a)) => {
                             let offered = self.attests.entry(task).or_default();
@@ -503,7 +525,7 @@ impl JobState {
                             }
                             Answer::Vote {
                                 digest,
-                                payload: (outcome, output),
+                                payload: (outcome, output, stderr),
                             }
                         }
                         None => Answer::NoVerdict,
@@ -537,7 +559,7 @@ pub(super) fn page_of(
     for (&i, d) in snapshot.decided.range(from..) {
         let size = match &d.result {
             TaskResult::Output(b) => b.len(),
-            TaskResult::Error { output, .. } => output.len() + 64,
+            TaskResult::Error { output, stderr, .. } => output.len() + stderr.len() + 64,
             TaskResult::Failed { reason } => reason.len(),
         } + 16
             + d.attestations.len() * 112;
@@ -559,16 +581,6 @@ pub(super) fn page_of(
         results,
         next,
     }
-}
-
-/// The seed of a task: the same on every replica, different across tasks.
-pub(super) fn task_seed(job: JobId, task: u32) -> u64 {
-    let mut x = job.0.0 ^ (u64::from(task)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Drives one job until every task is decided and every batch is back.

@@ -124,6 +124,10 @@ impl Shared {
         };
         let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
         let limits = run.limits;
+        // Arguments and seed come from the signed bundle, never from the
+        // batch's sender: they are part of what this worker attests.
+        let argv = bundle.manifest().args.clone();
+        let bundle_seed = bundle.manifest().seed;
         // Compiling takes a slot in the same fair order as the tasks.
         let slot = match self.slots.acquire(submitter, from).await {
             Ok(s) => s,
@@ -155,6 +159,8 @@ impl Shared {
             let engine = self.engine.clone();
             let module = module.clone();
             let slots = self.slots.clone();
+            let args = argv.clone();
+            let seed = chorus_sdk::job::task_seed(bundle_seed, run.job, a.task);
             handles.push((
                 a.task,
                 input,
@@ -169,8 +175,8 @@ impl Shared {
                                 .map_err(|e| SandboxError::Worker(e.to_string()))?;
                             let spec = TaskSpec {
                                 input: a.input.into_vec(),
-                                args: Vec::new(),
-                                seed: a.seed,
+                                args,
+                                seed,
                                 limits,
                             };
                             engine.run(&m, spec).await
@@ -239,6 +245,13 @@ impl Shared {
                 task,
                 digest,
                 attestation,
+                stderr: if outcome.is_ok() {
+                    ByteBuf::new()
+                } else {
+                    let mut e = report.stderr;
+                    e.truncate(chorus_sdk::wire::STDERR_SHIPPED);
+                    ByteBuf::from(e)
+                },
                 outcome,
                 output: ByteBuf::from(output),
                 fuel_used: report.fuel_used,

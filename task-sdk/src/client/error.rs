@@ -49,6 +49,18 @@ pub enum ClientError {
     /// The bundle could not be built or signed; nothing was sent.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The job's encoding is larger than a node accepts in one frame
+    /// ([`crate::job::JOB_FRAME_CAP`]); nothing was sent. Split its inputs
+    /// over several jobs.
+    #[error(
+        "the job is {bytes} bytes encoded, over the {cap} bytes a node accepts in one submission; split its inputs over several jobs"
+    )]
+    TooLarge {
+        /// The encoded size.
+        bytes: usize,
+        /// The cap.
+        cap: usize,
+    },
     /// A typed input could not be encoded as MessagePack; nothing was sent.
     #[error("cannot encode an input: {0}")]
     Encode(String),

@@ -215,6 +215,15 @@ impl Client {
             spec: Box::new(spec.clone()),
             forwarded: false,
         });
+        // Checked here, before any node is asked: a node would refuse the
+        // frame, and retrying elsewhere cannot help.
+        let bytes = crate::frame::encoded_len(&req).map_err(|e| ClientError::Encode(e.to_string()))?;
+        if bytes > JOB_FRAME_CAP {
+            return Err(ClientError::TooLarge {
+                bytes,
+                cap: JOB_FRAME_CAP,
+            });
+        }
         match self.call(&req, Known::Maybe, true).await? {
             (node, Response::Job(JobResponse::Accepted { job, .. })) => {
                 if job != spec.id() {

@@ -38,6 +38,10 @@ pub enum TaskResult {
         outcome: Outcome,
         /// What the task printed before it failed (for `Exit`; empty otherwise).
         output: ByteBuf,
+        /// The start of what one agreeing worker's run wrote to stderr
+        /// (diagnostics: not compared, not covered by the attestations).
+        #[serde(default)]
+        stderr: ByteBuf,
     },
     /// No result could be accepted.
     Failed {
@@ -57,7 +61,9 @@ impl TaskResult {
     pub fn outcome_digest(&self) -> Option<[u8; 32]> {
         match self {
             TaskResult::Output(b) => crate::outcome::digest(&Outcome::Ok, b),
-            TaskResult::Error { outcome, output } => crate::outcome::digest(outcome, output),
+            TaskResult::Error {
+                outcome, output, ..
+            } => crate::outcome::digest(outcome, output),
             TaskResult::Failed { .. } => None,
         }
     }

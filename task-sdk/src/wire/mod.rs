@@ -29,7 +29,9 @@ pub use self::jobs::{
 };
 pub use self::replica::{DecidedTask, JobCopy, JobSnapshot, JobUpdate};
 pub use self::ring::{LookupAnswer, MAX_GOSSIP, Peer, PeerList, RingView};
-pub use self::work::{Assignment, MAX_BATCH_TASKS, RunTasks, SignedResults, WorkerResult};
+pub use self::work::{
+    Assignment, MAX_BATCH_TASKS, RunTasks, STDERR_SHIPPED, SignedResults, WorkerResult,
+};
 
 /// A request on one bidirectional stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

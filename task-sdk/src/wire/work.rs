@@ -70,7 +70,15 @@ pub struct WorkerResult {
     /// its signature over the job, task, input hash, bundle, terms and
     /// outcome digest. `None` for no verdict.
     pub attestation: Option<ByteBuf>,
+    /// The first [`STDERR_SHIPPED`] bytes of what the task wrote to stderr,
+    /// sent only when it ended in an error: diagnostics for the submitter,
+    /// not compared and not attested.
+    #[serde(default)]
+    pub stderr: ByteBuf,
 }
+
+/// Most bytes of a failed task's stderr a worker sends back.
+pub const STDERR_SHIPPED: usize = 4096;
 
 /// A worker's signed answer to [`RunTasks`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
