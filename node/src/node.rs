@@ -145,9 +145,9 @@ pub const LOCK_FILE: &str = "lock";
 /// lock: a crashed node's lock goes with its process).
 pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, NodeError> {
     std::fs::create_dir_all(dir).map_err(|e| NodeError::DataDir {
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

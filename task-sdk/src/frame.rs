@@ -96,7 +96,8 @@ pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
         }
     }
     let mut count = Count(0);
-    rmp_serde::encode::write_named(&mut count, msg).map_err(|e| FrameError::Encode(e.to_string()))?;
+    rmp_serde::encode::write_named(&mut count, msg)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
     Ok(count.0)
 }
 

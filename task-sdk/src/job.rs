@@ -421,6 +421,23 @@ fn cancel_message(job: JobId) -> Vec<u8> {
     m
 }
 
+/// The seed of task `task`'s `random_get`: the same on every replica,
+/// different across tasks. With the bundle's seed `Some(s)` it is `s + task`
+/// (wrapping: task 0 sees what `chorus run --seed s` sees); without one it
+/// is derived from the job id. Workers compute it themselves from the bundle
+/// and the job, so the seed is covered by what they attest.
+pub fn task_seed(bundle_seed: Option<u64>, job: JobId, task: u32) -> u64 {
+    if let Some(s) = bundle_seed {
+        return s.wrapping_add(u64::from(task));
+    }
+    let mut x = job.0.0 ^ (u64::from(task)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,21 +587,4 @@ mod tests {
             &sign_cancel(job, &stranger)
         ));
     }
-}
-
-/// The seed of task `task`'s `random_get`: the same on every replica,
-/// different across tasks. With the bundle's seed `Some(s)` it is `s + task`
-/// (wrapping: task 0 sees what `chorus run --seed s` sees); without one it
-/// is derived from the job id. Workers compute it themselves from the bundle
-/// and the job, so the seed is covered by what they attest.
-pub fn task_seed(bundle_seed: Option<u64>, job: JobId, task: u32) -> u64 {
-    if let Some(s) = bundle_seed {
-        return s.wrapping_add(u64::from(task));
-    }
-    let mut x = job.0.0 ^ (u64::from(task)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }

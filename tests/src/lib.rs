@@ -435,3 +435,38 @@ pub fn kill_running_coordinator(
     dead.kill();
     before.verified
 }
+
+/// The `chorus` binary of this build (`target/<profile>/chorus`, beside the
+/// test executable's `deps/`), built once per test process with the cargo
+/// that runs the tests: `cargo test` builds the binary of no package a test
+/// does not belong to. Panics with the build's error when it cannot be built.
+pub fn chorus_bin() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "chorus-node", "--bin", "chorus"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo build for the chorus binary");
+        assert!(status.success(), "cargo build of the chorus binary failed");
+        let bin = profile_dir.join("chorus");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}

@@ -12,10 +12,14 @@ pub fn parse(s: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s:?} is not HOST:PORT (for example 127.0.1.1:7001)"));
+        return Err(format!(
+            "{s:?} is not HOST:PORT (for example 127.0.1.1:7001)"
+        ));
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{s:?} is not HOST:PORT (for example 127.0.1.1:7001)"));
+        return Err(format!(
+            "{s:?} is not HOST:PORT (for example 127.0.1.1:7001)"
+        ));
     }
     let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
@@ -35,12 +39,22 @@ mod tests {
 
     #[test]
     fn addresses_and_host_names_are_accepted_and_nonsense_is_refused() {
-        assert_eq!(parse("127.0.1.1:7001").unwrap(), "127.0.1.1:7001".parse().unwrap());
+        assert_eq!(
+            parse("127.0.1.1:7001").unwrap(),
+            "127.0.1.1:7001".parse().unwrap()
+        );
         assert_eq!(parse("[::1]:7001").unwrap(), "[::1]:7001".parse().unwrap());
-        assert_eq!(parse("localhost:7001").unwrap(), "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(
+            parse("localhost:7001").unwrap(),
+            "127.0.0.1:7001".parse().unwrap()
+        );
         for bad in ["localhost", "localhost:x", ":7001", "127.0.0.1:70000", ""] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-        assert!(parse("no-such-host.invalid:7001").unwrap_err().contains("resolve"));
+        assert!(
+            parse("no-such-host.invalid:7001")
+                .unwrap_err()
+                .contains("resolve")
+        );
     }
 }

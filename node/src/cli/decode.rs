@@ -16,6 +16,11 @@ pub struct DecodeArgs {
     /// One line per value instead of indented JSON.
     #[arg(long)]
     pub compact: bool,
+    /// The file is a stream of values, back to back (default: exactly one
+    /// value, as a task's output is; every ASCII byte is also a MessagePack
+    /// integer, so a text file would otherwise read as a stream).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Most bytes `decode` reads: outputs are capped at 16 MiB by default.
@@ -26,8 +31,12 @@ const MAX_FILE: u64 = 256 << 20;
 /// MessagePack (or is cut short).
 pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let bytes = read(&args.file)?;
-    let values = to_json_values(&bytes)
-        .with_context(|| format!("{} is not MessagePack", args.file.display()))?;
+    let values = if args.all {
+        to_json_values(&bytes)
+    } else {
+        to_json_value(&bytes).map(|v| vec![v])
+    }
+    .with_context(|| format!("{} is not MessagePack", args.file.display()))?;
     for v in values {
         let text = if args.compact {
             serde_json::to_string(&v)?
@@ -59,6 +68,24 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The one MessagePack value `bytes` holds, as JSON (see [`to_json`]);
+/// bytes after it are an error.
+pub fn to_json_value(bytes: &[u8]) -> anyhow::Result<Json> {
+    if bytes.is_empty() {
+        bail!("the file is empty");
+    }
+    let mut rest = bytes;
+    let value = rmpv::decode::read_value_ref(&mut rest).context("at byte 0")?;
+    if !rest.is_empty() {
+        bail!(
+            "{} bytes follow the value that ends at byte {} (--all reads a stream of values)",
+            rest.len(),
+            bytes.len() - rest.len()
+        );
+    }
+    Ok(to_json(&value))
+}
+
 /// Every MessagePack value in `bytes`, in order, as JSON (see [`to_json`]).
 /// An empty file, a value cut short or a byte that starts no value is an
 /// error naming the offset.
@@ -70,8 +97,8 @@ pub fn to_json_values(bytes: &[u8]) -> anyhow::Result<Vec<Json>> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
-        let value = rmpv::decode::read_value_ref(&mut rest)
-            .with_context(|| format!("at byte {at}"))?;
+        let value =
+            rmpv::decode::read_value_ref(&mut rest).with_context(|| format!("at byte {at}"))?;
         out.push(to_json(&value));
     }
     Ok(out)
@@ -146,9 +173,22 @@ mod tests {
             hi: u64,
             count: u64,
         }
-        let array = rmp_serde::to_vec(&Count { lo: 0, hi: 10, count: 4 }).unwrap();
-        assert_eq!(to_json_values(&array).unwrap(), [serde_json::json!([0, 10, 4])]);
-        let named = rmp_serde::to_vec_named(&Count { lo: 0, hi: 10, count: 4 }).unwrap();
+        let array = rmp_serde::to_vec(&Count {
+            lo: 0,
+            hi: 10,
+            count: 4,
+        })
+        .unwrap();
+        assert_eq!(
+            to_json_values(&array).unwrap(),
+            [serde_json::json!([0, 10, 4])]
+        );
+        let named = rmp_serde::to_vec_named(&Count {
+            lo: 0,
+            hi: 10,
+            count: 4,
+        })
+        .unwrap();
         assert_eq!(
             to_json_values(&named).unwrap(),
             [serde_json::json!({"lo": 0, "hi": 10, "count": 4})]
@@ -180,8 +220,16 @@ mod tests {
     #[test]
     fn what_is_not_messagepack_is_an_error_with_its_offset() {
         assert!(to_json_values(b"").is_err());
-        // 0xc1 is never used in MessagePack.
-        let e = to_json_values(&[0x01, 0xc1]).unwrap_err();
+        assert!(to_json_value(b"").is_err());
+        // Text is a stream of small integers: one value is asked for.
+        let e = to_json_value(b"exit code 1\n").unwrap_err();
+        assert!(format!("{e:#}").contains("--all"), "{e:#}");
+        assert_eq!(
+            to_json_value(&[0x93, 1, 2, 3]).unwrap(),
+            serde_json::json!([1, 2, 3])
+        );
+        // A value cut short after a first whole one: a str8 of 5 bytes with 1.
+        let e = to_json_values(&[0x01, 0xd9, 5, b'a']).unwrap_err();
         assert!(format!("{e:#}").contains("at byte 1"), "{e:#}");
         // A 3-element array with one element.
         assert!(to_json_values(&[0x93, 0x01]).is_err());

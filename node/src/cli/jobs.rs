@@ -30,7 +30,10 @@ pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if records.is_empty() {
-        println!("no jobs submitted from here yet ({} is empty)", dir.display());
+        println!(
+            "no jobs submitted from here yet ({} is empty)",
+            dir.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -176,7 +176,8 @@ async fn report_join(node: &Node, bootstrap: &[SocketAddr]) {
             return;
         }
         let waited = start.elapsed();
-        if waited >= warned + std::time::Duration::from_secs(if warned.is_zero() { 5 } else { 30 }) {
+        if waited >= warned + std::time::Duration::from_secs(if warned.is_zero() { 5 } else { 30 })
+        {
             warned = waited;
             eprintln!(
                 "warning: no bootstrap peer answered yet ({through}, {} s); running alone and retrying",

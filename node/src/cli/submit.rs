@@ -260,7 +260,7 @@ fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<Verifie
     let mut manifest = Manifest::new(name, "1", identity.public_key());
     manifest.args = args.args.clone();
     manifest.seed = args.seed;
-    Ok(Bundle::sign(manifest, bytes, identity).context("signing the module")?)
+    Bundle::sign(manifest, bytes, identity).context("signing the module")
 }
 
 #[cfg(test)]

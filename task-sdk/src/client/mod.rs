@@ -217,7 +217,8 @@ impl Client {
         });
         // Checked here, before any node is asked: a node would refuse the
         // frame, and retrying elsewhere cannot help.
-        let bytes = crate::frame::encoded_len(&req).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let bytes =
+            crate::frame::encoded_len(&req).map_err(|e| ClientError::Encode(e.to_string()))?;
         if bytes > JOB_FRAME_CAP {
             return Err(ClientError::TooLarge {
                 bytes,

@@ -291,6 +291,7 @@ mod tests {
                     TaskResult::Error {
                         outcome: Outcome::Trap(TrapCode::Unreachable),
                         output: ByteBuf::new(),
+                        stderr: ByteBuf::new(),
                     },
                 ),
                 (
@@ -320,6 +321,7 @@ mod tests {
                     TaskResult::Error {
                         outcome: Outcome::Exit(2),
                         output: ByteBuf::new(),
+                        stderr: ByteBuf::new(),
                     },
                 ),
             ],

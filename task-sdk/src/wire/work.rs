@@ -142,6 +142,7 @@ mod tests {
             fuel_used: 10,
             wall_us: 5,
             attestation: None,
+            stderr: ByteBuf::new(),
         };
         let mut s = SignedResults::sign(job, vec![r], &worker);
         assert!(s.verify(&worker.peer_id()));
@@ -162,11 +163,12 @@ mod tests {
             fuel_used: 10,
             wall_us: 5,
             attestation: None,
+            stderr: ByteBuf::new(),
         };
         let m = results_message(JobId(RingPos(9)), &[r]);
         assert_eq!(
             hex::encode(sha256(&m)),
-            "65b9ac81be3b2a26279f85f3f7d4e6df41b964aa955d35093d180fc547246996"
+            "1f05acf7a8b5406b2968a2d77f0bbc89067c5983637c6abf84f500075cf996ae"
         );
     }
 }
