@@ -14,6 +14,7 @@ pub mod run;
 pub mod sim;
 pub mod status;
 pub mod submit;
+pub mod task;
 pub mod verify;
 
 /// Chorus: a volunteer compute grid on a Chord ring over QUIC.
@@ -48,6 +49,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Check every output in a directory against its `.proof`, offline.
     Verify(verify::VerifyArgs),
+    /// Write, build and test a task of your own: `task new DIR`, `task build
+    /// DIR`, `task test DIR` (then `chorus submit` its module).
+    Task(task::TaskArgs),
     /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
     /// on it with verification, and write the picture as a PNG.
     Demo(demo::DemoArgs),
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Results(a) => results::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Task(a) => task::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {
