@@ -7,8 +7,12 @@
 #                               from the committed examples/wasm/*.wasm
 #
 # Rust guests: rustup's wasm32-wasip1 target when it is installed, otherwise
-# Debian's rustc-web with -Zbuild-std (see shared/WASM-TOOLCHAIN.md):
+# Debian's rustc-web (1.96, with the standard library's source), which lets
+# cargo build std for wasm32-wasip1 itself (-Zbuild-std; RUSTC_BOOTSTRAP=1
+# unlocks that flag on a stable compiler), linked by wasm-ld against wasi-libc:
 #   apt-get install -y rustc-web cargo-web rust-web-src lld wasi-libc
+# /usr/bin/cargo and /usr/bin/rustc are then Debian's; the cargo on PATH
+# stays rustup's for everything else.
 # C guest: apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32
 #
 # Builds are reproducible: every absolute path that could land in a module is

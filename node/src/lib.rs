@@ -35,11 +35,14 @@
 //!   the metrics it scrapes, and leave (capacity, metrics, sandbox,
 //!   ring_actor, jobs, rpc).
 //! - [`net`]: the old paths of node, ring_actor and rpc items, re-exported.
+//! - [`author`]: a task author's project: templates, the reproducible wasm
+//!   build and the toolchain it needs, a task's output shown as JSON.
 //! - [`cli`]: the `chorus` command line, one file per subcommand (capacity,
-//!   sandbox, jobs, rpc, node).
+//!   sandbox, jobs, rpc, node, author).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod author;
 pub mod capacity;
 pub mod cli;
 pub mod jobs;

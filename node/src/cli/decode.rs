@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::author::output::{to_json_value, to_json_values};
 use anyhow::{Context, bail};
-use serde_json::{Map, Value as Json};
 
 /// Arguments of `chorus decode`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     } else {
         to_json_value(&bytes).map(|v| vec![v])
     }
-    .with_context(|| format!("{} is not MessagePack", args.file.display()))?;
+    .map_err(|e| anyhow::anyhow!("{} is not MessagePack: {e}", args.file.display()))?;
     for v in values {
         let text = if args.compact {
             serde_json::to_string(&v)?
@@ -66,99 +66,6 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
         bail!("{} is larger than {} MiB", path.display(), MAX_FILE >> 20);
     }
     Ok(bytes)
-}
-
-/// The one MessagePack value `bytes` holds, as JSON (see [`to_json`]);
-/// bytes after it are an error.
-pub fn to_json_value(bytes: &[u8]) -> anyhow::Result<Json> {
-    if bytes.is_empty() {
-        bail!("the file is empty");
-    }
-    let mut rest = bytes;
-    let value = rmpv::decode::read_value_ref(&mut rest).context("at byte 0")?;
-    if !rest.is_empty() {
-        bail!(
-            "{} bytes follow the value that ends at byte {} (--all reads a stream of values)",
-            rest.len(),
-            bytes.len() - rest.len()
-        );
-    }
-    Ok(to_json(&value))
-}
-
-/// Every MessagePack value in `bytes`, in order, as JSON (see [`to_json`]).
-/// An empty file, a value cut short or a byte that starts no value is an
-/// error naming the offset.
-pub fn to_json_values(bytes: &[u8]) -> anyhow::Result<Vec<Json>> {
-    if bytes.is_empty() {
-        bail!("the file is empty");
-    }
-    let mut rest = bytes;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let at = bytes.len() - rest.len();
-        let value =
-            rmpv::decode::read_value_ref(&mut rest).with_context(|| format!("at byte {at}"))?;
-        out.push(to_json(&value));
-    }
-    Ok(out)
-}
-
-/// One MessagePack value as JSON: maps with non-string keys get their keys
-/// as JSON text, binary as `{"bin": "<hex>"}` (or `{"bin_utf8": "..."}`
-/// when it is UTF-8 text), extension types as `{"ext": type, "hex": ...}`,
-/// floats that JSON cannot hold (NaN, ±∞) as strings.
-pub fn to_json(v: &rmpv::ValueRef<'_>) -> Json {
-    use rmpv::ValueRef as V;
-    match v {
-        V::Nil => Json::Null,
-        V::Boolean(b) => Json::Bool(*b),
-        V::Integer(i) => i
-            .as_u64()
-            .map(Json::from)
-            .or_else(|| i.as_i64().map(Json::from))
-            .unwrap_or(Json::Null),
-        V::F32(f) => float(f64::from(*f)),
-        V::F64(f) => float(*f),
-        V::String(s) => match s.as_str() {
-            Some(s) => Json::String(s.to_string()),
-            None => bin(s.as_bytes()),
-        },
-        V::Binary(b) => bin(b),
-        V::Array(items) => Json::Array(items.iter().map(to_json).collect()),
-        V::Map(pairs) => {
-            let mut map = Map::new();
-            for (k, val) in pairs {
-                let key = match k {
-                    V::String(s) if s.as_str().is_some() => s.as_str().unwrap_or("").to_string(),
-                    other => to_json(other).to_string(),
-                };
-                map.insert(key, to_json(val));
-            }
-            Json::Object(map)
-        }
-        V::Ext(ty, data) => {
-            let mut map = Map::new();
-            map.insert("ext".into(), Json::from(*ty));
-            map.insert("hex".into(), Json::String(hex::encode(data)));
-            Json::Object(map)
-        }
-    }
-}
-
-fn float(f: f64) -> Json {
-    serde_json::Number::from_f64(f)
-        .map(Json::Number)
-        .unwrap_or_else(|| Json::String(f.to_string()))
-}
-
-fn bin(b: &[u8]) -> Json {
-    let mut map = Map::new();
-    match std::str::from_utf8(b) {
-        Ok(text) => map.insert("bin_utf8".into(), Json::String(text.to_string())),
-        Err(_) => map.insert("bin".into(), Json::String(hex::encode(b))),
-    };
-    Json::Object(map)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod run;
 pub mod sim;
 pub mod status;
 pub mod submit;
+pub mod task;
 pub mod verify;
 
 /// Chorus: a volunteer compute grid on a Chord ring over QUIC.
@@ -55,6 +56,9 @@ pub enum Command {
     Jobs(jobs::JobsArgs),
     /// Print a MessagePack file (an input or an output) as JSON.
     Decode(decode::DecodeArgs),
+    /// Write, build and test a task of your own: `task new DIR`, `task build
+    /// DIR`, `task test DIR` (then `chorus submit` its module).
+    Task(task::TaskArgs),
     /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
     /// on it with verification, and write the picture as a PNG.
     Demo(demo::DemoArgs),
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Jobs(a) => jobs::run(a),
         Command::Decode(a) => decode::run(a),
+        Command::Task(a) => task::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

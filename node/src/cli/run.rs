@@ -60,8 +60,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the module (verifying it first if it is a bundle), applies the
-/// limit overrides and runs the task.
-fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
+/// limit overrides and runs the task (`chorus task test` runs its module
+/// through this too).
+pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let file = std::fs::read(&args.bundle)
         .with_context(|| format!("cannot read {}", args.bundle.display()))?;
     let (module, mut limits) = if file.starts_with(b"\0asm") {
@@ -110,7 +111,7 @@ fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
 }
 
 /// The `--json` form of a report.
-fn report_json(report: &TaskReport) -> serde_json::Value {
+pub(crate) fn report_json(report: &TaskReport) -> serde_json::Value {
     let ok = report.outcome.is_ok();
     serde_json::json!({
         "status": if ok { "ok" } else { "error" },
