@@ -17,6 +17,15 @@ pub struct RingArgs {
     /// The node to ask (HOST:PORT).
     #[arg(long, value_parser = super::addr::parse)]
     pub node: SocketAddr,
+    /// First wait (up to --wait-s seconds) until the ring through this node
+    /// has N members and is consistent: walking successors from it visits N
+    /// distinct nodes and comes back, each the predecessor of the next.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub wait_for: Option<u32>,
+    /// The most seconds --wait-for waits; then it fails (exit 1) saying
+    /// what it saw.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub wait_s: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -37,10 +46,10 @@ pub struct LookupArgs {
 
 /// Runs `chorus ring`.
 pub fn ring(args: RingArgs) -> anyhow::Result<ExitCode> {
-    let view = match ask(args.node, Request::RingView)? {
-        Response::RingView(v) => v,
-        other => bail!("unexpected answer from {}: {other:?}", args.node),
-    };
+    if let Some(n) = args.wait_for {
+        wait_for(args.node, n as usize, Duration::from_secs(args.wait_s))?;
+    }
+    let view = view_of(args.node)?;
     if args.json {
         let v = json!({
             "id": view.me.id.to_string(),
@@ -86,6 +95,69 @@ pub fn lookup(args: LookupArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn view_of(node: SocketAddr) -> anyhow::Result<chorus_sdk::wire::RingView> {
+    match ask(node, Request::RingView)? {
+        Response::RingView(v) => Ok(v),
+        other => bail!("unexpected answer from {node}: {other:?}"),
+    }
+}
+
+/// Polls (every half second, up to `limit`) until [`ring_of`] says the ring
+/// through `node` has `n` consistent members.
+fn wait_for(node: SocketAddr, n: usize, limit: Duration) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let why = match ring_of(node, n) {
+            Ok(()) => return Ok(()),
+            Err(e) => super::error_line(&e),
+        };
+        if start.elapsed() >= limit {
+            bail!(
+                "the ring through {node} has not become {n} consistent nodes in {} s: {why}",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whether walking first successors from `node` visits exactly `n`
+/// distinct nodes and returns to it, each one the predecessor of the next.
+fn ring_of(node: SocketAddr, n: usize) -> anyhow::Result<()> {
+    let start = view_of(node)?;
+    let mut view = start.clone();
+    let mut count = 1;
+    loop {
+        let Some(next) = view.successors.first().filter(|s| s.id != view.me.id) else {
+            bail!("{} has no successor yet", view.me.id);
+        };
+        let next_view = if next.id == start.me.id {
+            start.clone()
+        } else {
+            view_of(next.addr)?
+        };
+        if next_view.predecessor.as_ref().map(|p| p.id) != Some(view.me.id) {
+            bail!(
+                "{}'s successor {} does not name it as predecessor yet",
+                view.me.id,
+                next.id
+            );
+        }
+        if next.id == start.me.id {
+            break;
+        }
+        count += 1;
+        if count > n {
+            bail!("more than {n} nodes on the ring");
+        }
+        view = next_view;
+    }
+    if count != n {
+        bail!("{count} nodes on the ring, waiting for {n}");
+    }
+    Ok(())
 }
 
 /// A peer as the CLI prints it: `{"id": "<16 hex>", "addr": "HOST:PORT"}`.

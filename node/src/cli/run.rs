@@ -26,9 +26,10 @@ pub struct RunArgs {
     /// Limit overrides (fuel, memory, wall clock).
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Seed of the task's random stream.
-    #[arg(long, value_name = "S", default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the task's random stream (default: a signed bundle's seed,
+    /// as its task 0 sees it on the grid, else 0).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
     /// Cache compiled modules in DIR/modules.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -65,6 +66,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let file = std::fs::read(&args.bundle)
         .with_context(|| format!("cannot read {}", args.bundle.display()))?;
+    let mut task_args = args.args;
+    let mut seed = args.seed;
     let (module, mut limits) = if file.starts_with(b"\0asm") {
         (file, Limits::default())
     } else {
@@ -77,6 +80,12 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
                 )
             })?;
         tracing::info!(id = %bundle.id(), name = %bundle.manifest().name, "verified bundle");
+        // As a worker runs it: the bundle's signed arguments and seed,
+        // unless given here.
+        if task_args.is_empty() {
+            task_args = bundle.manifest().args.clone();
+        }
+        seed = seed.or(bundle.manifest().seed);
         (bundle.module().to_vec(), bundle.manifest().limits)
     };
     limits = args.limits.apply(limits)?;
@@ -103,8 +112,8 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let engine = Engine::new(config)?;
     let spec = TaskSpec {
         input,
-        args: args.args,
-        seed: args.seed,
+        args: task_args,
+        seed: seed.unwrap_or(0),
         limits,
     };
     Ok(engine.run_module_blocking(&module, spec)?)
@@ -151,7 +160,7 @@ mod tests {
             input: Some(PathBuf::from("/dev/null")),
             args: vec!["1".into(), "1000".into()],
             limits: LimitArgs::default(),
-            seed: 0,
+            seed: None,
             data_dir: None,
             json: true,
         }

@@ -72,8 +72,9 @@ pub struct SubmitArgs {
     /// Print JSON: the summary at the end, or `{"job": ...}` with --detach.
     #[arg(long)]
     pub json: bool,
-    /// Return once the job is acknowledged, printing its id; fetch the
-    /// outputs later with `chorus results`.
+    /// Return once the job is acknowledged, printing its id (alone on
+    /// stdout, or `{"job": ...}` with --json); fetch the outputs later with
+    /// `chorus results`.
     #[arg(long)]
     pub detach: bool,
 }
@@ -176,7 +177,9 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::json!({ "job": job.to_string() }));
             } else {
-                println!("job {job} submitted: `{fetch}` fetches its outputs");
+                // The id alone on stdout, for `JOB=$(chorus submit … --detach)`.
+                println!("{job}");
+                eprintln!("job {job} submitted: `{fetch}` fetches its outputs");
             }
             Ok(ExitCode::SUCCESS)
         }

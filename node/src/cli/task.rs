@@ -160,7 +160,7 @@ fn test(args: TestArgs, env: &BuildEnv, out: &mut dyn Write) -> anyhow::Result<E
         input: Some(input),
         args: args.args,
         limits: args.limits,
-        seed: 0,
+        seed: None,
         data_dir: None,
         json: args.json,
     })?;
