@@ -106,10 +106,12 @@ fn blocks(md: &str) -> Vec<Block> {
 fn script(file: &str, blocks: &[Block]) -> String {
     let mut s = String::from("set -euo pipefail\n");
     for b in blocks {
-        s.push_str(&format!(
-            "echo '>>> {file}:{} ({:?})' >&2\n",
-            b.line, b.mark
-        ));
+        let kind = match b.mark {
+            Mark::Run => "run",
+            Mark::Background => "background",
+            Mark::Skip(_) => "skipped",
+        };
+        s.push_str(&format!("echo '>>> {file}:{} {kind}' >&2\n", b.line));
         match &b.mark {
             Mark::Skip(_) => {}
             Mark::Run => {
