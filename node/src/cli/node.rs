@@ -187,7 +187,8 @@ async fn report_join(node: &Node, bootstrap: &[SocketAddr]) {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or (on Unix) SIGTERM.
+pub(super) async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
