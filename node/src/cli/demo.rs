@@ -171,17 +171,48 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
     };
     if args.keep {
         // Printed while the nodes run: their metrics addresses are live.
+        // The handlers go in before the line that invites the signal.
+        let stop = match stop_signal() {
+            Ok(stop) => stop,
+            Err(e) => {
+                leave(nodes).await;
+                return Err(e);
+            }
+        };
         print_report(&report, &members, &args, Liveness::Kept);
         eprintln!("nodes kept running; Ctrl-C to stop");
-        let waited = super::node::wait_for_signal().await;
+        stop.await;
         eprintln!("stopping the nodes");
         leave(nodes).await;
-        waited?;
     } else {
         leave(nodes).await;
         print_report(&report, &members, &args, Liveness::Stopped);
     }
     Ok(report.exit_code())
+}
+
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal sent as
+/// soon as the demo says it waits is not lost (`tokio::signal::ctrl_c`
+/// installs its handler only when first polled), and returns the wait.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 /// Every node leaves the ring, each within 3 s.

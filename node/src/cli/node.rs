@@ -187,8 +187,7 @@ async fn report_join(node: &Node, bootstrap: &[SocketAddr]) {
     }
 }
 
-/// Waits for SIGINT or (on Unix) SIGTERM.
-pub(super) async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
