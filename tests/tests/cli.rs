@@ -549,3 +549,164 @@ fn a_node_says_whether_it_joined_locks_its_data_dir_and_logs_without_colour() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `chorus demo` on a small picture (12 bands of 8 rows), so a run takes
+/// seconds; `extra` after.
+fn demo_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "demo",
+        "--out",
+        out,
+        "--width",
+        "160",
+        "--height",
+        "96",
+        "--rows-per-task",
+        "8",
+        "--max-iter",
+        "200",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A PNG's size and RGB pixels.
+fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a buffer size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[test]
+fn the_demo_writes_a_verification_picture_with_the_liars_rejected_bands_in_its_colour() {
+    use chorus_node::cli::demo::workers::{REJECTED, node_colour};
+
+    let dir = scratch("demo");
+    let out = dir.join("m.png");
+    let out_s = out.to_str().expect("utf-8 path");
+    // The liar is not always given work (placement may pass it over for a
+    // whole job), and without a rejected result there is nothing to mark:
+    // a few runs, until one has a rejection.
+    let mut checked = 0;
+    for attempt in 0..5 {
+        let run = chorus(&demo_args(out_s, &["--json"]), Duration::from_secs(180));
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON object");
+        let workers = dir.join("m-workers.png");
+        assert_eq!(v["workers_png"]["path"], workers.to_str().unwrap(), "{v}");
+        assert_eq!(v["kept_running"], false, "{v}");
+        let (w, h, _) = read_png(&out);
+        let (ww, wh, rgb) = read_png(&workers);
+        assert_eq!((ww, wh), (w, h), "the two pictures differ in size");
+        assert_eq!((w, h), (160, 96));
+
+        let nodes = v["nodes"].as_array().expect("nodes");
+        let index_of = |id: &str| {
+            nodes
+                .iter()
+                .find(|n| n["id"] == id)
+                .and_then(|n| n["index"].as_u64())
+                .unwrap_or_else(|| panic!("worker {id} not in the ring: {v}"))
+        };
+        let pixel = |x: u32, y: u32| {
+            let at = ((y * w + x) * 3) as usize;
+            [rgb[at], rgb[at + 1], rgb[at + 2]]
+        };
+        let rejected = v["status"]["rejected"].as_array().expect("rejected");
+        let mut marked = std::collections::BTreeSet::new();
+        for r in rejected {
+            let task = r["task"].as_u64().expect("task") as u32;
+            let worker = index_of(r["worker"].as_str().expect("worker"));
+            let liar = nodes[worker as usize]["chaos"] != "off";
+            assert!(liar, "an honest node's result was rejected: {v}");
+            let (top, bottom) = (task * 8, task * 8 + 7);
+            // A red outline at the band's right edge (the legend is at the left)...
+            assert_eq!(pixel(w - 1, top), REJECTED, "band {task} not outlined");
+            assert_eq!(pixel(w - 1, bottom), REJECTED, "band {task} not outlined");
+            // ...and the liar's colour inside the band.
+            let colour = node_colour(worker as usize);
+            let found = (top..=bottom).any(|y| (0..w).any(|x| pixel(x, y) == colour));
+            assert!(
+                found,
+                "band {task}: no pixel in node {worker}'s colour {colour:?}"
+            );
+            marked.insert(task);
+        }
+        // Bands without a rejection have no outline.
+        for task in 0..12u32 {
+            if !marked.contains(&task) {
+                assert_ne!(pixel(w - 1, task * 8), REJECTED, "band {task} outlined");
+            }
+        }
+        checked = marked.len();
+        if checked > 0 {
+            eprintln!("attempt {attempt}: {checked} bands marked rejected");
+            break;
+        }
+    }
+    assert!(
+        checked > 0,
+        "the liar's results were never rejected in 5 runs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_keep_serves_metrics_until_sigint_then_leaves_and_exits_0() {
+    let dir = scratch("demo-keep");
+    let out = dir.join("k.png");
+    let mut child = Command::new(chorus_bin())
+        .args(demo_args(out.to_str().expect("utf-8 path"), &["--keep"]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chorus demo");
+    let err = stderr_lines(&mut child);
+    let (tx, report) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_line(
+        &err,
+        "nodes kept running; Ctrl-C to stop",
+        Duration::from_secs(180),
+    );
+    // The report was printed before that line; its metrics lines are live.
+    let (line, seen) = wait_line(&report, "metrics: http://", Duration::from_secs(10));
+    assert!(!seen.contains("(stopped)"), "{seen}");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a metrics URL");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .proxy(None)
+        .build()
+        .into();
+    let body = agent
+        .get(url)
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(body.contains("chorus_"), "{body}");
+    assert!(dir.join("k-workers.png").exists());
+
+    signal(&child, "-INT");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "exit on SIGINT after --keep");
+    // Gone: the address answers no more.
+    assert!(agent.get(url).call().is_err(), "{url} still answers");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,9 +1,19 @@
 //! `chorus demo`: a ring of nodes in this process, one of them lying on
 //! purpose, a real Mandelbrot job verified by quorum, and the picture as a PNG.
+//!
+//! Two pictures: `--out` (the Mandelbrot set) and `<stem>-workers.png` beside
+//! it, which shows what verification did: each band painted in the colours
+//! of the nodes whose results were accepted for it, red outlines and the
+//! liar's colour where a result was rejected ([`workers`]). The report is
+//! printed once the nodes have left, so the metrics addresses in it are
+//! marked stopped; with `--keep` it is printed while they run, and they keep
+//! running (and serving `/metrics`) until SIGINT or SIGTERM.
+
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -32,7 +42,10 @@ pub struct DemoArgs {
     /// Nodes in the ring (at least 3); the last one corrupts its results.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub nodes: usize,
-    /// Where to write the picture.
+    /// Where to write the picture; the verification picture goes beside it
+    /// as `<stem>-workers.png` (each band in the colours of the nodes whose
+    /// results were accepted, red outlines where a result was rejected, in
+    /// the colour of whose it was).
     #[arg(long, value_name = "FILE", default_value = "mandelbrot.png")]
     pub out: PathBuf,
     /// Picture width in pixels.
@@ -50,10 +63,15 @@ pub struct DemoArgs {
     /// Print one JSON object (what happened) instead of the report.
     #[arg(long)]
     pub json: bool,
+    /// After the job, keep the nodes running (their metrics addresses live)
+    /// until Ctrl-C (SIGINT) or SIGTERM, then leave the ring gracefully.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Runs `chorus demo`. Exits 0 when every task has an accepted result and the
-/// picture is written, 2 when some task has none.
+/// picture is written, 2 when some task has none (with `--keep`, once a
+/// signal has stopped the nodes).
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 3 {
         bail!("--nodes must be at least 3: every task runs on 3 distinct nodes");
@@ -144,11 +162,160 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
         ));
     }
 
-    let outcome = run_job(&args, &picture, inputs, &nodes, &members, &say).await;
+    let report = match run_job(&args, &picture, inputs, &nodes, &members, &say).await {
+        Ok(report) => report,
+        Err(e) => {
+            leave(nodes).await;
+            return Err(e);
+        }
+    };
+    if args.keep {
+        // Printed while the nodes run: their metrics addresses are live.
+        // The handlers go in before the line that invites the signal.
+        let stop = match stop_signal() {
+            Ok(stop) => stop,
+            Err(e) => {
+                leave(nodes).await;
+                return Err(e);
+            }
+        };
+        print_report(&report, &members, &args, Liveness::Kept);
+        eprintln!("nodes kept running; Ctrl-C to stop");
+        stop.await;
+        eprintln!("stopping the nodes");
+        leave(nodes).await;
+    } else {
+        leave(nodes).await;
+        print_report(&report, &members, &args, Liveness::Stopped);
+    }
+    Ok(report.exit_code())
+}
+
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal sent as
+/// soon as the demo says it waits is not lost (`tokio::signal::ctrl_c`
+/// installs its handler only when first polled), and returns the wait.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+/// Every node leaves the ring, each within 3 s.
+async fn leave(nodes: Vec<Node>) {
     for node in nodes {
         let _ = tokio::time::timeout(Duration::from_secs(3), node.leave()).await;
     }
-    outcome
+}
+
+/// Whether the nodes still run when the report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Liveness {
+    /// `--keep`: they run until a signal.
+    Kept,
+    /// They have left: their addresses answer no more.
+    Stopped,
+}
+
+/// What the job came to, printed once the nodes' fate is known.
+struct Report {
+    results: JobResults,
+    elapsed: Duration,
+    /// Bytes of the picture, when every task had an output.
+    png: Option<usize>,
+    /// Bytes of the verification picture, when written.
+    workers_png: Option<usize>,
+    defences: Defences,
+}
+
+impl Report {
+    fn exit_code(&self) -> ExitCode {
+        if self.png.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_report(report: &Report, members: &[Member], args: &DemoArgs, live: Liveness) {
+    if args.json {
+        println!("{}", report_json(report, members, args, live));
+    } else {
+        print!("{}", report_text(report, members, args, live));
+    }
+}
+
+/// Where the verification picture of `out` goes: `<stem>-workers.png` beside it.
+pub fn workers_path(out: &Path) -> PathBuf {
+    let mut name = out
+        .file_stem()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_else(|| "mandelbrot".into());
+    name.push("-workers.png");
+    out.with_file_name(name)
+}
+
+/// The verification picture's bands: per task, the picture's rows, the
+/// nodes that signed its accepted result and the nodes whose results were
+/// rejected (indices into `members`; signers outside the ring are left out).
+fn verification_bands<'a>(
+    picture: &Picture,
+    results: &'a JobResults,
+    members: &[Member],
+) -> anyhow::Result<Vec<workers::Band<'a>>> {
+    let index = |id: RingPos| member(members, id).map(|m| m.index);
+    let tiles = picture.tiles().context("cutting the picture into bands")?;
+    Ok(tiles
+        .iter()
+        .enumerate()
+        .map(|(t, tile)| {
+            let task = u32::try_from(t).unwrap_or(u32::MAX);
+            let mut accepted: Vec<usize> = results
+                .attestations(task)
+                .iter()
+                .filter_map(|a| index(a.peer().ring_pos()))
+                .collect();
+            accepted.sort_unstable();
+            accepted.dedup();
+            let mut rejected: Vec<usize> = results
+                .status
+                .rejected
+                .iter()
+                .filter(|r| r.task == task)
+                .filter_map(|r| index(r.worker.ring_pos()))
+                .collect();
+            rejected.sort_unstable();
+            rejected.dedup();
+            workers::Band {
+                rows: tile.height,
+                pixels: results.output(task).ok(),
+                accepted,
+                rejected,
+            }
+        })
+        .collect())
+}
+
+/// A node's label in the picture's legend: its index and the first hex
+/// digits of its ring id.
+fn legend_label(m: &Member) -> String {
+    let id = m.id.to_string();
+    format!("{} {}", m.index, id.get(..6).unwrap_or(&id))
 }
 
 async fn run_job(
@@ -158,7 +325,7 @@ async fn run_job(
     nodes: &[Node],
     members: &[Member],
     say: &impl Fn(String),
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Report> {
     let start = Instant::now();
     converge(nodes).await?;
     say(format!(
@@ -231,6 +398,15 @@ async fn run_job(
         .sum();
 
     let mut png = None;
+    // The verification picture first: it is wanted most when some band has
+    // no result.
+    let bands = verification_bands(picture, &results, members)?;
+    let legend: Vec<(usize, String)> = members.iter().map(|m| (m.index, legend_label(m))).collect();
+    let rgb = workers::draw(picture.width, &bands, &legend);
+    let bytes = picture.png(&rgb).context("encoding the verification PNG")?;
+    let path = workers_path(&args.out);
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    let workers_png = Some(bytes.len());
     if results.all_accepted() {
         let outputs = results.outputs()?;
         let rgb = picture
@@ -242,22 +418,13 @@ async fn run_job(
         png = Some(bytes.len());
     }
 
-    if args.json {
-        println!(
-            "{}",
-            report_json(&results, members, elapsed, args, png, &defences)
-        );
-    } else {
-        print!(
-            "{}",
-            report_text(&results, members, elapsed, args, png, &defences)
-        );
-    }
-    if png.is_some() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::from(2))
-    }
+    Ok(Report {
+        results,
+        elapsed,
+        png,
+        workers_png,
+        defences,
+    })
 }
 
 /// What the liar's forgeries came to.
@@ -331,14 +498,15 @@ fn who(members: &[Member], id: RingPos) -> String {
     }
 }
 
-fn report_text(
-    results: &JobResults,
-    members: &[Member],
-    elapsed: Duration,
-    args: &DemoArgs,
-    png: Option<usize>,
-    defences: &Defences,
-) -> String {
+fn report_text(report: &Report, members: &[Member], args: &DemoArgs, live: Liveness) -> String {
+    let Report {
+        results,
+        elapsed,
+        png,
+        workers_png,
+        defences,
+    } = report;
+    let elapsed = *elapsed;
     let s = &results.status;
     let summary = Summary::of(results, elapsed);
     let mut out = String::new();
@@ -392,10 +560,38 @@ fn report_text(
         "forged job copies refused by the honest nodes: {}\n",
         defences.copies_refused
     ));
-    out.push_str("metrics (Prometheus; /sd lists the whole ring):\n");
+    match live {
+        Liveness::Kept => {
+            out.push_str("metrics (Prometheus; /sd lists the whole ring), live until Ctrl-C:\n")
+        }
+        Liveness::Stopped => out.push_str(
+            "metrics (Prometheus), now stopped with the nodes; `chorus demo --keep` keeps them running:\n",
+        ),
+    }
     for m in members {
         if let Some(a) = m.metrics {
-            out.push_str(&format!("  node {}  http://{a}/metrics\n", m.index));
+            out.push_str(&format!(
+                "  node {}  metrics: http://{a}/metrics{}\n",
+                m.index,
+                if live == Liveness::Stopped {
+                    " (stopped)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if let Some(bytes) = workers_png {
+        out.push_str(&format!(
+            "verification picture: {} ({bytes} bytes): each band striped in the colours of the nodes whose results were accepted for it; a red outline marks a band where a result was rejected, hatched at its right end in the colour of whose it was; grey: no result\n",
+            workers_path(&args.out).display(),
+        ));
+        for m in members {
+            out.push_str(&format!(
+                "  {}  {}\n",
+                workers::hex(workers::node_colour(m.index)),
+                who(members, m.id)
+            ));
         }
     }
     match png {
@@ -410,15 +606,15 @@ fn report_text(
     out
 }
 
-fn report_json(
-    results: &JobResults,
-    members: &[Member],
-    elapsed: Duration,
-    args: &DemoArgs,
-    png: Option<usize>,
-    defences: &Defences,
-) -> Value {
-    let summary = Summary::of(results, elapsed);
+fn report_json(report: &Report, members: &[Member], args: &DemoArgs, live: Liveness) -> Value {
+    let Report {
+        results,
+        elapsed,
+        png,
+        workers_png,
+        defences,
+    } = report;
+    let summary = Summary::of(results, *elapsed);
     json!({
         "summary": summary,
         "nodes": members.iter().map(|m| json!({
@@ -426,6 +622,7 @@ fn report_json(
             "id": m.id.to_string(),
             "addr": m.addr.to_string(),
             "metrics_addr": m.metrics.map(|a| a.to_string()),
+            "colour": workers::hex(workers::node_colour(m.index)),
             "chaos": if m.liar { "corrupt-results,forge-results,forge-copies" } else { "off" },
         })).collect::<Vec<_>>(),
         "rejected_by_worker": rejections_by_worker(&results.status).iter().map(|(w, n)| json!({
@@ -439,6 +636,12 @@ fn report_json(
         "forged_copies_refused": defences.copies_refused,
         "liar_fetch_error": defences.liar_fetch_error,
         "png": png.map(|bytes| json!({"path": args.out.display().to_string(), "bytes": bytes})),
+        "workers_png": workers_png.map(|bytes| json!({
+            "path": workers_path(&args.out).display().to_string(),
+            "bytes": bytes,
+        })),
+        // Whether the nodes (and their metrics addresses) still run.
+        "kept_running": live == Liveness::Kept,
     })
 }
 
@@ -468,30 +671,7 @@ mod tests {
             task,
             worker: peer_at(w),
         };
-        let status = JobStatus {
-            job: JobId(RingPos(9)),
-            coordinator: Peer {
-                id: RingPos(1),
-                addr: "127.0.0.1:1".parse().unwrap(),
-            },
-            tasks: 3,
-            pending: 0,
-            running: 0,
-            verified: 3,
-            failed: 0,
-            replicas_run: 9,
-            disagreements: 3,
-            rejected: vec![rej(0, 5), rej(1, 2), rej(2, 5)],
-            done: true,
-            cancelled: false,
-            failovers: 0,
-            waiting_for_networks: 0,
-            replicas_per_task: 0.0,
-            spot_checks: 0,
-            reopened: 0,
-            reputation: Vec::new(),
-            version: 0,
-        };
+        let status = status(vec![rej(0, 5), rej(1, 2), rej(2, 5)]);
         assert_eq!(
             rejections_by_worker(&status),
             vec![(RingPos(5), 2), (RingPos(2), 1)]
@@ -505,6 +685,99 @@ mod tests {
         }];
         assert!(who(&members, RingPos(5)).contains("corrupt-results"));
         assert!(who(&members, RingPos(2)).contains("not in this ring"));
+    }
+
+    /// A finished job of 3 tasks with these rejections.
+    fn status(rejected: Vec<Rejection>) -> JobStatus {
+        JobStatus {
+            job: JobId(RingPos(9)),
+            coordinator: Peer {
+                id: RingPos(1),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
+            tasks: 3,
+            pending: 0,
+            running: 0,
+            verified: 3,
+            failed: 0,
+            replicas_run: 9,
+            disagreements: 3,
+            rejected,
+            done: true,
+            cancelled: false,
+            failovers: 0,
+            waiting_for_networks: 0,
+            replicas_per_task: 0.0,
+            spot_checks: 0,
+            reopened: 0,
+            reputation: Vec::new(),
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn the_report_calls_metrics_live_only_when_the_nodes_are_kept() {
+        let report = Report {
+            results: JobResults::from_parts(status(Vec::new()), Vec::new()),
+            elapsed: Duration::from_secs(1),
+            png: None,
+            workers_png: Some(10),
+            defences: Defences {
+                forged_refused: 0,
+                same_through_liar: true,
+                copies_refused: 0,
+                liar_fetch_error: None,
+            },
+        };
+        let members = [Member {
+            index: 0,
+            id: RingPos(5),
+            addr: "127.0.0.1:2".parse().unwrap(),
+            metrics: Some("127.0.0.1:3".parse().unwrap()),
+            liar: false,
+        }];
+        let args = DemoArgs {
+            nodes: 5,
+            out: PathBuf::from("out/pic.png"),
+            width: 640,
+            height: 480,
+            rows_per_task: 16,
+            max_iter: 1000,
+            json: false,
+            keep: false,
+        };
+        let stopped = report_text(&report, &members, &args, Liveness::Stopped);
+        assert!(
+            stopped.contains("metrics: http://127.0.0.1:3/metrics (stopped)"),
+            "{stopped}"
+        );
+        let kept = report_text(&report, &members, &args, Liveness::Kept);
+        assert!(
+            kept.contains("metrics: http://127.0.0.1:3/metrics\n"),
+            "{kept}"
+        );
+        assert!(kept.contains("out/pic-workers.png"), "{kept}");
+        assert!(kept.contains("#1f77b4  node 0"), "{kept}");
+        let v = report_json(&report, &members, &args, Liveness::Stopped);
+        assert_eq!(v["workers_png"]["path"], "out/pic-workers.png");
+        assert_eq!(v["kept_running"], false);
+        assert_eq!(v["nodes"][0]["colour"], "#1f77b4");
+    }
+
+    #[test]
+    fn the_verification_picture_sits_beside_the_picture() {
+        assert_eq!(
+            workers_path(Path::new("a/b/m.png")),
+            PathBuf::from("a/b/m-workers.png")
+        );
+        assert_eq!(
+            workers_path(Path::new("pic")),
+            PathBuf::from("pic-workers.png")
+        );
+        assert_eq!(
+            workers_path(Path::new("")),
+            PathBuf::from("mandelbrot-workers.png")
+        );
     }
 
     #[test]

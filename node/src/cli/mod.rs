@@ -60,7 +60,8 @@ pub enum Command {
     /// DIR`, `task test DIR` (then `chorus submit` its module).
     Task(task::TaskArgs),
     /// Start a local ring of nodes (one of them lying), run the Mandelbrot job
-    /// on it with verification, and write the picture as a PNG.
+    /// on it with verification, and write the picture and a picture of what
+    /// verification did (who was accepted, who rejected) as PNGs.
     Demo(demo::DemoArgs),
 }
 
