@@ -114,6 +114,11 @@ async fn demo(args: DemoArgs, picture: Picture, inputs: Vec<Vec<u8>>) -> anyhow:
         config.metrics = Some((host, 0).into());
         config.data_dir = None;
         config.bootstrap = nodes.first().map(|n| vec![n.me().addr]).unwrap_or_default();
+        // Uniform placement: the default ranks workers by measured speed,
+        // and a liar that measured itself slowest on a busy machine lost
+        // every draw (2 runs in 7 caught nobody). The demo is about
+        // verification, so every node gets its share of replicas.
+        config.jobs.placement = chorus_core::jobs::PlacementPolicy::Uniform;
         // The liar runs every adversary at once: it lies as a worker, forges
         // results for clients and forges copies of jobs it hears of.
         config.chaos = if i == liar {
