@@ -136,10 +136,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("connecting to {}", args.node))?;
         let submitted = tokio::select! {
             r = client.submit(&spec) => r.context("submitting the job")?,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted before job {job} was acknowledged; if it was, `{fetch}` fetches it");
-                return Ok(Waited::Interrupted);
-            }
+            _ = tokio::signal::ctrl_c() => return Ok(Waited::InterruptedUnacknowledged),
         };
         let record = JobRecord {
             job: submitted.to_string(),
@@ -152,7 +149,10 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 .map_or(0, |d| d.as_secs()),
         };
         if let Err(e) = save_record(&key_dir, &record) {
-            eprintln!("warning: cannot record job {job} in {}: {e:#}", key_dir.display());
+            eprintln!(
+                "warning: cannot record job {job} in {}: {e:#}",
+                key_dir.display()
+            );
         }
         if args.detach {
             client.close();
@@ -187,6 +187,12 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             eprintln!("interrupted: job {job} runs on; fetch its outputs with\n  {fetch}");
             Ok(ExitCode::from(130))
         }
+        Waited::InterruptedUnacknowledged => {
+            eprintln!(
+                "interrupted before job {job} was acknowledged: it may or may not exist; if it does,\n  {fetch}\nfetches it"
+            );
+            Ok(ExitCode::from(130))
+        }
     }
 }
 
@@ -196,8 +202,10 @@ enum Waited {
     Done(Box<chorus_sdk::client::JobResults>),
     /// `--detach`: acknowledged, not waited for.
     Detached,
-    /// SIGINT.
+    /// SIGINT after the job was acknowledged.
     Interrupted,
+    /// SIGINT before any node acknowledged the job.
+    InterruptedUnacknowledged,
 }
 
 /// Refuses at once what no node would run, with the node's own check
