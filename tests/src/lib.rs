@@ -470,3 +470,25 @@ pub fn chorus_bin() -> std::path::PathBuf {
     })
     .clone()
 }
+
+/// A fresh directory under the system's temp dir
+/// (`chorus-<prefix>-<pid>-<name>`), removed on drop. `.0` is its path.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates it, removing what a crashed earlier run of the same process
+    /// id may have left there.
+    pub fn new(prefix: &str, name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("chorus-{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -16,27 +16,9 @@ use std::time::{Duration, Instant};
 use chorus_node::author::build::BuildEnv;
 use chorus_node::cli::task::run_with;
 use chorus_node::cli::{Cli, Command};
-use chorus_tests::{TestNode, start_cluster};
+use chorus_tests::{TempDir, TestNode, start_cluster};
 use clap::Parser;
 use serde::Deserialize;
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("chorus-author-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One 3-node ring for every test of this file (started by the first that asks).
 fn ring() -> &'static [TestNode] {
@@ -109,7 +91,7 @@ struct Summary {
 /// `check` judges the output bytes. Returns the project directory's module.
 fn new_to_verified(lang: &str, check: impl Fn(&[u8])) -> (TempDir, PathBuf) {
     let start = Instant::now();
-    let tmp = TempDir::new(lang);
+    let tmp = TempDir::new("author", lang);
     let dir = tmp.0.join(format!("my-{lang}-task"));
     let said = task(&["new", s(&dir), "--lang", lang]).expect("task new");
     assert!(said.contains("task test"), "{said}");
@@ -272,7 +254,7 @@ fn c_template_goes_from_new_to_a_verified_result_and_test_rebuilds_a_stale_modul
 
 #[test]
 fn rust_template_builds_the_same_bytes_in_two_directories() {
-    let tmp = TempDir::new("twice");
+    let tmp = TempDir::new("author", "twice");
     let mut built = Vec::new();
     for side in ["a", "b/deeper"] {
         let dir = tmp.0.join(side).join("same-task");
@@ -301,7 +283,7 @@ fn rust_template_builds_the_same_bytes_in_two_directories() {
 
 #[test]
 fn task_new_refuses_a_non_empty_directory_and_a_missing_sdk() {
-    let tmp = TempDir::new("refuse");
+    let tmp = TempDir::new("author", "refuse");
     let full = tmp.0.join("full");
     std::fs::create_dir_all(&full).expect("dir");
     std::fs::write(full.join("notes.txt"), b"mine").expect("file");
@@ -359,7 +341,7 @@ fn child_runs_chorus() {
 
 #[test]
 fn a_missing_toolchain_is_one_line_naming_it() {
-    let tmp = TempDir::new("missing");
+    let tmp = TempDir::new("author", "missing");
     for (lang, says) in [
         (
             "rust",

@@ -3,7 +3,6 @@
 //! restart of the coordinator.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,27 +12,10 @@ use chorus_node::net::NodeConfig;
 use chorus_sdk::identity::Identity;
 use chorus_sdk::job::TaskResult;
 use chorus_tests::{
-    TestNode, next_host, ring_consistent, start_cluster, status, wait_for_results, wait_until,
+    TempDir, TestNode, next_host, ring_consistent, start_cluster, status, wait_for_results,
+    wait_until,
 };
 use clap::Parser;
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("chorus-trust-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn chorus(args: &[&str]) -> ExitCode {
     let cli = Cli::try_parse_from(std::iter::once("chorus").chain(args.iter().copied()))
@@ -46,7 +28,7 @@ fn liars_lose_their_trust_and_a_restarted_coordinator_remembers_it() {
     // 4 honest nodes on their own networks, one `corrupt-results` node, and
     // a `collude` pair sharing one address. Uniform placement, so that the
     // liars get work.
-    let dirs = TempDir::new("ring");
+    let dirs = TempDir::new("trust", "ring");
     let corrupt = 4;
     let shared = IpAddr::V4(Ipv4Addr::new(127, 0, 252, 1));
     let data = |i: usize| dirs.0.join(format!("node{i}"));
