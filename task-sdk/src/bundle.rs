@@ -577,6 +577,28 @@ mod tests {
     }
 
     #[test]
+    fn task_arguments_are_bounded() {
+        let with = |args: Vec<String>| {
+            let mut m = Manifest::new("x", "1", [0; 32]);
+            m.args = args;
+            m.check()
+        };
+        assert!(with(vec!["a".into(); MAX_ARGS]).is_ok());
+        assert!(with(vec!["a".into(); MAX_ARGS + 1]).is_err());
+        assert!(with(vec!["a".repeat(MAX_ARGS_BYTES)]).is_ok());
+        assert!(with(vec!["a".repeat(MAX_ARGS_BYTES + 1)]).is_err());
+        assert!(with(vec!["a\0b".into()]).is_err());
+        // Signing refuses what the check refuses.
+        let who = Identity::generate().unwrap();
+        let mut m = Manifest::new("x", "1", who.public_key());
+        m.args = vec!["a".into(); MAX_ARGS + 1];
+        assert!(matches!(
+            Bundle::sign(m, vec![], &who),
+            Err(BundleError::BadManifest(_))
+        ));
+    }
+
+    #[test]
     fn limits_ceiling() {
         let ceiling = Limits::default();
         assert_eq!(ceiling.first_above(&ceiling), None);
