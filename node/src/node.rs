@@ -12,6 +12,7 @@ use chorus_core::ring::{self, LookupDone, LookupError, RingNode};
 use chorus_sdk::capacity::{CapacityError, CapacityRecord};
 use chorus_sdk::frame::RING_FRAME_CAP;
 use chorus_sdk::identity::{Identity, IdentityError, PeerId};
+use chorus_sdk::link::LinkEmulation;
 use chorus_sdk::transport::{Transport, TransportError};
 use chorus_sdk::wire::{Peer, Request, Response, RingView};
 use tokio::task::JoinHandle;
@@ -56,6 +57,9 @@ pub struct NodeConfig {
     pub serve: ServeLimits,
     /// Most bytes of compiled modules kept in `DATA_DIR/modules`. Default 1 GiB.
     pub module_cache_bytes: u64,
+    /// Testing aid: delay, jitter and loss on every datagram this node sends
+    /// (see [`chorus_sdk::link`]). Default `None`.
+    pub emulate_link: Option<LinkEmulation>,
 }
 
 /// All cores but one, at least one.
@@ -83,6 +87,7 @@ impl NodeConfig {
             jobs: JobsConfig::default(),
             serve: ServeLimits::default(),
             module_cache_bytes: 1 << 30,
+            emulate_link: None,
         }
     }
 }
@@ -221,7 +226,7 @@ impl Node {
             return Err(NodeError::NoWork(identity.peer_id()));
         }
         let identity = Arc::new(identity);
-        let transport = Transport::server(&identity, config.listen)?;
+        let transport = Transport::server_with(&identity, config.listen, config.emulate_link)?;
         let bound = transport
             .endpoint()
             .local_addr()

@@ -52,6 +52,8 @@ pub mod guest;
 pub mod identity;
 #[cfg(feature = "net")]
 pub mod job;
+#[cfg(feature = "net")]
+pub mod link;
 #[cfg(feature = "mandelbrot")]
 pub mod mandelbrot;
 #[cfg(feature = "net")]

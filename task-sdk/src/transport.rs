@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::frame::{self, FrameError};
 use crate::identity::{Identity, PeerId};
+use crate::link::{EmulatedSocket, LinkEmulation};
 use crate::tls;
 
 /// Default timeout of one RPC (connect + request + response).
@@ -99,6 +100,32 @@ impl NetStats {
     }
 }
 
+/// A seed for the link emulator's draws: the node's key, so two nodes differ.
+fn seed_of(id: &PeerId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// A server endpoint on `addr` whose socket is wrapped in the link emulator.
+fn emulated_endpoint(
+    cfg: quinn::ServerConfig,
+    addr: SocketAddr,
+    link: LinkEmulation,
+    seed: u64,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let inner = runtime.wrap_udp_socket(socket)?;
+    let socket = EmulatedSocket::new(inner, link, seed);
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket,
+        runtime,
+    )
+}
+
 /// A QUIC endpoint with our identity and a per-address connection cache.
 #[derive(Clone, Debug)]
 pub struct Transport {
@@ -111,14 +138,28 @@ pub struct Transport {
 impl Transport {
     /// Binds a node endpoint on `addr` that both accepts and dials.
     pub fn server(identity: &Identity, addr: SocketAddr) -> Result<Self, TransportError> {
+        Self::server_with(identity, addr, None)
+    }
+
+    /// [`Transport::server`] whose outgoing datagrams pass through an
+    /// emulated link (a testing aid; see [`crate::link`]). Must be called
+    /// inside a tokio runtime.
+    pub fn server_with(
+        identity: &Identity,
+        addr: SocketAddr,
+        link: Option<LinkEmulation>,
+    ) -> Result<Self, TransportError> {
         let server =
             tls::server_config(identity).map_err(|e| TransportError::Endpoint(e.to_string()))?;
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server)
             .map_err(|e| TransportError::Endpoint(e.to_string()))?;
         let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
         cfg.transport_config(transport_config());
-        let endpoint = quinn::Endpoint::server(cfg, addr)
-            .map_err(|e| TransportError::Endpoint(e.to_string()))?;
+        let endpoint = match link {
+            None => quinn::Endpoint::server(cfg, addr),
+            Some(link) => emulated_endpoint(cfg, addr, link, seed_of(&identity.peer_id())),
+        }
+        .map_err(|e| TransportError::Endpoint(e.to_string()))?;
         Self::finish(identity, endpoint)
     }
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use chorus_sdk::link::LinkEmulation;
+
 use crate::jobs::Chaos;
 use crate::node::{Node, NodeConfig, default_cores};
 
@@ -59,6 +61,11 @@ pub struct NodeArgs {
     /// Replica diversity for IPv6 workers, in leading bits (48: one per /48).
     #[arg(long, value_name = "BITS", default_value_t = 48, value_parser = clap::value_parser!(u32).range(0..=128))]
     pub diversity_v6: u32,
+    /// Testing aid, off by default: emulate a slow, lossy link on every
+    /// datagram this node sends, e.g. `delay=50ms,jitter=10ms,loss=0.01`
+    /// (delay ± uniform jitter, independent loss; for kernels without netem).
+    #[arg(long, value_name = "SPEC")]
+    pub emulate_link: Option<LinkEmulation>,
 }
 
 /// Values of `chorus node --chaos` (see `chorus_node::jobs::Chaos`).
@@ -113,7 +120,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
         config.jobs.diversity_v4 = args.diversity_v4;
         config.jobs.diversity_v6 = args.diversity_v6;
+        config.emulate_link = args.emulate_link.filter(|l| !l.is_off());
         let config_chaos = config.chaos;
+        let link = config.emulate_link;
         let bootstrap = config.bootstrap.clone();
         let node = Node::start(config).await.context("starting the node")?;
         eprintln!(
@@ -126,6 +135,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 "warning: chaos mode {}: this node lies on purpose (a testing aid; never on a grid you share)",
                 config_chaos.names().join(", ")
             );
+        }
+        if let Some(link) = link {
+            eprintln!("warning: emulated link {link}: every datagram this node sends is delayed or dropped (a testing aid)");
         }
         // Say whether the node found the ring, while waiting for a signal.
         {
