@@ -47,6 +47,6 @@ pub mod sim;
 
 pub use id::RingPos;
 pub use ring::{
-    Address, Config, Event, LookupDone, LookupError, LookupId, Peer, Request, RequestId, Response,
-    RingNode, Step, Time, Transmit,
+    Address, Config, Event, Jitter, LookupDone, LookupError, LookupId, Peer, Request, RequestId,
+    Response, RingNode, Step, Time, Transmit,
 };
