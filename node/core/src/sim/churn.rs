@@ -10,7 +10,7 @@
 //! fraction of failed lookups and the mean number of timeouts per lookup, with
 //! 95% confidence intervals over runs.
 //!
-//! [`run`] does one such run on the [`Sim`](super::Sim): the real
+//! [`run`] does one such run on the [`Sim`]: the real
 //! [`RingNode`](crate::RingNode) state machines, the simulator's latency,
 //! RPC timeout and oracle. Churn and lookups interleave in virtual time;
 //! every lookup is judged by the oracle at the moment it completes (the owner
