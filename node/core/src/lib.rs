@@ -24,6 +24,7 @@
 //!     successor list and finger table bookkeeping;
 //!   - `ring::tests`: unit tests of a few [`RingNode`]s driven in memory.
 //! - [`sim`]: deterministic simulators:
+//!   - [`sim::churn`]: lookups under churn, the Chord paper's Table III;
 //!   - [`sim::ring`]: up to 10^6 [`RingNode`]s in one process, with latency,
 //!     failures, churn and invariant checks against an oracle;
 //!   - [`sim::jobs`]: one job's state machine against 10^5 modelled workers,
@@ -47,6 +48,6 @@ pub mod sim;
 
 pub use id::RingPos;
 pub use ring::{
-    Address, Config, Event, LookupDone, LookupError, LookupId, Peer, Request, RequestId, Response,
-    RingNode, Step, Time, Transmit,
+    Address, Config, Event, Jitter, LookupDone, LookupError, LookupId, Peer, Request, RequestId,
+    Response, RingNode, Step, Time, Transmit,
 };

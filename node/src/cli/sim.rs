@@ -6,6 +6,8 @@
 //! Table II setting), then runs lookups from random live nodes for random keys
 //! and checks every answer against the true owner.
 
+pub mod churn;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -74,6 +76,9 @@ pub enum SimWhat {
     /// reputation code) against many modelled workers, some lying, in virtual
     /// time; seeded and replayable.
     Jobs(JobSimArgs),
+    /// Lookups while nodes join and crash (Poisson, rate R each), judged by
+    /// the oracle: the Chord paper's Table III (`--table3`).
+    LookupsUnderChurn(churn::ChurnArgs),
 }
 
 /// Arguments of `chorus sim jobs`.
@@ -159,8 +164,10 @@ pub struct JobSimArgs {
 
 /// Runs `chorus sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    if let Some(SimWhat::Jobs(a)) = args.what {
-        return run_jobs(a);
+    match args.what {
+        Some(SimWhat::Jobs(a)) => return run_jobs(a),
+        Some(SimWhat::LookupsUnderChurn(a)) => return churn::run(a),
+        None => {}
     }
     if args.nodes == 0 || args.nodes > u32::MAX as usize {
         bail!("--nodes must be between 1 and {}", u32::MAX);

@@ -100,6 +100,29 @@ pub struct Config {
     /// lookup, but a node that joined less than `successors` stabilize rounds
     /// ago may be missed by nodes a few places before it. Default false.
     pub answer_from_successor_list: bool,
+    /// How the maintenance intervals (stabilize, fix fingers, check
+    /// predecessor) vary from one round to the next. Default
+    /// [`Jitter::UpToTenthLate`].
+    pub timer_jitter: Jitter,
+}
+
+/// How much a periodic maintenance interval varies, so that nodes do not run
+/// in lock step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Jitter {
+    /// Each interval `i` is drawn from `[i, 1.1·i]`: rounds come a little
+    /// late, never early. The node's choice: the configured interval is a
+    /// floor on the maintenance rate.
+    #[default]
+    UpToTenthLate,
+    /// Each interval `i` is drawn uniformly from `[i·(1 − p), i·(1 + p)]`
+    /// with `p = percent / 100` (at most 100): the mean stays `i`. The
+    /// Chord paper's simulations (ToN 2003, section V-E) use 50: stabilize
+    /// every 15 to 45 s, mean 30.
+    Symmetric {
+        /// Half the width of the range, in percent of the interval.
+        percent: u8,
+    },
 }
 
 impl Default for Config {
@@ -115,6 +138,7 @@ impl Default for Config {
             verify_owner_claim: true,
             join_retry_interval: 1000,
             answer_from_successor_list: false,
+            timer_jitter: Jitter::default(),
         }
     }
 }
@@ -490,7 +514,14 @@ impl<A: Address> RingNode<A> {
 
     fn jittered(&mut self, interval: Time) -> Time {
         let interval = interval.max(1);
-        interval.saturating_add(self.rng.below(interval / 10 + 1))
+        match self.config.timer_jitter {
+            Jitter::UpToTenthLate => interval.saturating_add(self.rng.below(interval / 10 + 1)),
+            Jitter::Symmetric { percent } => {
+                let half = interval.saturating_mul(u64::from(percent.min(100))) / 100;
+                let lo = (interval - half).max(1);
+                self.rng.range(lo, interval.saturating_add(half))
+            }
+        }
     }
 
     fn neighbor_ids(&self) -> (Option<RingPos>, RingPos) {

@@ -763,3 +763,38 @@ fn random_garbage_never_panics() {
         assert!(n.pending_requests() <= outstanding.len());
     }
 }
+
+#[test]
+fn symmetric_jitter_spreads_rounds_around_the_interval() {
+    // The Chord paper's setting: stabilize every 15 to 45 s, mean 30 s.
+    let far = 1_000_000_000_000;
+    let mut n = RingNode::with_state(
+        peer(100),
+        Config {
+            stabilize_interval: 30_000,
+            fix_fingers_interval: far,
+            check_predecessor_interval: far,
+            timer_jitter: Jitter::Symmetric { percent: 50 },
+            ..Config::default()
+        },
+        11,
+        None,
+        vec![peer(200)],
+        Vec::new(),
+    );
+    let mut gaps = Vec::new();
+    let mut at = n.poll_timeout().expect("a joined node has timers");
+    for _ in 0..2000 {
+        n.handle_timeout(at);
+        // The successor never answers; only the timer matters here.
+        transmits(&mut n);
+        let next = n.poll_timeout().expect("timers");
+        gaps.push(next - at);
+        at = next;
+    }
+    let (lo, hi) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+    let mean = gaps.iter().sum::<u64>() as f64 / gaps.len() as f64;
+    assert!(*lo >= 15_000 && *hi <= 45_000, "range {lo}..{hi}");
+    assert!(*lo < 17_000 && *hi > 43_000, "range {lo}..{hi} too narrow");
+    assert!((29_000.0..31_000.0).contains(&mean), "mean {mean}");
+}
