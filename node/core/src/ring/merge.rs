@@ -76,9 +76,8 @@ pub(super) struct MergeState<A> {
     /// Checks waiting for a slot.
     queue: Vec<Peer<A>>,
     /// Checks running: the lookup id (while the lookup runs) and the peer.
+    /// The others that run are `MergeOwner` requests in `pending`.
     lookups: Vec<(u64, Peer<A>)>,
-    /// Checks running in total (lookups and questions to owners).
-    in_flight: usize,
     /// Ids checked lately and when.
     recent: Vec<(RingPos, Time)>,
     /// Checks that may still start this probe interval.
@@ -91,7 +90,6 @@ impl<A> Default for MergeState<A> {
             remembered: Vec::new(),
             queue: Vec::new(),
             lookups: Vec::new(),
-            in_flight: 0,
             recent: Vec::new(),
             budget: MERGE_BUDGET,
         }
@@ -284,15 +282,25 @@ impl<A: Address> RingNode<A> {
             recent.remove(0);
         }
         recent.push((p.id, now));
-        if self.merge.in_flight < MERGE_IN_FLIGHT {
+        if self.merge_checks_running() < MERGE_IN_FLIGHT {
             self.start_merge_check(now, p);
         } else if self.merge.queue.len() < MERGE_QUEUE {
             self.merge.queue.push(p);
         }
     }
 
+    /// Checks running: looking up their peer, or asking its owner.
+    fn merge_checks_running(&self) -> usize {
+        self.merge.lookups.len()
+            + self
+                .pending
+                .0
+                .iter()
+                .filter(|(_, p)| matches!(p.purpose, Purpose::MergeOwner { .. }))
+                .count()
+    }
+
     fn start_merge_check(&mut self, now: Time, p: Peer<A>) {
-        self.merge.in_flight += 1;
         // A node that belongs right next to us: confirm it, then adopt it.
         let me = self.me.id;
         let succ = self.successor().id;
@@ -422,8 +430,7 @@ impl<A: Address> RingNode<A> {
     }
 
     fn merge_check_done(&mut self, now: Time) {
-        self.merge.in_flight = self.merge.in_flight.saturating_sub(1);
-        if self.merge.in_flight < MERGE_IN_FLIGHT && !self.merge.queue.is_empty() {
+        if self.merge_checks_running() < MERGE_IN_FLIGHT && !self.merge.queue.is_empty() {
             let p = self.merge.queue.remove(0);
             if self.merge.queue.is_empty() {
                 self.merge.queue = Vec::new();

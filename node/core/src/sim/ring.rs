@@ -1153,6 +1153,19 @@ mod tests {
         assert!(matches!(sim.check_weak(), Err(Violation::ManyRings(_))));
     }
 
+    /// `chorus sim --nodes 10000 --partition 0.5 --partition-rounds 30`,
+    /// without building the node: `cargo test -p chorus-core --release --
+    /// --ignored --nocapture ten_thousand`.
+    #[test]
+    #[ignore = "measurement, a few seconds in release"]
+    fn ten_thousand_nodes_split_in_half_heal() {
+        let start = std::time::Instant::now();
+        let mut sim = Sim::oracle_ring(cfg(1), 10_000);
+        let r = sim.partition_and_heal(0.5, 30, 2000);
+        eprintln!("{r:?} in {:.1} s", start.elapsed().as_secs_f64());
+        assert!(r.healed, "{r:?}");
+    }
+
     #[test]
     fn the_oracle_owner_wraps_round() {
         let sim = Sim::oracle_ring(cfg(6), 10);
