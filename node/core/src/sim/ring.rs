@@ -117,8 +117,9 @@ pub struct PartitionReport {
     /// Whether each side was one consistent ring of its own when the
     /// partition healed (every successor and predecessor right within it).
     pub sides_whole_at_heal: bool,
-    /// Sizes of the rings Zave's best-successor graph held when the
-    /// partition healed (one entry: one ring).
+    /// Sizes of the loops each side's best-successor graph (first successor
+    /// on the same side) held when the partition healed: two entries when
+    /// each side repaired into one ring; more when a side broke into loops.
     pub rings_at_heal: Vec<usize>,
     /// Stabilize intervals from the heal until the ring was one and
     /// consistent (or `max_rounds` if it never was).
@@ -497,11 +498,8 @@ impl Sim {
         let [a, b] = self.sides();
         let sides_whole_at_heal =
             self.check_members(&a).is_ok() && (b.is_empty() || self.check_members(&b).is_ok());
-        let rings_at_heal = match self.check_weak() {
-            Ok(()) => vec![self.live.len()],
-            Err(Violation::ManyRings(sizes)) => sizes,
-            Err(_) => Vec::new(),
-        };
+        let mut rings_at_heal = self.loops(false);
+        rings_at_heal.extend(self.loops(true));
         let remembered: usize = self
             .live
             .iter()
@@ -782,6 +780,52 @@ impl Sim {
     }
 
     // ---- internals ----
+
+    /// The sizes of the loops that following each member's first successor
+    /// on side `side` of the partition (not across it) runs into.
+    fn loops(&self, side: bool) -> Vec<usize> {
+        let member = |a: u32| self.is_member(a) && self.on_side_1(a) == side;
+        let best = |a: u32| {
+            self.nodes[a as usize]
+                .node
+                .successors()
+                .iter()
+                .find(|p| member(p.addr))
+                .map(|p| p.addr)
+        };
+        // 0 unseen, 1 on the current path, 2 done.
+        let mut colour = vec![0u8; self.nodes.len()];
+        let mut sizes = Vec::new();
+        let mut path = Vec::new();
+        for (_, a) in self.live.iter().filter(|(_, a)| member(*a)) {
+            let mut at = Some(*a);
+            path.clear();
+            while let Some(x) = at
+                && colour[x as usize] == 0
+            {
+                colour[x as usize] = 1;
+                path.push(x);
+                at = best(x);
+            }
+            if let Some(x) = at
+                && colour[x as usize] == 1
+            {
+                let mut size = 1;
+                let mut y = best(x);
+                while let Some(z) = y
+                    && z != x
+                {
+                    size += 1;
+                    y = best(z);
+                }
+                sizes.push(size);
+            }
+            for p in &path {
+                colour[*p as usize] = 2;
+            }
+        }
+        sizes
+    }
 
     fn on_side_1(&self, a: u32) -> bool {
         self.side
