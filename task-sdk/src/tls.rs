@@ -23,7 +23,9 @@ use crate::identity::{Identity, PeerId};
 /// Version 3: signed terms and bounded batches. Version 4: adaptive
 /// verification (a policy's mode and error target, a result's accepting
 /// rule), which an older node would misread as full verification.
-pub const ALPN: &[u8] = b"chorus/5";
+/// Version 6: the ring's `Merge` request (ring unification after a
+/// partition), which an older node cannot decode.
+pub const ALPN: &[u8] = b"chorus/6";
 
 /// Server name used when dialling an address whose id we do not know yet.
 pub const ANY_PEER: &str = "any.chorus";

@@ -21,6 +21,8 @@ use chorus_sdk::wire::{Request, Response, RingView, WireError};
 #[path = "../../examples/primes/src/kernel.rs"]
 pub mod primes;
 
+pub mod netns;
+
 /// `n` primes tasks counting primes in consecutive ranges of `width`.
 pub fn prime_ranges(n: u64, width: u64) -> Vec<primes::Range> {
     (0..n)

@@ -139,3 +139,35 @@ fn a_seed_replays_the_same_run() {
     assert_eq!(run(42), run(42));
     assert_ne!(run(42).2, run(43).2);
 }
+
+#[test]
+fn a_partition_heals_into_one_ring() {
+    // Plain Chord leaves two rings behind a partition for good; ring
+    // unification (probing the peers dropped during it) makes them one.
+    let seed = 0x5EED_5917;
+    let mut sim = Sim::joined_ring(config(seed), 1000, 1000);
+    sim.converge(200)
+        .unwrap_or_else(|v| panic!("seed {seed}: no convergence: {v}"));
+    // 30% cut off for 30 stabilize intervals (15 s).
+    let p = sim.partition_and_heal(0.3, 30, 400);
+    assert_eq!(p.sides, [700, 300], "seed {seed}");
+    // Each side repaired into one or more loops of its own (the minority
+    // side can break into several: a node whose whole successor list was
+    // across the cut falls back to a finger), none of which plain Chord
+    // would ever merge.
+    assert!(
+        p.rings_at_heal.len() >= 2,
+        "seed {seed}: the cut did not split the ring: {p:?}"
+    );
+    assert!(p.healed, "seed {seed}: still split: {p:?}");
+    // Well within a minute of virtual time.
+    assert!(p.heal_ms < 60_000, "seed {seed}: {p:?}");
+    if let Err(v) = sim.check_weak() {
+        panic!("seed {seed}: after the heal: {v}");
+    }
+    sim.reset_stats();
+    sim.run_lookups(2000);
+    let r = sim.report();
+    assert_eq!(r.nodes, 1000);
+    assert_lookups_right(&sim, &r, "lookups after the partition healed");
+}

@@ -61,6 +61,15 @@ pub struct SimArgs {
     /// How many churn rounds to run (with --churn).
     #[arg(long, default_value_t = 30)]
     pub churn_rounds: u64,
+    /// Partition the network after building the ring: this fraction of the
+    /// nodes (chosen at random) cannot reach the others for
+    /// --partition-rounds stabilize intervals; then it heals and the run
+    /// goes on until the ring is one again (or --max-rounds).
+    #[arg(long, default_value_t = 0.0)]
+    pub partition: f64,
+    /// How long the partition lasts, in stabilize intervals.
+    #[arg(long, default_value_t = 30)]
+    pub partition_rounds: u64,
     /// Give up on repair after this many stabilize intervals.
     #[arg(long, default_value_t = 2000)]
     pub max_rounds: u64,
@@ -196,6 +205,15 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         Sim::oracle_ring(cfg, args.nodes)
     };
 
+    let mut partition = None;
+    if args.partition > 0.0 {
+        if !(0.0..1.0).contains(&args.partition) {
+            bail!("--partition must be in (0, 1)");
+        }
+        let p = sim.partition_and_heal(args.partition, args.partition_rounds, args.max_rounds);
+        partition = Some(p);
+    }
+
     let mut violations = 0;
     let mut churn_rounds = 0;
     let mut first_violation = None;
@@ -243,11 +261,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     report.stabilize_rounds = rounds;
     report.churn_rounds = churn_rounds;
     report.invariant_violations = violations;
+    report.partition = partition;
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
 
     let ok = report.wrong_owner == 0
         && report.failed_lookups == 0
+        && report.partition.as_ref().is_none_or(|p| p.healed)
         && repair_error.is_none()
         && violations == 0;
     if args.json {
@@ -289,6 +309,30 @@ fn print_summary(r: &Report, args: &SimArgs, repair_error: Option<&str>) {
             args.churn * 100.0,
             r.invariant_violations
         );
+    }
+    if let Some(p) = &r.partition {
+        println!(
+            "partition: {} | {} nodes apart for {} rounds; then {} ring(s){}; messages {}",
+            p.sides[0],
+            p.sides[1],
+            p.partition_rounds,
+            p.rings_at_heal.len(),
+            if p.sides_whole_at_heal {
+                ", each side whole"
+            } else {
+                ""
+            },
+            p.messages_partition
+        );
+        match &p.error {
+            None => println!(
+                "heal: one ring after {} stabilize rounds ({:.1} s virtual), {} messages",
+                p.heal_rounds,
+                p.heal_ms as f64 / 1000.0,
+                p.messages_heal
+            ),
+            Some(e) => println!("heal: NOT one ring after {} rounds: {e}", p.heal_rounds),
+        }
     }
     if args.fail > 0.0 {
         if args.no_repair {

@@ -182,6 +182,14 @@ impl<A: Address> RingNode<A> {
             }
             (Phase::Routing, Response::FindSuccessor(Step::Next { candidates })) => {
                 l.hops += 1;
+                if l.kind != LookupKind::Merge {
+                    // Peers seen in lookups are what a node of another ring
+                    // may one day know us by.
+                    self.sample(&candidates);
+                }
+                let Some(l) = self.lookups.get_mut(&lid) else {
+                    return;
+                };
                 l.last = target.clone();
                 let me = self.me.id;
                 let key = l.key;
@@ -317,7 +325,7 @@ impl<A: Address> RingNode<A> {
             && match l.kind {
                 LookupKind::User(_) => self.config.verify_owner,
                 LookupKind::Join => true,
-                LookupKind::Finger(_) => false,
+                LookupKind::Finger(_) | LookupKind::Merge => false,
             };
         if !verify {
             let done = self.done(lid, owner);
@@ -445,6 +453,7 @@ impl<A: Address> RingNode<A> {
                     self.finger_found(i, done.owner);
                 }
             }
+            LookupKind::Merge => self.merge_lookup_done(now, lid, result),
         }
     }
 }
@@ -483,6 +492,8 @@ pub(super) enum LookupKind {
     User(LookupId),
     Join,
     Finger(u8),
+    /// Is this id's node in our ring? (ring unification)
+    Merge,
 }
 
 #[derive(Debug)]

@@ -266,6 +266,7 @@ impl<A: Address> RingNode<A> {
             }
         }
         if found {
+            self.remember(peer.clone(), false);
             self.events.push_back(Event::PeerDropped(peer));
         }
     }

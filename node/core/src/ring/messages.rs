@@ -49,6 +49,15 @@ pub enum Request<A> {
         /// Its successor list, for its predecessor to splice in.
         successors: Vec<Peer<A>>,
     },
+    /// Ring unification: "these nodes may belong to a ring other than yours".
+    /// The receiver looks up (at most [`MERGE_PEERS`](super::MERGE_PEERS)
+    /// of) them in its own ring and introduces each one missing there to
+    /// that ring's nodes around it; it adopts none of them before they
+    /// answered it themselves. Answered with `Ack`.
+    Merge {
+        /// Nodes of the sender's ring, usually two consecutive ones.
+        peers: Vec<Peer<A>>,
+    },
 }
 
 /// Ring RPC responses.
@@ -65,7 +74,7 @@ pub enum Response<A> {
         /// Its successor list, nearest first (just itself when it is alone).
         successors: Vec<Peer<A>>,
     },
-    /// Answer to `Notify`, `Ping` and `Leave`.
+    /// Answer to `Notify`, `Ping`, `Leave` and `Merge`.
     Ack,
 }
 

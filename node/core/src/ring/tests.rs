@@ -729,6 +729,10 @@ fn random_garbage_never_panics() {
                 n.lookup(now, RingPos(rng.next_u64()));
             }
             4 => n.handle_timeout(now),
+            5 if rng.below(2) == 0 => {
+                let peers = peers(&mut rng, &mut rand_peer);
+                n.handle_request(now, Request::Merge { peers });
+            }
             _ => {
                 if outstanding.is_empty() {
                     continue;
@@ -775,6 +779,8 @@ fn symmetric_jitter_spreads_rounds_around_the_interval() {
             fix_fingers_interval: far,
             check_predecessor_interval: far,
             timer_jitter: Jitter::Symmetric { percent: 50 },
+            // Only stabilize's timer: no probes of remembered peers.
+            merge_probe_interval: 0,
             ..Config::default()
         },
         11,
@@ -797,4 +803,256 @@ fn symmetric_jitter_spreads_rounds_around_the_interval() {
     assert!(*lo >= 15_000 && *hi <= 45_000, "range {lo}..{hi}");
     assert!(*lo < 17_000 && *hi > 43_000, "range {lo}..{hi} too narrow");
     assert!((29_000.0..31_000.0).contains(&mean), "mean {mean}");
+}
+
+// ---- ring unification (merge.rs) ----
+
+/// A consistent ring of `ids` (ascending, each below 2^32 so that it is also
+/// the node's address), built from the oracle as the simulator does.
+fn ring_of(ids: &[u64], config: &Config, seed: u64) -> Vec<RingNode<u32>> {
+    let n = ids.len();
+    (0..n)
+        .map(|k| {
+            let me = peer(ids[k]);
+            let succs: Vec<Peer<u32>> = (1..n).map(|d| peer(ids[(k + d) % n])).collect();
+            let fingers = (0..64u32)
+                .map(|i| {
+                    let start = me.id.finger_start(i);
+                    let j = ids.partition_point(|id| RingPos(*id) < start) % n;
+                    (i, peer(ids[j]))
+                })
+                .collect();
+            RingNode::with_state(
+                me,
+                config.clone(),
+                seed + k as u64,
+                Some(peer(ids[(k + n - 1) % n])),
+                succs,
+                fingers,
+            )
+        })
+        .collect()
+}
+
+/// Runs timers and delivers messages in 100 ms steps from `from` until
+/// `done` holds or `until` is reached; returns the time it held.
+fn run_until(
+    nodes: &mut [RingNode<u32>],
+    from: Time,
+    until: Time,
+    mut done: impl FnMut(&[RingNode<u32>]) -> bool,
+) -> Option<Time> {
+    let mut now = from;
+    while now <= until {
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        pump(nodes, now);
+        if done(nodes) {
+            return Some(now);
+        }
+        now += 100;
+    }
+    None
+}
+
+/// Whether every node's successor and predecessor are its true neighbours
+/// among all of `nodes`.
+fn one_ring(nodes: &[RingNode<u32>]) -> bool {
+    let mut ids: Vec<RingPos> = nodes.iter().map(|n| n.me().id).collect();
+    ids.sort_unstable();
+    let k = ids.len();
+    nodes.iter().all(|n| {
+        let i = ids.iter().position(|id| *id == n.me().id).unwrap_or(0);
+        n.successor().id == ids[(i + 1) % k]
+            && n.predecessor().map(|p| p.id) == Some(ids[(i + k - 1) % k])
+    })
+}
+
+fn merge_config() -> Config {
+    Config {
+        successors: 4,
+        verify_owner: false,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn two_rings_that_learn_of_one_peer_become_one() {
+    // Two interleaved rings of twelve nodes each (the hardest case: every
+    // node's true neighbours are in the other ring), longer than the
+    // successor lists, so only a walk of both rings can merge them.
+    let a: Vec<u64> = (1..=12).map(|k| k * 1000).collect();
+    let b: Vec<u64> = (1..=12).map(|k| k * 1000 + 500).collect();
+    let cfg = merge_config();
+    let mut nodes = ring_of(&a, &cfg, 1);
+    nodes.extend(ring_of(&b, &cfg, 100));
+    // Each ring is whole on its own: without a contact nothing happens.
+    assert_eq!(run_until(&mut nodes, 0, 20_000, one_ring), None);
+    assert!(nodes.iter().all(|n| n.remembered().count() == 0));
+    // One node of A hears of one node of B (as if it had dropped it).
+    nodes[0].remember(peer(7500), false);
+    let t = run_until(&mut nodes, 20_100, 140_000, one_ring);
+    let t = t.unwrap_or_else(|| {
+        let view: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.me().id.0,
+                    n.predecessor().map(|p| p.id.0),
+                    n.successor().id.0,
+                )
+            })
+            .collect();
+        panic!("no single ring after two minutes: {view:?}")
+    });
+    // Merged well within the probe schedule, and the lists are right too.
+    // The first probe goes out within a probe interval (2 s), and the zipper
+    // then walks both rings; stabilization fills the lists in.
+    assert!(t < 30_000, "took until {t} ms");
+    for n in &nodes {
+        let me = n.me().id.0;
+        assert_eq!(n.successors().len(), 4);
+        let mut prev = me;
+        for s in n.successors() {
+            // Consecutive entries are 500 apart, wrapping from 12,500 to 1,000.
+            let gap = if s.id.0 > prev {
+                s.id.0 - prev
+            } else {
+                s.id.0 + 12_000 - prev
+            };
+            assert_eq!(gap, 500, "node {me}: list {:?}", ids(n.successors()));
+            prev = s.id.0;
+        }
+    }
+    // Lookups from either former ring find owners in both.
+    let mut from_a = nodes.remove(0);
+    from_a.lookup(t + 100, RingPos(8200));
+    let mut all = vec![from_a];
+    all.extend(nodes);
+    pump(&mut all, t + 100);
+    let r = lookups(&mut all[0]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].as_ref().map(|d| d.owner.id.0), Ok(8500));
+}
+
+#[test]
+fn a_dropped_peer_is_remembered_and_a_dead_one_forgotten_after_a_few_probes() {
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    // The successor fails: dropped from the view, remembered.
+    n.handle_timeout(10_000);
+    let stab = transmits(&mut n)
+        .into_iter()
+        .find(|t| t.to == 200)
+        .expect("stabilize to the successor");
+    n.handle_failure(10_500, stab.id);
+    assert_eq!(ids(n.successors()), vec![300]);
+    assert_eq!(
+        n.remembered().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![200]
+    );
+    // It stays dead: each probe is one failed GetNeighbors, spaced further
+    // and further apart, and after PROBE_FAILURES of them it is forgotten.
+    let mut probes = Vec::new();
+    let mut now = 10_500;
+    while now < 400_000 {
+        n.handle_timeout(now);
+        for t in transmits(&mut n) {
+            if t.to == 200 {
+                assert_eq!(t.request, Request::GetNeighbors);
+                probes.push(now);
+                n.handle_failure(now + 500, t.id);
+            } else {
+                // The rest of the ring (50 -> 100 -> 300 -> 50) is fine.
+                let r = match t.request {
+                    Request::GetNeighbors if t.to == 300 => Response::Neighbors {
+                        me: peer(300),
+                        predecessor: Some(peer(100)),
+                        successors: vec![peer(50), peer(100)],
+                    },
+                    Request::GetNeighbors => Response::Neighbors {
+                        me: peer(50),
+                        predecessor: Some(peer(300)),
+                        successors: vec![peer(100), peer(300)],
+                    },
+                    Request::FindSuccessor { .. } => {
+                        Response::FindSuccessor(Step::Done { owner: peer(50) })
+                    }
+                    _ => Response::Ack,
+                };
+                n.handle_response(now, t.id, r);
+            }
+        }
+        now += 100;
+    }
+    assert_eq!(probes.len(), usize::from(PROBE_FAILURES), "{probes:?}");
+    assert_eq!(n.remembered().count(), 0);
+    // Spaced out: the whole schedule outlives a partition of a minute.
+    assert!(probes[probes.len() - 1] - probes[0] > 60_000, "{probes:?}");
+}
+
+#[test]
+fn forged_merges_cannot_move_successor_or_predecessor() {
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    // A ghost between us and our successor, and a liar between our
+    // predecessor and us who answers with another identity.
+    let r = n.handle_request(
+        0,
+        Request::Merge {
+            peers: vec![peer(150), peer(70), peer(160), peer(170)],
+        },
+    );
+    assert_eq!(r, Response::Ack);
+    let t = transmits(&mut n);
+    // At most MERGE_PEERS looked at: a confirmation to each and nothing
+    // for the others.
+    assert!(t.iter().all(|t| t.to == 150 || t.to == 70 || t.to == 200));
+    for t in t {
+        match t.to {
+            150 => n.handle_failure(500, t.id),
+            70 => n.handle_response(
+                50,
+                t.id,
+                Response::Neighbors {
+                    me: peer(71),
+                    predecessor: Some(peer(50)),
+                    successors: vec![peer(100)],
+                },
+            ),
+            _ => n.handle_failure(500, t.id),
+        }
+    }
+    // Drain whatever followed (merges sent to the ghost fail).
+    for _ in 0..10 {
+        for t in transmits(&mut n) {
+            n.handle_failure(600, t.id);
+        }
+    }
+    assert_eq!(n.predecessor().map(|p| p.id.0), Some(50));
+    // The successor 200 timed out above; what is left is ours, never 150.
+    assert!(n.successors().iter().all(|p| p.id.0 != 150 && p.id.0 != 71));
+    assert!(n.predecessor().is_none_or(|p| p.id.0 != 70 && p.id.0 != 71));
+    // Forged names are never remembered.
+    assert!(
+        n.remembered()
+            .all(|p| ![150, 70, 71, 160, 170].contains(&p.id.0))
+    );
+
+    // A flood of merges starts at most MERGE_BUDGET checks per interval.
+    let mut n = node(100, Some(50), &[200, 300], &[]);
+    let mut sent = 0;
+    for k in 0..1000u64 {
+        n.handle_request(
+            1,
+            Request::Merge {
+                peers: vec![peer(10_000 + 2 * k), peer(10_001 + 2 * k)],
+            },
+        );
+        sent += transmits(&mut n).len();
+    }
+    // Each check sends at most a lookup step and a confirmation at first.
+    assert!(
+        sent <= 2 * usize::from(MERGE_BUDGET),
+        "{sent} requests for 1000 merges"
+    );
 }

@@ -99,6 +99,43 @@ pub struct Report {
     pub routing_bytes_per_node: f64,
     /// The seed that replays this run.
     pub seed: u64,
+    /// The partition and its healing, when one was run (filled in by the
+    /// caller from [`Sim::partition_and_heal`]).
+    pub partition: Option<PartitionReport>,
+}
+
+/// What [`Sim::partition_and_heal`] saw: the split, each side's repair, and
+/// how long the two rings took to become one again.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PartitionReport {
+    /// Fraction of the live nodes put on the second side.
+    pub fraction: f64,
+    /// Live nodes on each side.
+    pub sides: [usize; 2],
+    /// Stabilize intervals the partition lasted.
+    pub partition_rounds: u64,
+    /// Whether each side was one consistent ring of its own when the
+    /// partition healed (every successor and predecessor right within it).
+    pub sides_whole_at_heal: bool,
+    /// Sizes of the loops each side's best-successor graph (first successor
+    /// on the same side) held when the partition healed: two entries when
+    /// each side repaired into one ring; more when a side broke into loops.
+    pub rings_at_heal: Vec<usize>,
+    /// Stabilize intervals from the heal until the ring was one and
+    /// consistent (or `max_rounds` if it never was).
+    pub heal_rounds: u64,
+    /// The same in virtual ms.
+    pub heal_ms: Time,
+    /// Whether the ring was one and consistent in the end.
+    pub healed: bool,
+    /// The violation left if it was not.
+    pub error: Option<String>,
+    /// Messages delivered during the partition.
+    pub messages_partition: u64,
+    /// Messages delivered from the heal until one ring.
+    pub messages_heal: u64,
+    /// Peers remembered per live node at the heal, on average.
+    pub remembered_per_node: f64,
 }
 
 /// A broken ring invariant, with the node it was found at.
@@ -177,6 +214,9 @@ pub struct Sim {
     lookups: BTreeMap<(u32, LookupId), RingPos>,
     stats: Stats,
     messages: u64,
+    /// While partitioned: the side of each node (by address; nodes born
+    /// later are on side 0). Requests across sides fail as to a dead node.
+    side: Option<Vec<bool>>,
 }
 
 impl Sim {
@@ -194,6 +234,7 @@ impl Sim {
             lookups: BTreeMap::new(),
             stats: Stats::default(),
             messages: 0,
+            side: None,
         }
     }
 
@@ -406,11 +447,95 @@ impl Sim {
         }
     }
 
+    /// Split the network: a random `fraction` of the live nodes can no
+    /// longer reach the others (requests across fail after the RPC timeout,
+    /// as to a dead node). Returns the live nodes on each side.
+    pub fn partition(&mut self, fraction: f64) -> [usize; 2] {
+        let mut side = vec![false; self.nodes.len()];
+        let k = ((self.live.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+        let mut members: Vec<u32> = self.live.iter().map(|(_, a)| *a).collect();
+        for i in 0..k.min(members.len()) {
+            let j = i + self.rng.below((members.len() - i) as u64) as usize;
+            members.swap(i, j);
+            side[members[i] as usize] = true;
+        }
+        self.side = Some(side);
+        [
+            self.live.len() - k.min(self.live.len()),
+            k.min(self.live.len()),
+        ]
+    }
+
+    /// Let messages cross between the sides again.
+    pub fn heal(&mut self) {
+        self.side = None;
+    }
+
+    /// The live nodes of each side of the partition (all on side 0 when
+    /// there is none), sorted by ring position.
+    pub fn sides(&self) -> [Vec<(RingPos, u32)>; 2] {
+        let mut out = [Vec::new(), Vec::new()];
+        for m in &self.live {
+            out[usize::from(self.on_side_1(m.1))].push(*m);
+        }
+        out
+    }
+
+    /// The whole scenario of `chorus sim --partition`: split off `fraction`
+    /// of the nodes for `rounds` stabilize intervals, heal, and run until
+    /// [`Sim::check_ring`] passes or `max_rounds` intervals went by.
+    pub fn partition_and_heal(
+        &mut self,
+        fraction: f64,
+        rounds: u64,
+        max_rounds: u64,
+    ) -> PartitionReport {
+        let step = self.cfg.ring.stabilize_interval.max(1);
+        let sides = self.partition(fraction);
+        let m0 = self.messages;
+        let t = self.now + rounds * step;
+        self.run_until(t);
+        let [a, b] = self.sides();
+        let sides_whole_at_heal =
+            self.check_members(&a).is_ok() && (b.is_empty() || self.check_members(&b).is_ok());
+        let mut rings_at_heal = self.loops(false);
+        rings_at_heal.extend(self.loops(true));
+        let remembered: usize = self
+            .live
+            .iter()
+            .map(|(_, a)| self.nodes[*a as usize].node.remembered().count())
+            .sum();
+        self.heal();
+        let m1 = self.messages;
+        let t0 = self.now;
+        let result = self.converge(max_rounds);
+        PartitionReport {
+            fraction,
+            sides,
+            partition_rounds: rounds,
+            sides_whole_at_heal,
+            rings_at_heal,
+            heal_rounds: *result.as_ref().unwrap_or(&max_rounds),
+            heal_ms: self.now - t0,
+            healed: result.is_ok(),
+            error: result.err().map(|v| v.to_string()),
+            messages_partition: m1 - m0,
+            messages_heal: self.messages - m1,
+            remembered_per_node: remembered as f64 / self.live.len().max(1) as f64,
+        }
+    }
+
     /// Strong invariants: no live node is still joining, each live node's
     /// first successor is the next live node and its predecessor the previous
     /// one, and following successors from any node visits every live node.
     pub fn check_ring(&self) -> Result<(), Violation> {
-        let n = self.live.len();
+        self.check_members(&self.live)
+    }
+
+    /// [`Sim::check_ring`] for the ring made of `live` alone (sorted by
+    /// ring position): each side of a partition.
+    fn check_members(&self, live: &[(RingPos, u32)]) -> Result<(), Violation> {
+        let n = live.len();
         if n == 0 {
             return Err(Violation::Empty);
         }
@@ -427,9 +552,9 @@ impl Sim {
                 id: s.node.me().id,
             });
         }
-        for (k, (id, a)) in self.live.iter().enumerate() {
+        for (k, (id, a)) in live.iter().enumerate() {
             let node = &self.nodes[*a as usize].node;
-            let want_succ = self.live[(k + 1) % n].0;
+            let want_succ = live[(k + 1) % n].0;
             let got = node.successors().first().map(|p| p.id);
             if got != Some(want_succ) {
                 return Err(Violation::Successor {
@@ -439,7 +564,7 @@ impl Sim {
                     want: want_succ,
                 });
             }
-            let want_pred = self.live[(k + n - 1) % n].0;
+            let want_pred = live[(k + n - 1) % n].0;
             let got = node.predecessor().map(|p| p.id);
             let ok = got == Some(want_pred) || (n == 1 && got.is_none());
             if !ok {
@@ -452,7 +577,7 @@ impl Sim {
             }
         }
         // Reachability, walking the nodes' own pointers.
-        let start = self.live[0].1;
+        let start = live[0].1;
         let mut at = start;
         let mut visited = 0;
         loop {
@@ -592,6 +717,7 @@ impl Sim {
                 0.0
             },
             seed: self.cfg.seed,
+            partition: None,
         }
     }
 
@@ -654,6 +780,63 @@ impl Sim {
     }
 
     // ---- internals ----
+
+    /// The sizes of the loops that following each member's first successor
+    /// on side `side` of the partition (not across it) runs into.
+    fn loops(&self, side: bool) -> Vec<usize> {
+        let member = |a: u32| self.is_member(a) && self.on_side_1(a) == side;
+        let best = |a: u32| {
+            self.nodes[a as usize]
+                .node
+                .successors()
+                .iter()
+                .find(|p| member(p.addr))
+                .map(|p| p.addr)
+        };
+        // 0 unseen, 1 on the current path, 2 done.
+        let mut colour = vec![0u8; self.nodes.len()];
+        let mut sizes = Vec::new();
+        let mut path = Vec::new();
+        for (_, a) in self.live.iter().filter(|(_, a)| member(*a)) {
+            let mut at = Some(*a);
+            path.clear();
+            while let Some(x) = at
+                && colour[x as usize] == 0
+            {
+                colour[x as usize] = 1;
+                path.push(x);
+                at = best(x);
+            }
+            if let Some(x) = at
+                && colour[x as usize] == 1
+            {
+                let mut size = 1;
+                let mut y = best(x);
+                while let Some(z) = y
+                    && z != x
+                {
+                    size += 1;
+                    y = best(z);
+                }
+                sizes.push(size);
+            }
+            for p in &path {
+                colour[*p as usize] = 2;
+            }
+        }
+        sizes
+    }
+
+    fn on_side_1(&self, a: u32) -> bool {
+        self.side
+            .as_ref()
+            .is_some_and(|s| s.get(a as usize).copied().unwrap_or(false))
+    }
+
+    /// Whether a partition keeps `from` and `to` apart.
+    fn cut(&self, from: u32, to: u32) -> bool {
+        self.side.is_some() && self.on_side_1(from) != self.on_side_1(to)
+    }
 
     fn is_member(&self, a: u32) -> bool {
         self.nodes
@@ -734,7 +917,7 @@ impl Sim {
                 sent,
             } => {
                 let alive = self.nodes.get(to as usize).is_some_and(|s| s.alive);
-                if !alive {
+                if !alive || self.cut(from, to) {
                     let at = (sent + self.cfg.rpc_timeout).max(now);
                     self.push(at, Kind::Fail { to: from, id });
                     return;
@@ -990,6 +1173,41 @@ mod tests {
         assert_eq!(sim.live().len(), 40);
         sim.run_lookups(200);
         assert_eq!(sim.report().wrong_owner, 0);
+    }
+
+    #[test]
+    fn a_partitioned_ring_is_one_again_after_the_heal() {
+        let mut sim = Sim::oracle_ring(cfg(11), 500);
+        let r = sim.partition_and_heal(0.5, 30, 400);
+        // Each side repaired into a ring of its own: plain Chord stops here.
+        assert!(r.sides_whole_at_heal, "{r:?}");
+        assert_eq!(r.rings_at_heal.len(), 2, "{r:?}");
+        assert!(r.healed, "{r:?}");
+        assert_eq!(sim.check_weak(), Ok(()));
+        sim.run_lookups(500);
+        let rep = sim.report();
+        assert_eq!((rep.wrong_owner, rep.failed_lookups), (0, 0));
+
+        // Plain Chord (no unification) stays split for good.
+        let mut c = cfg(11);
+        c.ring.merge_probe_interval = 0;
+        let mut sim = Sim::oracle_ring(c, 500);
+        let r = sim.partition_and_heal(0.5, 30, 100);
+        assert!(!r.healed, "{r:?}");
+        assert!(matches!(sim.check_weak(), Err(Violation::ManyRings(_))));
+    }
+
+    /// `chorus sim --nodes 10000 --partition 0.5 --partition-rounds 30`,
+    /// without building the node: `cargo test -p chorus-core --release --
+    /// --ignored --nocapture ten_thousand`.
+    #[test]
+    #[ignore = "measurement, a few seconds in release"]
+    fn ten_thousand_nodes_split_in_half_heal() {
+        let start = std::time::Instant::now();
+        let mut sim = Sim::oracle_ring(cfg(1), 10_000);
+        let r = sim.partition_and_heal(0.5, 30, 2000);
+        eprintln!("{r:?} in {:.1} s", start.elapsed().as_secs_f64());
+        assert!(r.healed, "{r:?}");
     }
 
     #[test]
