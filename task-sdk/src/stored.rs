@@ -43,6 +43,15 @@ pub enum RecordError {
         /// The index it names.
         found: u32,
     },
+    /// The trust records decode but their settings cannot be used: their
+    /// lowest score is above their highest.
+    #[error("unusable trust records: lowest score {min} above highest {max}")]
+    UnusableTrust {
+        /// The lowest score.
+        min: i32,
+        /// The highest score.
+        max: i32,
+    },
 }
 
 impl JobFlags {
@@ -92,14 +101,46 @@ pub fn encode_trust(table: &Reputation<PeerId>) -> Result<Vec<u8>, rmp_serde::en
     rmp_serde::to_vec_named(table)
 }
 
-/// The coordinator's trust records read back.
+/// The coordinator's trust records read back; settings a table cannot run
+/// on are [`RecordError::UnusableTrust`] (the node then starts afresh).
 pub fn decode_trust(bytes: &[u8]) -> Result<Reputation<PeerId>, RecordError> {
-    Ok(rmp_serde::from_slice(bytes)?)
+    let table: Reputation<PeerId> = rmp_serde::from_slice(bytes)?;
+    let config = table.config();
+    if !config.is_usable() {
+        return Err(RecordError::UnusableTrust {
+            min: config.min,
+            max: config.max,
+        });
+    }
+    Ok(table)
 }
 
 #[cfg(test)]
 mod tests {
+    use chorus_core::jobs::ReputationConfig;
+
     use super::*;
+
+    /// Found by the `store` fuzz target (`fuzz/corpus/store/crash_trust_min_above_max`):
+    /// trust records whose lowest score is above the highest decoded, and
+    /// the coordinator's next vote panicked in `i32::clamp`.
+    #[test]
+    fn trust_records_with_a_lowest_score_above_the_highest_are_refused() {
+        let good = Reputation::<PeerId>::default();
+        assert!(decode_trust(&encode_trust(&good).unwrap()).is_ok());
+        let bad = Reputation::<PeerId>::new(ReputationConfig {
+            min: 64_536,
+            max: 1000,
+            ..ReputationConfig::default()
+        });
+        assert!(matches!(
+            decode_trust(&encode_trust(&bad).unwrap()),
+            Err(RecordError::UnusableTrust {
+                min: 64_536,
+                max: 1000
+            })
+        ));
+    }
 
     #[test]
     fn records_round_trip_and_damage_is_an_error() {
@@ -113,4 +154,3 @@ mod tests {
         assert!(matches!(decode_spec(b"\xc1"), Err(RecordError::Msgpack(_))));
     }
 }
-
