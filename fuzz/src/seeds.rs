@@ -217,9 +217,12 @@ fn signed_results(spec: &JobSpec, w: u8) -> SignedResults {
     SignedResults::sign(job, results, &worker(w))
 }
 
+/// A message and the name of its seed file.
+pub type Named<T> = (String, T);
+
 /// Every request and response a node or client sends, built from real
 /// signed parts.
-pub fn messages() -> (Vec<(String, Request)>, Vec<(String, Response)>) {
+pub fn messages() -> (Vec<Named<Request>>, Vec<Named<Response>>) {
     let spec = signed_spec(3, 1);
     let job = spec.id();
     let big = signed_spec(40, 2);
