@@ -26,6 +26,7 @@
 //!   - `wire` itself (uses all of the above): the dispatch enums `Request`/`Response` and the job sub-protocol `JobRequest`/`JobResponse`.
 //! - [`members`] (feature `net`, uses `attest`, `transport`, `wire`): whether an attestation's signer is a member of the ring (a lookup and a signed challenge), cached.
 //! - [`proof`] (feature `client`, uses `attest` and `job`): the proof files written beside outputs, their documented JSON format, and their offline check.
+//! - [`stored`] (feature `net`, uses `job` and `wire`): the records a node keeps in its job store (spec, flags, decided tasks, trust records) and their codec.
 //! - [`client`] (feature `client`): connect through any node, submit jobs, watch them, fetch outputs:
 //!   - `client::error`: `ClientError`.
 //!   - `client::builder`: `JobBuilder` and `sign_module`.
@@ -62,6 +63,8 @@ pub mod members;
 pub mod outcome;
 #[cfg(feature = "client")]
 pub mod proof;
+#[cfg(feature = "net")]
+pub mod stored;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]

@@ -611,7 +611,7 @@ impl Shared {
     /// decode is logged and replaced by an empty one.
     fn load_reputation(&self, store: &Store) {
         match store.load_trust() {
-            Ok(Some(bytes)) => match rmp_serde::from_slice::<Reputation<PeerId>>(&bytes) {
+            Ok(Some(bytes)) => match chorus_sdk::stored::decode_trust(&bytes) {
                 Ok(table) => {
                     info!(workers = table.len(), "loaded the workers' trust records");
                     if let Ok(mut r) = self.reputation.lock() {
@@ -638,7 +638,7 @@ impl Shared {
             return;
         }
         let bytes = match self.reputation.lock() {
-            Ok(r) => rmp_serde::to_vec_named(&*r),
+            Ok(r) => chorus_sdk::stored::encode_trust(&r),
             Err(_) => return,
         };
         match bytes {

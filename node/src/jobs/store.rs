@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chorus_sdk::job::{DecidedTask, JobId, JobSpec};
+use chorus_sdk::stored::{self, JobFlags};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tracing::warn;
 
@@ -149,24 +149,9 @@ pub enum Record {
     Decided(u32),
 }
 
-/// Why a stored record could not be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// Not MessagePack of the expected shape.
-    #[error(transparent)]
-    Msgpack(#[from] rmp_serde::decode::Error),
-    /// The job's flags are missing beside its spec.
-    #[error("missing")]
-    Missing,
-    /// A decided task stored under one task index names another.
-    #[error("stored as task {key} but is task {found}")]
-    WrongTask {
-        /// The index it is stored under.
-        key: u32,
-        /// The index it names.
-        found: u32,
-    },
-}
+/// Why a stored record could not be read back (the codec of the records
+/// lives in [`chorus_sdk::stored`], where the fuzzers reach it).
+pub use chorus_sdk::stored::RecordError as DecodeError;
 
 /// The job store of one node: one redb database under the data dir.
 #[derive(Clone)]
@@ -242,8 +227,8 @@ impl Store {
     /// `Ok` the job is acknowledged: on disk, and it survives a crash.
     /// `snap.decided` is stored by each task's own `task` field.
     pub fn put_job(&self, role: Role, job: JobId, snap: &JobSnapshot) -> Result<(), StoreError> {
-        let spec = rmp_serde::to_vec_named(&snap.spec)?;
-        let flags = Flags {
+        let spec = stored::encode_spec(&snap.spec)?;
+        let flags = JobFlags {
             cancel: snap.cancel.clone(),
             failovers: snap.failovers,
         }
@@ -368,7 +353,7 @@ impl Store {
             specs.insert((p, j), spec.as_slice())?;
             let mut flags_table = txn.open_table(FLAGS)?;
             let flags = flags_table.remove((b, j))?.map(|v| v.value().to_vec());
-            let mut flags = Flags::decode(flags.as_deref())
+            let mut flags = JobFlags::decode(flags.as_deref())
                 .map_err(|source| decode(Role::Backup, job, Record::Flags, source))?;
             flags.failovers = failovers;
             flags_table.insert((p, j), flags.encode()?.as_slice())?;
@@ -391,7 +376,7 @@ impl Store {
         &self,
         role: Role,
         job: JobId,
-        change: impl FnOnce(&mut Flags),
+        change: impl FnOnce(&mut JobFlags),
     ) -> Result<(), StoreError> {
         let (r, j) = (role.key(), job.0.0);
         self.write(|txn| {
@@ -400,7 +385,7 @@ impl Store {
             }
             let mut table = txn.open_table(FLAGS)?;
             let bytes = table.get((r, j))?.map(|v| v.value().to_vec());
-            let mut flags = Flags::decode(bytes.as_deref())
+            let mut flags = JobFlags::decode(bytes.as_deref())
                 .map_err(|source| decode(role, job, Record::Flags, source))?;
             change(&mut flags);
             table.insert((r, j), flags.encode()?.as_slice())?;
@@ -448,26 +433,6 @@ from_redb!(
     redb::CommitError
 );
 
-/// A job's small mutable state, apart from its spec.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Flags {
-    /// The submitter's cancel signature, when cancelled.
-    #[serde(default)]
-    cancel: Option<ByteBuf>,
-    #[serde(default)]
-    failovers: u32,
-}
-
-impl Flags {
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        Ok(rmp_serde::to_vec_named(self)?)
-    }
-
-    fn decode(bytes: Option<&[u8]>) -> Result<Flags, DecodeError> {
-        Ok(rmp_serde::from_slice(bytes.ok_or(DecodeError::Missing)?)?)
-    }
-}
-
 /// The tables of one read transaction.
 struct ReadTables {
     specs: redb::ReadOnlyTable<(u8, u64), &'static [u8]>,
@@ -489,16 +454,16 @@ impl ReadTables {
         let Some(spec) = self.specs.get((r, j))? else {
             return Ok(None);
         };
-        let spec: JobSpec = rmp_serde::from_slice(spec.value())
-            .map_err(|e| decode(role, job, Record::Spec, e.into()))?;
+        let spec: JobSpec =
+            stored::decode_spec(spec.value()).map_err(|e| decode(role, job, Record::Spec, e))?;
         let flags = self.flags.get((r, j))?;
-        let flags = Flags::decode(flags.as_ref().map(|v| v.value()))
+        let flags = JobFlags::decode(flags.as_ref().map(|v| v.value()))
             .map_err(|e| decode(role, job, Record::Flags, e))?;
         let mut decided = BTreeMap::new();
         for entry in self.decided.range((r, j, 0)..=(r, j, u32::MAX))? {
             let (key, value) = entry?;
             let key = key.value().2;
-            match decode_task(key, value.value()) {
+            match stored::decode_task(key, value.value()) {
                 Ok(task) => {
                     decided.insert(key, task);
                 }
@@ -536,23 +501,12 @@ fn decode(role: Role, job: JobId, record: Record, source: DecodeError) -> StoreE
     }
 }
 
-fn decode_task(key: u32, bytes: &[u8]) -> Result<DecidedTask, DecodeError> {
-    let task: DecidedTask = rmp_serde::from_slice(bytes)?;
-    if task.task != key {
-        return Err(DecodeError::WrongTask {
-            key,
-            found: task.task,
-        });
-    }
-    Ok(task)
-}
-
 fn encode_tasks<'a>(
     tasks: impl IntoIterator<Item = &'a DecidedTask>,
 ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
     tasks
         .into_iter()
-        .map(|t| Ok((t.task, rmp_serde::to_vec_named(t)?)))
+        .map(|t| Ok((t.task, stored::encode_task(t)?)))
         .collect()
 }
 

@@ -11,28 +11,18 @@ use std::net::SocketAddr;
 
 use super::Client;
 use super::results::{JobResults, Refusal};
-use crate::attest::check_proof;
 use crate::job::{JOB_FRAME_CAP, JobHeader, JobId};
 use crate::wire::{JobRequest, JobResponse, ProvedResult, Request, Response, ResultsPage};
 
-/// Checks `r` against the job's header, without the network: returns the
-/// signers' keys (none for a failed task, which carries no proof).
+/// Checks `r` against the job's header, without the network
+/// ([`ProvedResult::check`]): returns the signers' keys (none for a failed
+/// task, which carries no proof).
 pub(super) fn check_result(
     job: JobId,
     header: &JobHeader,
     r: &ProvedResult,
 ) -> Result<Vec<[u8; 32]>, String> {
-    if !r.result.is_verified() {
-        return Ok(Vec::new());
-    }
-    let digest = r
-        .result
-        .outcome_digest()
-        .ok_or("the result is not a verdict")?;
-    let claim = header
-        .claim(job, r.task, digest)
-        .ok_or_else(|| format!("task {} is not in the job", r.task))?;
-    check_proof(&claim, &r.attestations, &header.policy, &r.rule).map_err(|e| e.to_string())
+    r.check(job, header).map_err(|e| e.to_string())
 }
 
 /// Distinct signers found not to be ring members in one page before the rest

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::ring::Peer;
-use crate::attest::Attestation;
+use crate::attest::{Attestation, ProofError, check_proof};
 use crate::identity::PeerId;
 use crate::job::{JobHeader, JobId};
 use crate::outcome::Outcome;
@@ -177,6 +177,48 @@ pub struct ProvedResult {
     /// verification) the coordinator's credibility bound with fewer.
     #[serde(default)]
     pub rule: crate::attest::AcceptRule,
+}
+
+/// Why a [`ProvedResult`] does not hold against its job's header.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ResultProofError {
+    /// The result claims to be verified but its outcome is no verdict
+    /// (nothing a worker could have attested).
+    #[error("the result is not a verdict")]
+    NotAVerdict,
+    /// The task index is past the job's last task.
+    #[error("task {0} is not in the job")]
+    NoSuchTask(u32),
+    /// The attestations do not prove the claim.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+}
+
+impl ProvedResult {
+    /// Checks this result against the job's header, without the network
+    /// (what a client does with every result it receives): the outcome
+    /// digest, the input hash, the bundle and the terms make the claim,
+    /// which the attestations must prove under the result's rule. Returns
+    /// the signers' keys (none for a failed task, which carries no proof),
+    /// for the membership check only the network can answer.
+    pub fn check(&self, job: JobId, header: &JobHeader) -> Result<Vec<[u8; 32]>, ResultProofError> {
+        if !self.result.is_verified() {
+            return Ok(Vec::new());
+        }
+        let digest = self
+            .result
+            .outcome_digest()
+            .ok_or(ResultProofError::NotAVerdict)?;
+        let claim = header
+            .claim(job, self.task, digest)
+            .ok_or(ResultProofError::NoSuchTask(self.task))?;
+        Ok(check_proof(
+            &claim,
+            &self.attestations,
+            &header.policy,
+            &self.rule,
+        )?)
+    }
 }
 
 /// A page of final results.

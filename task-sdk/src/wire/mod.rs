@@ -24,8 +24,8 @@ mod work;
 
 pub use self::error::{ErrorKind, WireError};
 pub use self::jobs::{
-    JobStatus, MAX_WATCH_MS, ProvedResult, Rejection, ResultsPage, TaskResult, TaskState,
-    WorkerReputation,
+    JobStatus, MAX_WATCH_MS, ProvedResult, Rejection, ResultProofError, ResultsPage, TaskResult,
+    TaskState, WorkerReputation,
 };
 pub use self::replica::{DecidedTask, JobCopy, JobSnapshot, JobUpdate};
 pub use self::ring::{LookupAnswer, MAX_GOSSIP, Peer, PeerList, RingView};

@@ -43,6 +43,16 @@ fn default_max_entries() -> usize {
     100_000
 }
 
+impl ReputationConfig {
+    /// Whether a table may run on these settings: its lowest score is at
+    /// most its highest. Settings read back from disk are checked with it;
+    /// on others the score is still bounded without a panic (the highest
+    /// wins), so a damaged file cannot stop a node.
+    pub fn is_usable(&self) -> bool {
+        self.min <= self.max
+    }
+}
+
 impl Default for ReputationConfig {
     fn default() -> Self {
         ReputationConfig {
@@ -176,7 +186,7 @@ impl<W: WorkerId> Reputation<W> {
     pub fn record_agree(&mut self, worker: &W, now: Time) {
         let ReputationConfig { gain, min, max, .. } = self.config;
         let e = self.entry(worker, now);
-        e.score = e.score.saturating_add(gain).clamp(min, max);
+        e.score = e.score.saturating_add(gain).max(min).min(max);
         e.agreed = e.agreed.saturating_add(1);
         e.streak = e.streak.saturating_add(1);
     }
@@ -186,7 +196,7 @@ impl<W: WorkerId> Reputation<W> {
     pub fn record_disagree(&mut self, worker: &W, now: Time) {
         let ReputationConfig { loss, min, max, .. } = self.config;
         let e = self.entry(worker, now);
-        e.score = e.score.saturating_sub(loss).clamp(min, max);
+        e.score = e.score.saturating_sub(loss).max(min).min(max);
         e.disagreed = e.disagreed.saturating_add(1);
         e.streak = 0;
         e.lied_at = Some(now);
@@ -199,7 +209,7 @@ impl<W: WorkerId> Reputation<W> {
         if passed {
             let ReputationConfig { gain, min, max, .. } = self.config;
             let e = self.entry(worker, now);
-            e.score = e.score.saturating_add(gain).clamp(min, max);
+            e.score = e.score.saturating_add(gain).max(min).min(max);
             e.spot_passed = e.spot_passed.saturating_add(1);
             e.streak = e.streak.saturating_add(1);
         } else {
@@ -251,5 +261,30 @@ impl<W: WorkerId> Reputation<W> {
                 .then_with(|| a.worker.cmp(&b.worker))
         });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `store` fuzz target: trust records read back with a
+    /// lowest score above the highest made `i32::clamp` panic on the next vote.
+    #[test]
+    fn a_lowest_score_above_the_highest_does_not_panic() {
+        let config = ReputationConfig {
+            min: 64_536,
+            max: 1000,
+            ..ReputationConfig::default()
+        };
+        assert!(!config.is_usable());
+        assert!(ReputationConfig::default().is_usable());
+        let bytes = rmp_serde::to_vec_named(&Reputation::<u32>::new(config)).unwrap();
+        let mut table: Reputation<u32> = rmp_serde::from_slice(&bytes).unwrap();
+        table.record_agree(&1, 5);
+        table.record_disagree(&2, 6);
+        table.record_spot_check(&1, true, 7);
+        assert_eq!(table.score(&1), 1000);
+        assert_eq!(table.score(&2), 1000);
     }
 }
