@@ -27,6 +27,13 @@ use crate::metrics::NodeMetrics;
 /// Commands the actor's inbox holds; senders wait while it is full.
 const INBOX: usize = 4096;
 
+/// How many times [`RingHandle::lookup`] tries a lookup that failed as a
+/// repairing ring makes lookups fail.
+pub const LOOKUP_ATTEMPTS: u32 = 3;
+
+/// The pause between two such attempts: about one stabilize round.
+const LOOKUP_RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// Errors asking the ring actor.
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
@@ -53,10 +60,29 @@ impl RingHandle {
     }
 
     /// Resolves the owner of `key` with an iterative lookup from this node.
+    ///
+    /// A lookup that fails the way a repairing ring makes lookups fail (the
+    /// owner found does not claim the key yet, or every candidate timed
+    /// out) is tried again, at most [`LOOKUP_ATTEMPTS`] times in all, one
+    /// stabilize round apart: on a lossy link a single lost ping makes a
+    /// node drop its predecessor until the next notify.
     pub async fn lookup(&self, key: RingPos) -> Result<LookupDone<SocketAddr>, RingError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Lookup { key, reply }).await?;
-        Ok(rx.await.map_err(|_| RingError::Stopped)??)
+        let mut attempt = 1;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.send(Cmd::Lookup { key, reply }).await?;
+            match rx.await.map_err(|_| RingError::Stopped)? {
+                Ok(done) => return Ok(done),
+                Err(e @ (LookupError::OwnerUnverified(_) | LookupError::NoLiveCandidates))
+                    if attempt < LOOKUP_ATTEMPTS =>
+                {
+                    debug!(%key, attempt, "lookup failed ({e}); trying again");
+                    attempt += 1;
+                    tokio::time::sleep(LOOKUP_RETRY_DELAY).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Hands a ring request from the peer at `from` to the core; its answer.
