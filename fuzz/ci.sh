@@ -26,18 +26,28 @@ jobs="${FUZZ_JOBS:-2}"
 target_dir="${FUZZ_TARGET_DIR:-$here/target}"
 start=$(date +%s)
 
-if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
-    echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION"
-    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
-fi
-
-targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+all_targets="$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -vx chorus-fuzz)"
+targets="${FUZZ_TARGETS:-$all_targets}"
 echo "fuzz: building $(echo $targets | wc -w) targets"
-cargo fuzz build --sanitizer none --target-dir "$target_dir"
+if cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+    cargo fuzz build --sanitizer none --target-dir "$target_dir"
+else
+    # Without cargo-fuzz (CI): the same build it makes with --sanitizer none,
+    # by plain cargo, which saves installing it. `--target` keeps the
+    # instrumentation out of build scripts and proc macros, as cargo-fuzz does.
+    RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
+-Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+-Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares \
+-Cdebug-assertions -Coverflow-checks" \
+        cargo build --release --locked --bins --target "$host" --target-dir "$target_dir"
+fi
 built=$(date +%s)
 echo "fuzz: built in $((built - start)) s"
 
-bin_dir="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release"
+bin_dir="$target_dir/$host/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
