@@ -48,7 +48,10 @@ pub const MERGE_IN_FLIGHT: usize = 4;
 /// `Merge` requests together.
 pub const MERGE_BUDGET: u8 = 8;
 /// A remembered peer is forgotten after this many probes in a row failed.
-pub const PROBE_FAILURES: u8 = 6;
+/// With the backoff (2, 4, 8, 16, then 32 intervals) that is about 254
+/// probe intervals, 8.5 minutes at the default: a partition up to that long
+/// heals by itself, and a peer that really died costs 12 pings in all.
+pub const PROBE_FAILURES: u8 = 12;
 /// Checks waiting for a free slot; further ones are dropped.
 const MERGE_QUEUE: usize = 8;
 /// Ids checked lately, not checked again within a probe interval.
@@ -246,9 +249,9 @@ impl<A: Address> RingNode<A> {
                 *list = Vec::new();
             }
         } else {
-            // 2, 4, 8, 8, 8 intervals: a partition of a minute is outlived,
-            // a dead peer costs PROBE_FAILURES pings in all.
-            let backoff = 1u64 << r.failures.min(3);
+            // 2, 4, 8, 16, then 32 intervals: a partition of minutes is
+            // outlived, a dead peer costs PROBE_FAILURES pings in all.
+            let backoff = 1u64 << r.failures.min(5);
             r.not_before = now.saturating_add(interval.saturating_mul(backoff));
         }
     }

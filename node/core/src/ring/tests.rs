@@ -955,7 +955,7 @@ fn a_dropped_peer_is_remembered_and_a_dead_one_forgotten_after_a_few_probes() {
     // and further apart, and after PROBE_FAILURES of them it is forgotten.
     let mut probes = Vec::new();
     let mut now = 10_500;
-    while now < 400_000 {
+    while now < 1_000_000 {
         n.handle_timeout(now);
         for t in transmits(&mut n) {
             if t.to == 200 {
@@ -987,8 +987,8 @@ fn a_dropped_peer_is_remembered_and_a_dead_one_forgotten_after_a_few_probes() {
     }
     assert_eq!(probes.len(), usize::from(PROBE_FAILURES), "{probes:?}");
     assert_eq!(n.remembered().count(), 0);
-    // Spaced out: the whole schedule outlives a partition of a minute.
-    assert!(probes[probes.len() - 1] - probes[0] > 60_000, "{probes:?}");
+    // Spaced out: the whole schedule outlives a partition of eight minutes.
+    assert!(probes[probes.len() - 1] - probes[0] > 480_000, "{probes:?}");
 }
 
 #[test]
