@@ -247,11 +247,11 @@ async fn deliver(
                     };
                     // A full socket buffer waits once for writability, then
                     // drops: a link that cannot send loses the datagram.
-                    if let Err(e) = inner.try_send(&transmit) {
-                        if e.kind() == io::ErrorKind::WouldBlock {
-                            let _ = std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await;
-                            let _ = inner.try_send(&transmit);
-                        }
+                    if let Err(e) = inner.try_send(&transmit)
+                        && e.kind() == io::ErrorKind::WouldBlock
+                    {
+                        let _ = std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await;
+                        let _ = inner.try_send(&transmit);
                     }
                 }
             }
