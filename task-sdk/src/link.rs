@@ -137,7 +137,7 @@ impl LinkEmulation {
             return Some(self.delay);
         }
         let j = self.jitter.as_micros() as u64;
-        let offset = rng.range(0, 2 * j + 1) as i128 - j as i128;
+        let offset = rng.range(0, 2 * j) as i128 - j as i128;
         let us = (self.delay.as_micros() as i128 + offset).max(0);
         Some(Duration::from_micros(us as u64))
     }
