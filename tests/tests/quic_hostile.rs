@@ -175,9 +175,51 @@ fn hostile_input_is_refused_counted_and_the_node_keeps_serving() {
         let after = call_node(addr, &Request::RingView, Duration::from_secs(5))
             .await
             .unwrap();
-        match (before, after) {
+        match (&before, &after) {
             (Response::RingView(x), Response::RingView(y)) => {
                 assert_eq!(x.predecessor, y.predecessor, "the forged notify was taken")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // Ring unification's Merge, forged and replayed 200 times by this
+        // stranger: it names nodes right next to a (just before it and just
+        // after it) at addresses where nothing answers. a may check them,
+        // within its merge budget, but adopts neither: its predecessor and
+        // successor stay as they were.
+        let a_id = match &before {
+            Response::RingView(v) => v.me.id,
+            other => panic!("unexpected {other:?}"),
+        };
+        let forged_merge = Request::Ring {
+            msg: ring::Request::Merge {
+                peers: vec![
+                    ring::Peer {
+                        id: RingPos(a_id.0.wrapping_sub(1)),
+                        addr: "127.0.0.1:9".parse().unwrap(),
+                    },
+                    ring::Peer {
+                        id: RingPos(a_id.0.wrapping_add(1)),
+                        addr: "127.0.0.1:9".parse().unwrap(),
+                    },
+                ],
+            },
+            capacity: Vec::new(),
+        };
+        for _ in 0..200 {
+            let _ = client
+                .call::<_, Response>(addr, None, &forged_merge, RING_FRAME_CAP, Duration::from_secs(5))
+                .await;
+        }
+        // Give any check the merges started time to run out (RPC timeout 1 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after_merge = call_node(addr, &Request::RingView, Duration::from_secs(5))
+            .await
+            .unwrap();
+        match (&after, &after_merge) {
+            (Response::RingView(x), Response::RingView(y)) => {
+                assert_eq!(x.predecessor, y.predecessor, "a forged merge moved the predecessor");
+                assert_eq!(x.successors.first(), y.successors.first(), "a forged merge moved the successor");
             }
             other => panic!("unexpected {other:?}"),
         }
