@@ -68,11 +68,6 @@ impl Host {
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((self.ip, PORT))
     }
-
-    /// Whether this harness started its node.
-    pub fn running(&self) -> bool {
-        self.node.is_some()
-    }
 }
 
 /// A set of hosts on two bridges joined by a trunk (see the [module docs](self)).

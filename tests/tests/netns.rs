@@ -20,11 +20,15 @@ static TURN: Mutex<()> = Mutex::new(());
 /// 50 ms ± 10 ms one way and 1% loss on every datagram a node sends.
 const SLOW_LOSSY: &str = "delay=50ms,jitter=10ms,loss=0.01";
 
-fn turn() -> std::sync::MutexGuard<'static, ()> {
+/// Runs one namespace test in its turn; fails with the whole error chain.
+fn on_hosts(test: impl FnOnce() -> anyhow::Result<()>) {
     if let Err(e) = netns::available() {
         panic!("network namespace tests need root and iproute2: {e}");
     }
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = test() {
+        panic!("{e:#}");
+    }
 }
 
 /// Runs a job of `ranges` (primes, replicas 2) from host `from` and checks
@@ -107,8 +111,7 @@ fn no_crash(net: &mut Net) -> anyhow::Result<()> {
 
 #[test]
 fn sixteen_hosts_over_slow_lossy_links_form_a_ring_answer_lookups_and_finish_a_job() {
-    let _turn = turn();
-    let run = || -> anyhow::Result<()> {
+    on_hosts(|| {
         // The same 16 hosts without and then with the emulated link, for
         // the convergence times side by side.
         let mut fast = Net::new("fast", 16, |_| Side::A)?;
@@ -139,16 +142,12 @@ fn sixteen_hosts_over_slow_lossy_links_form_a_ring_answer_lookups_and_finish_a_j
         );
         no_crash(&mut net)?;
         Ok(())
-    };
-    if let Err(e) = run() {
-        panic!("{e:#}");
-    }
+    });
 }
 
 #[test]
 fn a_partitioned_ring_runs_on_both_sides_and_heals_into_one() {
-    let _turn = turn();
-    let run = || -> anyhow::Result<()> {
+    on_hosts(|| {
         let mut net = Net::new("split", 16, |i| if i < 8 { Side::A } else { Side::B })?;
         net.start_all(&["--emulate-link", SLOW_LOSSY])?;
         let all = net.all();
@@ -204,16 +203,12 @@ fn a_partitioned_ring_runs_on_both_sides_and_heals_into_one() {
         );
         no_crash(&mut net)?;
         Ok(())
-    };
-    if let Err(e) = run() {
-        panic!("{e:#}");
-    }
+    });
 }
 
 #[test]
 fn a_host_cut_off_for_ten_seconds_comes_back_without_a_restart() {
-    let _turn = turn();
-    let run = || -> anyhow::Result<()> {
+    on_hosts(|| {
         let mut net = Net::new("unplug", 6, |_| Side::A)?;
         net.start_all(&[])?;
         let all = net.all();
@@ -233,13 +228,9 @@ fn a_host_cut_off_for_ten_seconds_comes_back_without_a_restart() {
             "plugged back: h{cut} in the ring again after {:.1} s",
             took.as_secs_f64()
         );
+        // The same process all along: none exited, and the harness never
+        // restarts one.
         no_crash(&mut net)?;
-        if !net.hosts[cut].running() {
-            bail!("h{cut} was restarted");
-        }
         Ok(())
-    };
-    if let Err(e) = run() {
-        panic!("{e:#}");
-    }
+    });
 }
