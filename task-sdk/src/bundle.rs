@@ -20,7 +20,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, Mount};
 use crate::identity::{self, Identity};
+use crate::runtime::RuntimeId;
 
 /// Version of the bundle encoding in [`Manifest::format`].
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,6 +59,9 @@ pub struct Limits {
     pub input_bytes: u64,
     /// Cap on the module in bytes. Default 32 MiB.
     pub module_bytes: u64,
+    /// Cap on the bytes a task's writes may add to its mounted directories
+    /// (new and grown files, new entries). Default 64 MiB.
+    pub scratch_bytes: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +78,7 @@ impl Default for Limits {
             stderr_bytes: 64 << 10,
             input_bytes: 16 << 20,
             module_bytes: 32 << 20,
+            scratch_bytes: 64 << 20,
         }
     }
 }
@@ -80,7 +86,7 @@ impl Default for Limits {
 impl Limits {
     /// The first limit of `self` that is above the same limit in `ceiling`, by name.
     pub fn first_above(&self, ceiling: &Limits) -> Option<&'static str> {
-        let pairs: [(&'static str, u64, u64); 10] = [
+        let pairs: [(&'static str, u64, u64); 11] = [
             ("fuel", self.fuel, ceiling.fuel),
             ("wall_ms", self.wall_ms, ceiling.wall_ms),
             ("memory_bytes", self.memory_bytes, ceiling.memory_bytes),
@@ -99,6 +105,7 @@ impl Limits {
             ("stderr_bytes", self.stderr_bytes, ceiling.stderr_bytes),
             ("input_bytes", self.input_bytes, ceiling.input_bytes),
             ("module_bytes", self.module_bytes, ceiling.module_bytes),
+            ("scratch_bytes", self.scratch_bytes, ceiling.scratch_bytes),
         ];
         pairs.into_iter().find(|(_, v, c)| v > c).map(|(n, _, _)| n)
     }
@@ -131,6 +138,20 @@ pub struct Manifest {
     /// bundle's id.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Environment variables every task sees, sorted by key
+    /// ([`files::check_env`]). Part of the bundle's id.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Directory trees every task sees as preopened directories, sorted by
+    /// mount point ([`files::check_mounts`]); file contents are blobs named
+    /// by hash. Part of the bundle's id.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// The runtime this bundle's program runs on ([`crate::runtime`]), by
+    /// id; `None`: the module is the task itself. With a runtime, the
+    /// bundle's module bytes are the program the runtime runs.
+    #[serde(default)]
+    pub runtime: Option<RuntimeId>,
 }
 
 /// Most arguments a manifest may give its tasks.
@@ -151,6 +172,9 @@ impl Manifest {
             submitter,
             args: Vec::new(),
             seed: None,
+            env: Vec::new(),
+            mounts: Vec::new(),
+            runtime: None,
         }
     }
 
@@ -181,6 +205,8 @@ impl Manifest {
         if self.args.iter().any(|a| a.contains('\0')) {
             return bad("an argument contains a NUL byte".into());
         }
+        files::check_env(&self.env).map_err(|e| BundleError::BadManifest(e.to_string()))?;
+        files::check_mounts(&self.mounts).map_err(|e| BundleError::BadManifest(e.to_string()))?;
         if self.quorum == 0 || self.quorum > self.replicas {
             return bad(format!(
                 "quorum {} must be in 1..=replicas ({})",

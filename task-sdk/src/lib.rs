@@ -13,7 +13,9 @@
 //! - [`tls`] (feature `net`): mutual TLS 1.3 with self-signed Ed25519 certificates.
 //! - [`transport`] (feature `net`): the QUIC endpoint, connection cache and RPC calls.
 //! - [`capacity`] (feature `net`): signed, expiring capacity records nodes announce.
-//! - [`bundle`] (feature `net`): signed task bundles, shared by client and node.
+//! - [`files`] (feature `net`): the directory trees and environment a job ships with its tasks.
+//! - [`bundle`] (feature `net`, uses `files`): signed task bundles, shared by client and node.
+//! - [`runtime`] (feature `net`, uses `bundle`, `files`): signed runtime bundles (an interpreter and its files) that a bundle names by id.
 //! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
 //! - [`job`] (feature `net`): what a job is: its spec, id and header, why one is refused, the submitter's signatures (of the spec, of a cancel).
 //! - [`attest`] (feature `net`, uses `job`; `job` names its `Claim` for a header): what a worker signs for each task, and the pure check of a quorum of attestations.
@@ -46,6 +48,8 @@ pub mod capacity;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "net")]
+pub mod files;
+#[cfg(feature = "net")]
 pub mod frame;
 #[cfg(feature = "guest")]
 pub mod guest;
@@ -63,6 +67,8 @@ pub mod members;
 pub mod outcome;
 #[cfg(feature = "client")]
 pub mod proof;
+#[cfg(feature = "net")]
+pub mod runtime;
 #[cfg(feature = "net")]
 pub mod stored;
 #[cfg(feature = "net")]

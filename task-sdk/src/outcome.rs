@@ -37,6 +37,9 @@ pub enum Outcome {
     Timeout,
     /// The node failed, not the task (resources, an unexpected host error). No verdict.
     HostError(String),
+    /// The task's writes to its mounted directories passed its scratch limit
+    /// ([`crate::bundle::Limits::scratch_bytes`]).
+    ScratchLimit,
 }
 
 /// A WebAssembly trap, by code. Codes are stable (their byte is part of the
@@ -110,6 +113,7 @@ impl Outcome {
                 out.push(code.byte());
             }
             Outcome::InvalidModule(_) => out.push(7),
+            Outcome::ScratchLimit => out.push(8),
             Outcome::Timeout | Outcome::HostError(_) => return None,
         }
         Some(out)
@@ -131,6 +135,9 @@ impl fmt::Display for Outcome {
             Outcome::InvalidModule(why) => write!(f, "InvalidModule: {why}"),
             Outcome::Timeout => f.write_str("Timeout: the wall-clock deadline passed"),
             Outcome::HostError(why) => write!(f, "HostError: {why}"),
+            Outcome::ScratchLimit => {
+                f.write_str("ScratchLimit: the task wrote more than its scratch limit")
+            }
         }
     }
 }
