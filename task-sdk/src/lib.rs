@@ -17,6 +17,7 @@
 //! - [`bundle`] (feature `net`, uses `files`): signed task bundles, shared by client and node.
 //! - [`runtime`] (feature `net`, uses `bundle`, `files`): signed runtime bundles (an interpreter and its files) that a bundle names by id.
 //! - [`outcome`] (feature `net`): how a task ended and the digest replicas vote with.
+//! - [`blob`] (feature `net`): content-addressed blobs in 1 MiB chunks: `BlobId`, `BlobIndex` and its canonical codec, the chunk check (sans-IO).
 //! - [`job`] (feature `net`): what a job is: its spec, id and header, why one is refused, the submitter's signatures (of the spec, of a cancel).
 //! - [`attest`] (feature `net`, uses `job`; `job` names its `Claim` for a header): what a worker signs for each task, and the pure check of a quorum of attestations.
 //! - [`wire`] (feature `net`): the messages nodes and clients exchange, one file per concern:
@@ -41,6 +42,8 @@
 
 #[cfg(feature = "net")]
 pub mod attest;
+#[cfg(feature = "net")]
+pub mod blob;
 #[cfg(feature = "net")]
 pub mod bundle;
 #[cfg(feature = "net")]

@@ -24,8 +24,9 @@ use crate::identity::{Identity, PeerId};
 /// verification (a policy's mode and error target, a result's accepting
 /// rule), which an older node would misread as full verification.
 /// Version 6: the ring's `Merge` request (ring unification after a
-/// partition), which an older node cannot decode.
-pub const ALPN: &[u8] = b"chorus/6";
+/// partition), which an older node cannot decode. Version 7: blobs in
+/// chunks (`BlobIndex`, `Chunk`, `PutBlob`, `PutChunk`).
+pub const ALPN: &[u8] = b"chorus/7";
 
 /// Server name used when dialling an address whose id we do not know yet.
 pub const ANY_PEER: &str = "any.chorus";

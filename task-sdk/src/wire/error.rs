@@ -93,12 +93,20 @@ pub enum ErrorKind {
     BatchTooLarge,
     /// A bug on the node.
     Internal,
+    /// The node holds no blob of that id.
+    UnknownBlob,
+    /// A blob index or chunk that does not check out (wrong hash, length,
+    /// encoding, or a chunk of no upload in progress).
+    BadBlob,
+    /// The node's blob store has no room for it: its bound is taken by
+    /// blobs in use and uploads in progress. Retry later or elsewhere.
+    BlobStoreFull,
     /// A kind this version does not know (its name as sent).
     Other(String),
 }
 
 impl ErrorKind {
-    const NAMED: [(ErrorKind, &'static str); 29] = [
+    const NAMED: [(ErrorKind, &'static str); 32] = [
         (ErrorKind::Malformed, "malformed"),
         (ErrorKind::Oversized, "oversized"),
         (ErrorKind::Truncated, "truncated"),
@@ -128,6 +136,9 @@ impl ErrorKind {
         (ErrorKind::TermsMismatch, "terms_mismatch"),
         (ErrorKind::BatchTooLarge, "batch_too_large"),
         (ErrorKind::Internal, "internal"),
+        (ErrorKind::UnknownBlob, "unknown_blob"),
+        (ErrorKind::BadBlob, "bad_blob"),
+        (ErrorKind::BlobStoreFull, "blob_store_full"),
     ];
 
     /// The stable name, as sent on the wire and used in metrics labels.
@@ -143,7 +154,10 @@ impl ErrorKind {
 
     /// Whether asking again (here or at another node) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ErrorKind::Busy | ErrorKind::Unavailable)
+        matches!(
+            self,
+            ErrorKind::Busy | ErrorKind::Unavailable | ErrorKind::BlobStoreFull
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use chorus_core::RingPos;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::blob::BlobId;
 use crate::bundle::BundleId;
 use crate::capacity::SignedCapacity;
 use crate::job::{JobHeader, JobId, JobSpec};
@@ -188,6 +189,41 @@ pub enum JobRequest {
         /// The whole job, or what changed.
         copy: JobCopy,
     },
+    /// The index of a blob this node holds ([`crate::blob`]): answered with
+    /// [`JobResponse::BlobIndex`] or `unknown_blob`; never forwarded. The
+    /// asker checks that it hashes to `blob`.
+    BlobIndex {
+        /// The blob.
+        blob: BlobId,
+    },
+    /// One chunk of a blob this node holds: answered with
+    /// [`JobResponse::Chunk`] or `unknown_blob`; never forwarded. The asker
+    /// checks it against the blob's index.
+    Chunk {
+        /// The blob.
+        blob: BlobId,
+        /// The chunk's index.
+        index: u32,
+    },
+    /// Client to its entry node: I will upload this blob. `index` is the
+    /// blob's canonical [`BlobIndex`](crate::blob::BlobIndex) encoding. The
+    /// node reserves room for it (or answers `blob_store_full`) and answers
+    /// [`JobResponse::Missing`] with the chunks it still lacks.
+    PutBlob {
+        /// The canonical index encoding.
+        index: ByteBuf,
+    },
+    /// Client to its entry node: one chunk of a blob announced with
+    /// [`JobRequest::PutBlob`], checked against its index before it is
+    /// stored. Answered with [`JobResponse::Missing`].
+    PutChunk {
+        /// The blob.
+        blob: BlobId,
+        /// The chunk's index.
+        index: u32,
+        /// Its bytes.
+        bytes: ByteBuf,
+    },
 }
 
 /// Answers to [`JobRequest`].
@@ -223,7 +259,24 @@ pub enum JobResponse {
     },
     /// Done.
     Ok,
+    /// Answer to [`JobRequest::BlobIndex`]: the canonical index encoding.
+    BlobIndex(ByteBuf),
+    /// Answer to [`JobRequest::Chunk`]: the chunk's bytes.
+    Chunk(ByteBuf),
+    /// Answer to [`JobRequest::PutBlob`] and [`JobRequest::PutChunk`]: the
+    /// chunks of `blob` the node still lacks (empty: it holds the blob whole).
+    Missing {
+        /// The blob.
+        blob: BlobId,
+        /// How many chunks are still missing.
+        count: u32,
+        /// The first of them (at most [`MAX_MISSING_LISTED`]), in order.
+        first: Vec<u32>,
+    },
 }
+
+/// The most missing chunk indices one [`JobResponse::Missing`] lists.
+pub const MAX_MISSING_LISTED: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +460,21 @@ mod tests {
                     failovers: 2,
                 }),
             },
+            JobRequest::BlobIndex {
+                blob: BlobId([24; 32]),
+            },
+            JobRequest::Chunk {
+                blob: BlobId([24; 32]),
+                index: 7,
+            },
+            JobRequest::PutBlob {
+                index: bytes(b"CBI1index"),
+            },
+            JobRequest::PutChunk {
+                blob: BlobId([24; 32]),
+                index: 7,
+                bytes: bytes(b"chunk"),
+            },
         ];
         let job_responses = vec![
             JobResponse::Accepted {
@@ -456,6 +524,13 @@ mod tests {
             JobResponse::Terms {
                 header: Box::new(spec().header()),
                 signature: bytes(&[23; 64]),
+            },
+            JobResponse::BlobIndex(bytes(b"CBI1index")),
+            JobResponse::Chunk(bytes(b"chunk")),
+            JobResponse::Missing {
+                blob: BlobId([24; 32]),
+                count: 2,
+                first: vec![3, 7],
             },
         ];
         let mut requests = vec![
@@ -510,7 +585,8 @@ mod tests {
     /// SHA-256 of each message as the frame codec encodes it (named fields).
     /// Recorded again when attestations, signed specs, `Held` and `Prove`
     /// changed the protocol on purpose (`Terms` added two, the rest kept; the
-    /// ring's `Merge` added one, second, the rest kept); moving types between modules must
+    /// ring's `Merge` added one, second, the rest kept; blobs added four
+    /// job requests and three job responses, the rest kept); moving types between modules must
     /// not change a byte on the wire.
     const GOLDEN: &[&str] = &[
         "47963f838bd33d0f63bf180089d804e5d2226fb28a897bc778c6219a936c4749",
@@ -530,6 +606,10 @@ mod tests {
         "d4064838f3a77e406a9c99a70314680ff4a7002770fac6f8feb0215bcbc104c8",
         "81c1443a1b460e11344d15d15829dc2c4cb729a47e2c3c3ffda0482d8b3a7d0a",
         "b3bf4f0299af955ea121dc6a6ad7f1d49716bd636af67dcc02f7ddb74e4bc3cf",
+        "bf091430f683c4766710e3814515bcb7a6050ad8f84231f78d5fb903c2df8135",
+        "61cebd9c520201a3323655f446b0fd09f2565f725b54abbe05a9673e8dcac380",
+        "14907964c75b9acec689e26efbfe9e3c2b3b5f2ff95e3ab1304a30d683c8b159",
+        "9cb61f140a9aaca308a53d267706e4ab68548dbc98fe3a3195a10b77163b4a04",
         "d6894140a99cf66875fbd7c1f7f1f60e2e69c1be057574fd16389070126c7942",
         "64703eab4cc78927375fbd9849bb59e6ad6706d48d68e9e6e74f965ca0da8195",
         "cb3a44b104fd281d2072710353f5afa55bfd6db3dc7c177df56602c3478fb3fd",
@@ -545,6 +625,9 @@ mod tests {
         "6599577241c02a3686d6785207a990c2593186f902d483cb0c9ea8e34a06f276",
         "cbada10028532b4c0488fa786d99161d2a6de1bb59ddf3158519b77f7deece82",
         "1d414f978a4b39d8e0faf7baaed508d7cc369bc9b968ab7a96e0d2ce2d389189",
+        "bd4e6f4e1f8bede09fe231f913c1339e383d4f4e2103efde5de75f6d11ab00be",
+        "f73c39054b10315e6d42db0eb339f4ef42156a6f193ca138ac1307977ae3abc2",
+        "c80774606ce43b0061b66e1f3caa239510a775cd2c0ed92bd94be7e0c4a069c2",
     ];
 
     #[test]
