@@ -18,7 +18,7 @@ fn args_and_environ_layout() {
     assert_eq!(g.u32(IOV), BUF);
     assert_eq!(g.u32(IOV + 4), BUF + 5);
     assert_eq!(g.u32(IOV + 8), BUF + 9);
-    assert_eq!(g.get(BUF, 11), b"task\0--n\03\0");
+    assert_eq!(g.get(BUF, 11), b"task\0--n\x003\0");
 
     g.ok("environ_sizes_get", &[OUT as u64, OUT2 as u64]);
     assert_eq!((g.u32(OUT), g.u32(OUT2)), (2, 4 + 8));
@@ -744,7 +744,7 @@ fn poll_clock_alone_fires_at_once() {
 #[test]
 fn poll_stdin_is_ready_with_bytes_left_then_hangup() {
     let mut g = Guest::new();
-    clock_sub(&mut g, P1, 0x1_2345_678, 1, 200_000_000, 0);
+    clock_sub(&mut g, P1, 0x1234_5678, 1, 200_000_000, 0);
     fd_sub(&mut g, P1 + 48, 0x8_7654_3210, eventtype::FD_READ, 0);
     g.ok("poll_oneoff", &[P1 as u64, BUF as u64, 2, OUT as u64]);
     assert_eq!(g.u32(OUT), 1);
