@@ -950,3 +950,11 @@ fn work_counts_calls_and_bytes() {
     g.ok("random_get", &[BUF as u64, 800]);
     assert_eq!(g.wasi.work(), w0 + 2 + 100);
 }
+
+#[test]
+fn wasi_can_live_in_a_wasmtime_store() {
+    // A wasmtime Store's data must be Send (async fibers move it across threads).
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Wasi>();
+    assert_send::<chorus_wasi::Config>();
+}
