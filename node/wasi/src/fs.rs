@@ -317,6 +317,15 @@ impl Fs {
         Ok(())
     }
 
+    /// Points entry `name` of `dir` at `id`, returning what it named before.
+    /// The directory's names (and so its charge) do not change.
+    pub(crate) fn replace_entry(&mut self, dir: NodeId, name: &[u8], id: NodeId) -> Option<NodeId> {
+        match &mut self.get_mut(dir).kind {
+            Kind::Dir(d) => d.entries.insert(name.to_vec(), id),
+            _ => None,
+        }
+    }
+
     fn set_entry(&mut self, dir: NodeId, name: &[u8], id: NodeId) {
         if let Kind::Dir(d) = &mut self.get_mut(dir).kind {
             d.entries.insert(name.to_vec(), id);

@@ -11,6 +11,7 @@
 //! turns a [`Stop`] into a trap with a named outcome.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod abi;

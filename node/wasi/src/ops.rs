@@ -158,12 +158,13 @@ impl Wasi {
         let total: u64 = items.iter().map(|s| s.len() as u64 + 1).sum();
         m.check(ptrs, items.len() as u64 * 4)?;
         m.check(buf, total)?;
-        let mut at = buf;
+        // Every address below lies inside the checked ranges, so fits in u32.
+        let mut at = u64::from(buf);
         for (i, s) in items.iter().enumerate() {
-            m.put_u32(ptrs + i as u32 * 4, at)?;
-            m.write(at, s)?;
-            m.write(at + s.len() as u32, &[0])?;
-            at += s.len() as u32 + 1;
+            m.put_u32(ptrs + i as u32 * 4, at as u32)?;
+            m.write(at as u32, s)?;
+            m.write((at + s.len() as u64) as u32, &[0])?;
+            at += s.len() as u64 + 1;
         }
         self.charge_bytes(total + items.len() as u64 * 4);
         Ok(())
@@ -328,7 +329,15 @@ impl Wasi {
         Ok(())
     }
 
-    fn filestat(&self, node: NodeId) -> [u8; FILESTAT_SIZE as usize] {
+    /// The filestat bytes of `node`; a directory's subdirectories are counted
+    /// for its nlink, and charged as work.
+    fn filestat(&mut self, node: NodeId) -> [u8; FILESTAT_SIZE as usize] {
+        let entries = self
+            .fs
+            .get(node)
+            .dir()
+            .map_or(0, |d| d.entries.len() as u64);
+        self.charge_bytes(entries * 8);
         let n = self.fs.get(node);
         let (ft, nlink, size) = match &n.kind {
             Kind::File(b) => (filetype::REGULAR_FILE, n.links, b.as_slice().len() as u64),
@@ -359,11 +368,11 @@ impl Wasi {
     }
 
     fn fd_filestat_get(&mut self, m: &mut Mem, fd: u32, out: u32) -> R<()> {
-        let b = match &self.fd(fd)?.handle {
-            Handle::File { node, .. } | Handle::Dir { node, .. } => self.filestat(*node),
+        let b = match self.fd(fd)?.handle.clone() {
+            Handle::File { node, .. } | Handle::Dir { node, .. } => self.filestat(node),
             h => {
                 let mut b = [0u8; FILESTAT_SIZE as usize];
-                b[16] = self.filetype_of(h);
+                b[16] = self.filetype_of(&h);
                 b
             }
         };
@@ -621,7 +630,12 @@ impl Wasi {
             (name.clone(), cn.ino, ft)
         });
         let start = usize::try_from(cookie).unwrap_or(usize::MAX);
-        for (i, (name, ino, ft)) in entries.into_iter().chain(rest).enumerate().skip(start) {
+        let mut visited = 0u64;
+        for (i, (name, ino, ft)) in entries.into_iter().chain(rest).enumerate() {
+            visited += 1;
+            if i < start {
+                continue;
+            }
             if bytes.len() >= len as usize {
                 break;
             }
@@ -634,7 +648,8 @@ impl Wasi {
             bytes.extend_from_slice(&name);
         }
         bytes.truncate(len as usize);
-        self.charge_bytes(bytes.len() as u64);
+        // Entries skipped to reach the cookie are host work too.
+        self.charge_bytes(bytes.len() as u64 + visited * 8);
         m.write(buf, &bytes)?;
         m.put_u32(out, bytes.len() as u32)
     }
@@ -831,6 +846,10 @@ impl Wasi {
     fn path_open(&mut self, m: &mut Mem, a: OpenArgs) -> R<()> {
         let (dir, path) = self.at(m, a.dirfd, a.path.0, a.path.1)?;
         m.check(a.out, 4)?;
+        // Before anything is created: a refused open leaves no file behind.
+        if self.fds.len() >= MAX_FDS {
+            return err(errno::MFILE);
+        }
         let follow = a.dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0;
         let of = a.oflags;
         if of & !0xf != 0 || a.fdflags & !u32::from(fdflags::ALL) != 0 {
@@ -1040,11 +1059,11 @@ impl Wasi {
         // Keep the source alive while its old entry goes.
         self.fs.get_mut(src).links += 1;
         self.fs.unlink(from.dir, &from.name);
-        if dst.is_some() {
-            self.fs.unlink(to.dir, &to.name);
-            self.fs.link(to.dir, &to.name, Some(src))?;
-        } else if let Kind::Dir(d) = &mut self.fs.get_mut(to.dir).kind {
-            d.entries.insert(to.name.clone(), src);
+        // Same name, same charge: the entry now names the source instead.
+        if let Some(old) = self.fs.replace_entry(to.dir, &to.name, src) {
+            let n = self.fs.get_mut(old);
+            n.links = n.links.saturating_sub(1);
+            self.fs.maybe_free(old);
         }
         if let Kind::Dir(d) = &mut self.fs.get_mut(src).kind {
             d.parent = to.dir;
