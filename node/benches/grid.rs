@@ -152,6 +152,7 @@ fn main() {
             args: Vec::new(),
             seed: u64::from(i),
             limits: limits(),
+            ..TaskSpec::default()
         };
         let r = engine.run_blocking(&compiled, spec).expect("run");
         assert_eq!(r.stdout, b"chorus!\n");
@@ -202,6 +203,7 @@ fn main() {
                 args: Vec::new(),
                 seed: 0,
                 limits: limits(),
+                ..TaskSpec::default()
             };
             let r = engine.run_blocking(&compiled, spec).expect("run");
             assert!(r.outcome.is_ok());

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::blob::BlobId;
+
 /// Most mounts a manifest may give its tasks.
 pub const MAX_MOUNTS: usize = 16;
 /// Most entries (files, directories, links) in all of a manifest's mounts.
@@ -28,12 +30,12 @@ pub const MAX_ENV_BYTES: usize = 32 * 1024;
 /// Most bytes of all the files of a job's mounts, summed.
 pub const MAX_FILES_BYTES: u64 = 1 << 30;
 
-/// The content of one file: the id of the blob that holds its bytes
-/// (`chorus_sdk::blob`'s `BlobId` of the bytes) and its size.
+/// The content of one file: the id of the blob that holds its bytes and
+/// its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileRef {
     /// The blob id of the file's bytes.
-    pub blob: [u8; 32],
+    pub blob: BlobId,
     /// The file's size in bytes.
     pub size: u64,
 }
@@ -228,7 +230,7 @@ mod tests {
         Entry {
             path: path.into(),
             kind: EntryKind::File(FileRef {
-                blob: [1; 32],
+                blob: BlobId([1; 32]),
                 size,
             }),
         }

@@ -229,7 +229,7 @@ mod tests {
             name: "python".into(),
             version: "3.15".into(),
             module: FileRef {
-                blob: [7; 32],
+                blob: crate::blob::BlobId([7; 32]),
                 size: 100,
             },
             mounts: vec![],

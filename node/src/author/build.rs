@@ -181,6 +181,9 @@ pub enum BuildError {
     /// Cargo built no binary, or several (a task is one `wasm32-wasip1` binary).
     #[error("cargo built {0} wasm binaries in {1}; a task project has exactly one")]
     Binaries(usize, PathBuf),
+    /// A Python project: its script is what the grid runs.
+    #[error("{} needs no build: submit it with `chorus submit --python {}`", .0.display(), .0.display())]
+    NothingToBuild(PathBuf),
     /// Cargo.toml does not parse.
     #[error("{path}: {reason}")]
     Manifest {
@@ -208,6 +211,8 @@ pub fn lang_of(dir: &Path) -> Option<Lang> {
         Some(Lang::Rust)
     } else if !c_sources(dir).unwrap_or_default().is_empty() {
         Some(Lang::C)
+    } else if dir.join("main.py").is_file() {
+        Some(Lang::Python)
     } else {
         None
     }
@@ -223,6 +228,7 @@ pub fn build(dir: &Path, env: &BuildEnv) -> Result<Built, BuildError> {
     let module = match lang {
         Lang::Rust => build_rust(&dir, env)?,
         Lang::C => build_c(&dir, env)?,
+        Lang::Python => return Err(BuildError::NothingToBuild(dir.join("main.py"))),
     };
     let rel = module.strip_prefix(&dir).unwrap_or(&module);
     let record = dir.join(RECORD);

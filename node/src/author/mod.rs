@@ -22,6 +22,8 @@ pub enum Lang {
     Rust,
     /// C with wasi-libc: stdin in, stdout out.
     C,
+    /// Python on the grid's Python runtime: a script, stdin in, stdout out.
+    Python,
 }
 
 impl std::fmt::Display for Lang {
@@ -29,6 +31,7 @@ impl std::fmt::Display for Lang {
         f.write_str(match self {
             Lang::Rust => "rust",
             Lang::C => "c",
+            Lang::Python => "python",
         })
     }
 }

@@ -85,7 +85,7 @@ pub fn create(dir: &Path, opts: &NewOptions) -> Result<Created, NewError> {
     }
     let sdk = match opts.lang {
         Lang::Rust => Some(sdk_path(opts.sdk.as_deref())?),
-        Lang::C => None,
+        Lang::C | Lang::Python => None,
     };
     std::fs::create_dir_all(dir).map_err(|source| NewError::Io {
         path: dir.to_path_buf(),
@@ -195,6 +195,21 @@ fn files(
             (
                 ".gitignore",
                 fill(include_str!("../../templates/c/gitignore")),
+            ),
+        ],
+        Lang::Python => vec![
+            ("main.py", fill(include_str!("../../templates/python/main.py"))),
+            (
+                "sample-input",
+                include_str!("../../templates/python/sample-input").into(),
+            ),
+            (
+                "README.md",
+                fill(include_str!("../../templates/python/README.md")),
+            ),
+            (
+                ".gitignore",
+                fill(include_str!("../../templates/python/gitignore")),
             ),
         ],
     })

@@ -18,6 +18,13 @@ pub struct LimitArgs {
     /// Largest input (stdin) per task, in MiB (default 16).
     #[arg(long, value_name = "N")]
     pub max_input_mb: Option<u64>,
+    /// Bytes a task's writes may add to its mounted directories, in MiB
+    /// (default 64): past it the task ends with `scratch_limit`.
+    #[arg(long, value_name = "N")]
+    pub scratch_mb: Option<u64>,
+    /// Wasm stack per task, in KiB (default 512; interpreters need more).
+    #[arg(long, value_name = "N")]
+    pub stack_kb: Option<u32>,
 }
 
 impl LimitArgs {
@@ -38,6 +45,17 @@ impl LimitArgs {
             limits.input_bytes = mb
                 .checked_mul(1 << 20)
                 .context("--max-input-mb is too large")?;
+        }
+        if let Some(mb) = self.scratch_mb {
+            limits.scratch_bytes = mb
+                .checked_mul(1 << 20)
+                .context("--scratch-mb is too large")?;
+        }
+        if let Some(kb) = self.stack_kb {
+            if !(4..=(4 << 20)).contains(&kb) {
+                bail!("--stack-kb must be 4..=4194304");
+            }
+            limits.stack_bytes = kb << 10;
         }
         if let Some(s) = self.timeout_s {
             if !(s.is_finite() && s > 0.0 && s < 1e9) {
@@ -62,11 +80,14 @@ mod tests {
             memory_mb: Some(64),
             timeout_s: Some(1.5),
             max_input_mb: Some(40),
+            scratch_mb: Some(3),
+            stack_kb: Some(8192),
         }
         .apply(base)
         .unwrap();
         assert_eq!((l.fuel, l.memory_bytes, l.wall_ms), (1000, 64 << 20, 1500));
         assert_eq!(l.input_bytes, 40 << 20);
+        assert_eq!((l.scratch_bytes, l.stack_bytes), (3 << 20, 8 << 20));
         let zero = LimitArgs {
             max_input_mb: Some(0),
             ..LimitArgs::default()

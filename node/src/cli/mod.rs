@@ -8,12 +8,14 @@ pub mod addr;
 pub mod decode;
 pub mod demo;
 pub mod jobs;
+pub mod files;
 pub mod limits;
 pub mod node;
 pub mod peers;
 pub mod results;
 pub mod ring;
 pub mod run;
+pub mod runtime;
 pub mod sim;
 pub mod status;
 pub mod submit;
@@ -63,6 +65,9 @@ pub enum Command {
     /// on it with verification, and write the picture and a picture of what
     /// verification did (who was accepted, who rejected) as PNGs.
     Demo(demo::DemoArgs),
+    /// Package an interpreter (Python) as a signed runtime bundle, so that
+    /// jobs carry only their scripts: `runtime import python DIR`.
+    Runtime(runtime::RuntimeArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to an exit code.
@@ -90,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Decode(a) => decode::run(a),
         Command::Task(a) => task::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Runtime(a) => runtime::run(a),
     };
     match result {
         Ok(code) => code,

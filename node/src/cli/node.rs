@@ -66,6 +66,12 @@ pub struct NodeArgs {
     /// (delay ± uniform jitter, independent loss; for kernels without netem).
     #[arg(long, value_name = "SPEC")]
     pub emulate_link: Option<LinkEmulation>,
+    /// Runtimes (interpreters such as Python, named by id) whose tasks this
+    /// node runs: `all`, `none` (the default), or an id (repeatable; ids
+    /// from `chorus runtime import`). A runtime is compiled once, the first
+    /// time (about a minute of CPU for a 100 MB interpreter), then cached.
+    #[arg(long = "accept-runtime", value_name = "ID|all|none")]
+    pub accept_runtime: Vec<String>,
 }
 
 /// Values of `chorus node --chaos` (see `chorus_node::jobs::Chaos`).
@@ -116,6 +122,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         config.cores = args.cores.unwrap_or_else(default_cores).max(1);
         config.memory_mb = args.memory_mb;
         config.chaos = chaos_of(&args.chaos);
+        config.jobs.accept_runtimes = crate::jobs::AcceptRuntimes::parse(&args.accept_runtime)
+            .map_err(|e| anyhow::anyhow!("--accept-runtime: {e}"))?;
         config.serve.max_connections = args.max_connections.max(1);
         config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
         config.jobs.diversity_v4 = args.diversity_v4;

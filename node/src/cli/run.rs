@@ -23,6 +23,14 @@ pub struct RunArgs {
     /// An argument for the task (repeat for more).
     #[arg(long = "arg", value_name = "A", allow_hyphen_values = true)]
     pub args: Vec<String>,
+    /// Mount HOST_DIR at GUEST_PATH (repeatable; wasmtime's syntax): the
+    /// task sees a copy-on-write view of its content, read once; nothing is
+    /// ever written back to HOST_DIR.
+    #[arg(long = "dir", value_name = "HOST_DIR::GUEST_PATH", value_parser = super::files::parse_dir)]
+    pub dirs: Vec<super::files::DirArg>,
+    /// An environment variable for the task (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::files::parse_env)]
+    pub env: Vec<(String, String)>,
     /// Limit overrides (fuel, memory, wall clock).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -36,6 +44,16 @@ pub struct RunArgs {
     /// Print one JSON object instead of the task's output.
     #[arg(long)]
     pub json: bool,
+    /// BUNDLE is a Python script: run it on the Python runtime imported
+    /// with `chorus runtime import python DIR`, as a node runs it.
+    #[arg(long)]
+    pub python: bool,
+    /// With --python: the runtime by id (default: the last imported).
+    #[arg(long, value_name = "ID", requires = "python")]
+    pub runtime: Option<chorus_sdk::runtime::RuntimeId>,
+    /// With --python: where the runtime was imported (default ~/.chorus-client).
+    #[arg(long, value_name = "DIR", requires = "python")]
+    pub key_dir: Option<PathBuf>,
 }
 
 /// Runs `chorus run`.
@@ -68,7 +86,51 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         .with_context(|| format!("cannot read {}", args.bundle.display()))?;
     let mut task_args = args.args;
     let mut seed = args.seed;
-    let (module, mut limits) = if file.starts_with(b"\0asm") {
+    let mut env = chorus_sdk::files::canonical_env(args.env);
+    let mut mounts = Vec::with_capacity(args.dirs.len());
+    let mut argv0 = None;
+    let runtime = args.python;
+    let (module, mut limits) = if args.python {
+        let store = super::runtime::LocalBlobs::new(&super::results::key_dir(args.key_dir.clone()));
+        let (id, rt) = match &args.runtime {
+            Some(id) => (*id, store.runtime(id)?),
+            None => store.runtime_named("python")?,
+        };
+        tracing::info!(runtime = %id, version = %rt.manifest.version, "runtime");
+        let read = |b: &chorus_sdk::blob::BlobId| -> anyhow::Result<Vec<u8>> {
+            let p = store.path(b).with_context(|| format!("blob {b} of runtime {id} is missing"))?;
+            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let m = &rt.manifest;
+        for mount in &m.mounts {
+            let mut tree = chorus_wasi::Tree::new();
+            for e in &mount.entries {
+                match &e.kind {
+                    chorus_sdk::files::EntryKind::Dir => tree.insert_dir(&e.path),
+                    chorus_sdk::files::EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t),
+                    chorus_sdk::files::EntryKind::File(f) => tree.insert_file(&e.path, read(&f.blob)?),
+                }
+                .with_context(|| format!("runtime file {}", e.path))?;
+            }
+            mounts.push((mount.guest.clone(), std::sync::Arc::new(tree)));
+        }
+        let (dir, name) = m.program_mount();
+        let mut program = chorus_wasi::Tree::new();
+        program
+            .insert_file(name, file)
+            .context("placing the script")?;
+        mounts.push((dir.to_string(), std::sync::Arc::new(program)));
+        env = chorus_sdk::files::canonical_env(m.env.iter().cloned().chain(env));
+        argv0 = Some(m.argv0.clone());
+        task_args = m
+            .args
+            .iter()
+            .cloned()
+            .chain([m.program.clone()])
+            .chain(task_args)
+            .collect();
+        (read(&m.module.blob)?, m.limits)
+    } else if file.starts_with(b"\0asm") {
         (file, Limits::default())
     } else {
         let bundle = Bundle::decode(&file)
@@ -86,6 +148,16 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
             task_args = bundle.manifest().args.clone();
         }
         seed = seed.or(bundle.manifest().seed);
+        if env.is_empty() {
+            env = bundle.manifest().env.clone();
+        }
+        if !bundle.manifest().mounts.is_empty() || bundle.manifest().runtime.is_some() {
+            anyhow::bail!(
+                "{} names mounts or a runtime by hash: run it on the grid with `chorus submit`, \
+                 or give its files here with --dir",
+                args.bundle.display()
+            );
+        }
         (bundle.module().to_vec(), bundle.manifest().limits)
     };
     limits = args.limits.apply(limits)?;
@@ -104,6 +176,10 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         }
     };
 
+    for d in &args.dirs {
+        let tree = super::files::HostTree::read(d)?.load()?;
+        mounts.push((d.guest.clone(), std::sync::Arc::new(tree)));
+    }
     let mut config = match &args.data_dir {
         Some(dir) => EngineConfig::with_data_dir(dir),
         None => EngineConfig::default(),
@@ -115,8 +191,22 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         args: task_args,
         seed: seed.unwrap_or(0),
         limits,
+        env,
+        mounts,
+        argv0,
     };
-    Ok(engine.run_module_blocking(&module, spec)?)
+    Ok(crate::sandbox::on_task_thread(move || {
+        if !runtime {
+            return engine.run_module_blocking(&module, spec);
+        }
+        let started = std::time::Instant::now();
+        let compiled = engine.runtime_module(&module, &spec.limits);
+        tracing::info!(elapsed = ?started.elapsed(), "runtime module ready");
+        match compiled {
+            Ok(m) => engine.run_blocking(&m, spec),
+            Err(e) => e.into_outcome().map(crate::sandbox::TaskReport::without_run),
+        }
+    })??)
 }
 
 /// The `--json` form of a report.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use chorus_sdk::blob::BlobId;
 use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
 use chorus_sdk::client::{Client, JobBuilder};
 use chorus_sdk::identity::Identity;
@@ -24,7 +25,25 @@ pub struct SubmitArgs {
     pub node: SocketAddr,
     /// The task: a WebAssembly module (WASI preview 1 command), signed here
     /// into a bundle with your key, or a bundle signed already.
-    pub bundle: PathBuf,
+    #[arg(required_unless_present = "python", conflicts_with = "python")]
+    pub bundle: Option<PathBuf>,
+    /// A Python script to run once per input (the input on its stdin) on the
+    /// Python runtime (`chorus runtime import python DIR`): the job carries
+    /// only the script; nodes that accept the runtime run it.
+    #[arg(long, value_name = "SCRIPT.py")]
+    pub python: Option<PathBuf>,
+    /// The runtime for --python, by id (default: the one last imported
+    /// with `chorus runtime import python`).
+    #[arg(long, value_name = "ID", requires = "python")]
+    pub runtime: Option<chorus_sdk::runtime::RuntimeId>,
+    /// Mount HOST_DIR at GUEST_PATH in every task (repeatable; wasmtime's
+    /// syntax): a copy-on-write view of its content. The files are signed
+    /// into the bundle by hash and uploaded in chunks.
+    #[arg(long = "dir", value_name = "HOST_DIR::GUEST_PATH", value_parser = super::files::parse_dir)]
+    pub dirs: Vec<super::files::DirArg>,
+    /// An environment variable for every task (repeatable); signed into the bundle.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::files::parse_env)]
+    pub env: Vec<(String, String)>,
     /// Directory of inputs: every regular file, sorted by name, is one task's stdin.
     #[arg(long, value_name = "DIR")]
     pub inputs: PathBuf,
@@ -88,9 +107,16 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let key_dir = key_dir(args.key_dir.clone());
     let identity = Identity::load_or_create(&key_dir)
         .with_context(|| format!("loading your key from {}", key_dir.display()))?;
-    let bundle = load_bundle(&args, &identity)?;
+    let (bundle, uploads) = load_bundle(&args, &identity, &key_dir)?;
     let limits = args.limits.apply(bundle.manifest().limits)?;
-    check_module(&bundle, &limits, &args.bundle)?;
+    let source = args
+        .bundle
+        .clone()
+        .or_else(|| args.python.clone())
+        .unwrap_or_default();
+    if bundle.manifest().runtime.is_none() {
+        check_module(&bundle, &limits, &source)?;
+    }
     let inputs = read_inputs(&args.inputs)?;
     if inputs.is_empty() {
         bail!(
@@ -134,6 +160,11 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let client = Client::connect(args.node)
             .await
             .with_context(|| format!("connecting to {}", args.node))?;
+        if !uploads.is_empty() {
+            super::files::upload(&client, args.node, &uploads)
+                .await
+                .context("uploading the job's files")?;
+        }
         let submitted = tokio::select! {
             r = client.submit(&spec) => r.context("submitting the job")?,
             _ = tokio::signal::ctrl_c() => return Ok(Waited::InterruptedUnacknowledged),
@@ -142,7 +173,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             job: submitted.to_string(),
             names: names.clone(),
             node: args.node.to_string(),
-            module: args.bundle.display().to_string(),
+            module: source.display().to_string(),
             out: out.display().to_string(),
             submitted: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -244,23 +275,71 @@ fn check_module(
     Ok(())
 }
 
-/// The bundle: a signed bundle file as it is (checked), or a raw module
-/// signed with `identity` and named after its file.
-fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<VerifiedBundle> {
-    let path = &args.bundle;
+/// The bundle: a signed bundle file as it is (checked), a raw module signed
+/// with `identity` and named after its file, or a script on a runtime; with
+/// the blobs (by id, from local files) the grid must be given for it.
+fn load_bundle(
+    args: &SubmitArgs,
+    identity: &Identity,
+    key_dir: &std::path::Path,
+) -> anyhow::Result<(VerifiedBundle, Vec<(BlobId, PathBuf)>)> {
+    let mut uploads = Vec::new();
+    let mut mounts = Vec::new();
+    for d in &args.dirs {
+        let (mount, blobs) = super::files::HostTree::read(d)?.to_mount()?;
+        mounts.push(mount);
+        uploads.extend(blobs);
+    }
+    mounts.sort_by(|a, b| a.guest.cmp(&b.guest));
+    let env = chorus_sdk::files::canonical_env(args.env.iter().cloned());
+    let (path, runtime) = match (&args.bundle, &args.python) {
+        (Some(p), _) => (p, None),
+        (None, Some(script)) => {
+            let store = super::runtime::LocalBlobs::new(key_dir);
+            let (id, rt) = match &args.runtime {
+                Some(id) => (*id, store.runtime(id)?),
+                None => store.runtime_named("python")?,
+            };
+            // The runtime, its interpreter and its files, for the grid.
+            let mut need = vec![BlobId(id.0), rt.manifest.module.blob];
+            for m in &rt.manifest.mounts {
+                for e in &m.entries {
+                    if let chorus_sdk::files::EntryKind::File(f) = &e.kind {
+                        need.push(f.blob);
+                    }
+                }
+            }
+            for b in need {
+                let p = store
+                    .path(&b)
+                    .with_context(|| format!("blob {b} of runtime {id} is not in {}", key_dir.display()))?;
+                uploads.push((b, p));
+            }
+            (script, Some((id, rt)))
+        }
+        (None, None) => bail!("give a module, a bundle or --python SCRIPT.py"),
+    };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if !bytes.starts_with(b"\0asm")
+    if runtime.is_none()
+        && !bytes.starts_with(b"\0asm")
         && let Ok(bundle) = Bundle::decode(&bytes)
     {
-        if !args.args.is_empty() || args.seed.is_some() {
+        if !args.args.is_empty() || args.seed.is_some() || !mounts.is_empty() || !env.is_empty() {
             bail!(
-                "{} is a signed bundle: its arguments and seed are signed in it; give --arg and --seed with the module instead",
+                "{} is a signed bundle: its arguments, seed, mounts and environment are signed in it; give --arg, --seed, --dir and --env with the module instead",
                 path.display()
             );
         }
-        return bundle
+        let bundle = bundle
             .verify()
-            .with_context(|| format!("{} is a bundle that does not verify", path.display()));
+            .with_context(|| format!("{} is a bundle that does not verify", path.display()))?;
+        if !bundle.manifest().mounts.is_empty() || bundle.manifest().runtime.is_some() {
+            bail!(
+                "{} names files or a runtime by hash that this client cannot upload: submit the module or script with --dir or --python instead",
+                path.display()
+            );
+        }
+        return Ok((bundle, uploads));
     }
     let stem = path
         .file_stem()
@@ -271,7 +350,28 @@ fn load_bundle(args: &SubmitArgs, identity: &Identity) -> anyhow::Result<Verifie
     let mut manifest = Manifest::new(name, "1", identity.public_key());
     manifest.args = args.args.clone();
     manifest.seed = args.seed;
-    Bundle::sign(manifest, bytes, identity).context("signing the module")
+    manifest.env = env;
+    manifest.mounts = mounts;
+    if let Some((id, rt)) = runtime {
+        manifest.runtime = Some(id);
+        manifest.limits = rt.manifest.limits;
+        if manifest
+            .mounts
+            .iter()
+            .any(|m| rt.manifest.mounts.iter().any(|r| r.guest == m.guest) || m.guest == rt.manifest.program_mount().0)
+        {
+            bail!("--dir may not mount where the runtime does ({})", rt
+                .manifest
+                .mounts
+                .iter()
+                .map(|m| m.guest.as_str())
+                .chain([rt.manifest.program_mount().0])
+                .collect::<Vec<_>>()
+                .join(", "));
+        }
+    }
+    let bundle = Bundle::sign(manifest, bytes, identity).context("signing the bundle")?;
+    Ok((bundle, uploads))
 }
 
 #[cfg(test)]
@@ -325,7 +425,7 @@ mod tests {
             // Port 9 on loopback: nothing listens, and nothing is dialled.
             let mut args = parse(&["--key-dir", dir.join("key").to_str().unwrap()]);
             args.node = "127.0.0.1:9".parse().unwrap();
-            args.bundle = dir.join(name);
+            args.bundle = Some(dir.join(name));
             args.inputs = dir.join("in");
             let t = Instant::now();
             let e = run(args).expect_err(name);

@@ -159,10 +159,15 @@ fn test(args: TestArgs, env: &BuildEnv, out: &mut dyn Write) -> anyhow::Result<E
         bundle: built.module.clone(),
         input: Some(input),
         args: args.args,
+        dirs: Vec::new(),
+        env: Vec::new(),
         limits: args.limits,
         seed: None,
         data_dir: None,
         json: args.json,
+        python: false,
+        runtime: None,
+        key_dir: None,
     })?;
     let output = Output::of(&report.stdout);
     if args.json {

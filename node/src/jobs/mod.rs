@@ -40,6 +40,7 @@
 
 pub(crate) mod chaos;
 mod coordinator;
+mod files;
 mod flights;
 mod gate;
 mod replication;
@@ -81,6 +82,47 @@ pub use chaos::Chaos;
 
 /// Most bundle or terms fetches a worker has in flight at once.
 const MAX_FETCHES: usize = 8;
+
+/// Which runtimes ([`chorus_sdk::runtime`]) a worker accepts tasks of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptRuntimes {
+    /// None: tasks that name a runtime are refused (the coordinator places
+    /// them elsewhere).
+    None,
+    /// Any signed runtime.
+    All,
+    /// Only these, by id.
+    Only(Vec<chorus_sdk::runtime::RuntimeId>),
+}
+
+impl AcceptRuntimes {
+    /// Whether tasks of runtime `id` are run here.
+    pub fn accepts(&self, id: &chorus_sdk::runtime::RuntimeId) -> bool {
+        match self {
+            AcceptRuntimes::None => false,
+            AcceptRuntimes::All => true,
+            AcceptRuntimes::Only(ids) => ids.contains(id),
+        }
+    }
+
+    /// From the values of `--accept-runtime` (`all`, `none`, or ids; repeatable).
+    pub fn parse(values: &[String]) -> Result<AcceptRuntimes, String> {
+        let mut ids = Vec::new();
+        for v in values {
+            match v.as_str() {
+                "all" if values.len() == 1 => return Ok(AcceptRuntimes::All),
+                "none" if values.len() == 1 => return Ok(AcceptRuntimes::None),
+                "all" | "none" => return Err(format!("--accept-runtime {v} stands alone")),
+                id => ids.push(id.parse()?),
+            }
+        }
+        Ok(if ids.is_empty() {
+            AcceptRuntimes::None
+        } else {
+            AcceptRuntimes::Only(ids)
+        })
+    }
+}
 
 /// Tuning of the job service.
 #[derive(Clone, Debug)]
@@ -130,6 +172,10 @@ pub struct JobsConfig {
     pub diversity_v4: u32,
     /// Replica diversity for IPv6, in leading bits. Default 48 (one per /48).
     pub diversity_v6: u32,
+    /// Which runtimes this worker runs tasks of (`--accept-runtime`).
+    /// Default: none (compiling a 100 MB interpreter costs a donor a minute
+    /// of CPU, so a donor opts in).
+    pub accept_runtimes: AcceptRuntimes,
 }
 
 impl Default for JobsConfig {
@@ -151,6 +197,7 @@ impl Default for JobsConfig {
             sample_lookups: 2,
             diversity_v4: 24,
             diversity_v6: 48,
+            accept_runtimes: AcceptRuntimes::None,
         }
     }
 }
@@ -220,6 +267,12 @@ pub(crate) struct Shared {
     /// Whether the reputation table changed since it was last stored.
     reputation_dirty: std::sync::atomic::AtomicBool,
     bundles: DashMap<BundleId, Arc<VerifiedBundle>>,
+    /// Bundles' mounts, environment and runtime, ready to run (bounded).
+    prepared: DashMap<BundleId, Arc<files::Prepared>>,
+    /// Runtimes fetched and checked, with their compiled interpreters (bounded).
+    runtimes: DashMap<chorus_sdk::runtime::RuntimeId, Arc<files::PreparedRuntime>>,
+    /// One runtime fetch at a time.
+    runtime_lock: tokio::sync::Mutex<()>,
     /// One bundle fetch per bundle at a time, bundles in parallel, bounded.
     bundle_flights: flights::Flights<BundleId>,
     /// Verified terms of the jobs this worker ran batches for.
@@ -308,6 +361,9 @@ impl Jobs {
             reputation: std::sync::Mutex::new(Reputation::default()),
             reputation_dirty: std::sync::atomic::AtomicBool::new(false),
             bundles: DashMap::new(),
+            prepared: DashMap::new(),
+            runtimes: DashMap::new(),
+            runtime_lock: tokio::sync::Mutex::new(()),
             bundle_flights: flights::Flights::new(
                 MAX_FETCHES,
                 fetch_timeout + Duration::from_secs(1),
@@ -402,7 +458,7 @@ impl Jobs {
     async fn answer(&self, req: JobRequest, from: PeerId, addr: SocketAddr) -> Response {
         let s = &self.shared;
         match req {
-            JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded).await,
+            JobRequest::Submit { spec, forwarded } => s.submit(*spec, forwarded, addr).await,
             JobRequest::Status { job, forwarded } => {
                 s.routed(job, forwarded, routing::Ask::Status).await
             }
@@ -448,6 +504,8 @@ impl Jobs {
                 }
                 s.take_copy(job, coordinator, copy).await
             }
+            // TEMPORARY until the blob service lands.
+            _ => Response::Error(WireError::new(ErrorKind::Bundle, "no blob store yet")),
         }
     }
 

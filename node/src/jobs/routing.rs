@@ -4,6 +4,7 @@
 //! results, cancel) go through [`Shared::owner_elsewhere`] and
 //! [`Shared::forward`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,7 +215,12 @@ impl Shared {
     /// Takes a submission: forwarded to the owner of its id unless that is
     /// us; the owner checks it, stores it, copies it to its successors, and
     /// only then acknowledges it.
-    pub(super) async fn submit(self: &Arc<Self>, spec: JobSpec, forwarded: bool) -> Response {
+    pub(super) async fn submit(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        forwarded: bool,
+        addr: SocketAddr,
+    ) -> Response {
         let bundle = match spec.verify() {
             Ok(b) => b,
             Err(e) => return Response::Error(job_error(&e)),
@@ -235,6 +241,13 @@ impl Shared {
                 Ok(None) => {}
                 Err(e) => return e,
             }
+        }
+        // Its files and runtime, held here for the workers (fetched from
+        // the node that forwarded it, or uploaded here by the client).
+        if Self::needs_files(&bundle)
+            && let Err(e) = self.ensure_blobs(&bundle, &[addr]).await
+        {
+            return Response::Error(e);
         }
         let records = self.capacity.list();
         let live = records.len();

@@ -41,6 +41,7 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::InvalidModule(_) => "invalid_module",
         Outcome::Timeout => "timeout",
         Outcome::HostError(_) => "host_error",
+        Outcome::ScratchLimit => "scratch_limit",
     }
 }
 
@@ -122,18 +123,41 @@ impl Shared {
             Ok(b) => b,
             Err(e) => return Response::Error(e),
         };
-        let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
         let limits = run.limits;
+        // Mounts, environment and runtime come from the signed bundle (their
+        // bytes as blobs checked against its hashes), never from the batch's
+        // sender: they are part of what this worker attests.
+        let prepared = if Shared::needs_files(&bundle) {
+            match self.prepare(&bundle, &[addr]).await {
+                Ok(p) => Some(p),
+                Err(e) => return Response::Error(e),
+            }
+        } else {
+            None
+        };
         // Arguments and seed come from the signed bundle, never from the
         // batch's sender: they are part of what this worker attests.
-        let argv = bundle.manifest().args.clone();
+        let argv = match &prepared {
+            Some(p) => p.args.clone(),
+            None => bundle.manifest().args.clone(),
+        };
+        let (env, mounts, argv0) = match &prepared {
+            Some(p) => (p.env.clone(), p.mounts.clone(), p.argv0.clone()),
+            None => (Vec::new(), Vec::new(), None),
+        };
         let bundle_seed = bundle.manifest().seed;
         // Compiling takes a slot in the same fair order as the tasks.
         let slot = match self.slots.acquire(submitter, from).await {
             Ok(s) => s,
             Err(e) => return Response::Error(WireError::new(ErrorKind::Busy, e.to_string())),
         };
-        let compiled = self.engine.compile(module_bytes, limits).await;
+        let compiled = match prepared.as_ref().and_then(|p| p.runtime.clone()) {
+            Some(rt) => rt.module(self, &limits).await,
+            None => {
+                let module_bytes: Arc<[u8]> = Arc::from(bundle.module());
+                self.engine.compile(module_bytes, limits).await
+            }
+        };
         drop(slot);
         let module = match compiled {
             Ok(m) => Ok(m),
@@ -160,6 +184,7 @@ impl Shared {
             let module = module.clone();
             let slots = self.slots.clone();
             let args = argv.clone();
+            let (env, mounts, argv0) = (env.clone(), mounts.clone(), argv0.clone());
             let seed = chorus_sdk::job::task_seed(bundle_seed, run.job, a.task);
             handles.push((
                 a.task,
@@ -178,6 +203,9 @@ impl Shared {
                                 args,
                                 seed,
                                 limits,
+                                env,
+                                mounts,
+                                argv0,
                             };
                             engine.run(&m, spec).await
                         }

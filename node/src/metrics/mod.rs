@@ -154,7 +154,7 @@ pub struct NodeMetrics {
 pub const REPUTATION_SERIES: usize = 32;
 
 /// Outcome labels of `chorus_tasks_executed_total`, all present from the start.
-pub const TASK_OUTCOMES: [&str; 10] = [
+pub const TASK_OUTCOMES: [&str; 11] = [
     "ok",
     "exit",
     "fuel_exhausted",
@@ -165,6 +165,7 @@ pub const TASK_OUTCOMES: [&str; 10] = [
     "invalid_module",
     "timeout",
     "host_error",
+    "scratch_limit",
 ];
 
 /// Raises counter `c` to the total `v` counted elsewhere (never lowers it).

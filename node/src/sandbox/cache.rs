@@ -217,14 +217,12 @@ impl Flavor {
                 m
             }
         };
-        match module.get_export("_start") {
-            Some(wasmtime::ExternType::Func(f))
-                if f.params().len() == 0 && f.results().len() == 0 => {}
-            _ => {
-                return Err(SandboxError::InvalidModule(
-                    "not a WASI command: no `_start` function of type [] -> []".into(),
-                ));
-            }
+        if entry_of(&module).is_none() {
+            return Err(SandboxError::InvalidModule(
+                "not a WASI command: no `_start` function of type [] -> [] (nor a reactor's \
+                 `run` of type [] -> [i32])"
+                    .into(),
+            ));
         }
         // A module that cannot fit its limits is the task's own doing, the same
         // on every node: say so before the pooling allocator (sized by this
@@ -384,4 +382,30 @@ fn trim_disk_cache(dir: &Path, cap: u64, keep: &Path) {
             }
         }
     }
+}
+
+/// How a module is entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A WASI command: `_start`, `[] -> []`.
+    Start,
+    /// A reactor (interpreters built as libraries, CPython's WASI builds):
+    /// `_initialize` if exported, then `run`, `[] -> [i32]`, whose result is
+    /// the exit code.
+    Run,
+}
+
+/// The entry of `module`, `None` when it has neither.
+pub(crate) fn entry_of(module: &Module) -> Option<Entry> {
+    let func = |name: &str| match module.get_export(name) {
+        Some(wasmtime::ExternType::Func(f)) => Some(f),
+        _ => None,
+    };
+    if let Some(f) = func("_start") {
+        return (f.params().len() == 0 && f.results().len() == 0).then_some(Entry::Start);
+    }
+    let f = func("run")?;
+    let mut results = f.results();
+    let one_i32 = matches!(results.next(), Some(wasmtime::ValType::I32)) && results.next().is_none();
+    (f.params().len() == 0 && one_i32).then_some(Entry::Run)
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use chorus_sdk::bundle::Limits;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// The largest wasm stack a task may ask for. Tasks run on tokio's blocking
-/// threads (2 MiB native stacks), which must hold the wasm stack and the host
-/// frames under it.
-pub const MAX_STACK_BYTES: u32 = 1 << 20;
+/// The largest wasm stack a task may ask for (interpreters such as CPython
+/// need several MiB). Tasks run on threads of their own whose native stack
+/// holds it and the host frames under it (`TASK_THREAD_STACK`).
+pub const MAX_STACK_BYTES: u32 = 8 << 20;
 /// At most this many different stack sizes (one wasmtime engine each) per
 /// [`Engine`](super::Engine).
 pub const MAX_STACK_FLAVORS: usize = 4;
@@ -127,6 +127,7 @@ impl EngineConfig {
             stderr_bytes: 1 << 20,
             input_bytes: 64 << 20,
             module_bytes: 64 << 20,
+            scratch_bytes: 1 << 30,
         }
     }
 }
@@ -144,7 +145,15 @@ pub(super) fn wasmtime_config(config: &EngineConfig, stack_bytes: u32) -> wasmti
         .cranelift_nan_canonicalization(instr.nan_canonicalization)
         .relaxed_simd_deterministic(instr.deterministic_relaxed_simd)
         .max_wasm_stack(stack_bytes as usize)
+        // wasmtime requires room for the wasm stack on fibers, although
+        // tasks never run on them (calls are synchronous).
+        .async_stack_size(stack_bytes as usize + (1 << 20))
         .wasm_memory64(false)
+        // Exception handling (clang's setjmp/longjmp, CPython builds): its
+        // control flow is as deterministic as calls; exception objects live
+        // in a GC heap collected by reference counting, at points fixed by
+        // the program's own allocations.
+        .wasm_exceptions(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     if config.pooling {
         let n = u32::try_from(config.slots.saturating_mul(2).saturating_add(2)).unwrap_or(u32::MAX);

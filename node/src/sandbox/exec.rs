@@ -6,18 +6,20 @@
 use std::time::Instant;
 
 use chorus_sdk::bundle::Limits;
-use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::I32Exit;
-use wasmtime_wasi::p1::WasiP1Ctx;
+use std::sync::Arc;
 
-use super::cache::ModuleInner;
-use super::{DeterministicRng, EngineConfig, Outcome, TaskReport, TrapCode, outcome, wasi};
+use chorus_wasi::{Stop, Tree};
+use wasmtime::{ResourceLimiter, Store};
+
+use super::cache::{Entry, ModuleInner, entry_of};
+use super::wasi::WasiStop;
+use super::{EngineConfig, Outcome, TaskReport, TrapCode, outcome, wasi};
 
 /// The name a task sees as argv\[0\].
 pub const ARGV0: &str = "task";
 
-/// What a task gets: input, arguments, random seed and limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a task gets: input, arguments, environment, mounts, random seed and limits.
+#[derive(Clone, Debug, Default)]
 pub struct TaskSpec {
     /// Bytes on the task's stdin.
     pub input: Vec<u8>,
@@ -27,12 +29,18 @@ pub struct TaskSpec {
     pub seed: u64,
     /// The task's limits; must be the same on every replica.
     pub limits: Limits,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories: guest path and read-only base content, which
+    /// the task sees through a copy-on-write view (fds 3, 4, ... in order).
+    pub mounts: Vec<(String, Arc<Tree>)>,
+    /// `argv[0]` (default [`ARGV0`]).
+    pub argv0: Option<String>,
 }
 
 /// Per-task store data.
 pub(crate) struct TaskState {
-    pub(crate) wasi: WasiP1Ctx,
-    pub(crate) rng: DeterministicRng,
+    pub(crate) wasi: chorus_wasi::Wasi,
     /// Whether fuel is metered (host functions charge fuel only then).
     pub(crate) metered: bool,
     limiter: TaskLimiter,
@@ -55,14 +63,20 @@ pub(super) fn execute(module: &ModuleInner, spec: TaskSpec, config: &EngineConfi
     {
         return TaskReport::without_run(Outcome::MemoryLimit);
     }
-    let stdout = wasi::CappedPipe::new(limits.stdout_bytes);
-    let stderr = wasi::CappedPipe::new(limits.stderr_bytes);
     let mut argv = Vec::with_capacity(spec.args.len() + 1);
-    argv.push(ARGV0.to_string());
+    argv.push(spec.argv0.unwrap_or_else(|| ARGV0.to_string()));
     argv.extend(spec.args);
     let state = TaskState {
-        wasi: wasi::context(spec.input, &argv, spec.seed, &stdout, &stderr),
-        rng: DeterministicRng::new(spec.seed, wasi::STREAM_RANDOM_GET),
+        wasi: wasi::context(chorus_wasi::Config {
+            args: argv,
+            env: spec.env,
+            stdin: spec.input,
+            stdout_cap: limits.stdout_bytes,
+            stderr_cap: limits.stderr_bytes,
+            preopens: spec.mounts,
+            seed: spec.seed,
+            scratch_bytes: limits.scratch_bytes,
+        }),
         metered: instr.fuel,
         limiter: TaskLimiter::new(&limits),
     };
@@ -79,8 +93,22 @@ pub(super) fn execute(module: &ModuleInner, spec: TaskSpec, config: &EngineConfi
         store.epoch_deadline_trap();
     }
     let result = module.pre.instantiate(&mut store).and_then(|instance| {
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        start.call(&mut store, ())
+        match entry_of(module.pre.module()) {
+            Some(Entry::Run) => {
+                if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+                    init.call(&mut store, ())?;
+                }
+                let run = instance.get_typed_func::<(), i32>(&mut store, "run")?;
+                match run.call(&mut store, ())? {
+                    0 => Ok(()),
+                    code => Err(wasmtime::Error::new(ReactorExit(code))),
+                }
+            }
+            _ => {
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call(&mut store, ())
+            }
+        }
     });
     let fuel_used = if instr.fuel {
         limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
@@ -88,25 +116,33 @@ pub(super) fn execute(module: &ModuleInner, spec: TaskSpec, config: &EngineConfi
         0
     };
     let limit_hit = store.data().limiter.hit;
+    let stdout = store.data_mut().wasi.take_stdout();
+    let stderr = store.data_mut().wasi.take_stderr();
     drop(store);
     let outcome = match result {
         Ok(()) => Outcome::Ok,
-        Err(e) => classify(&e, limit_hit, stdout.overflowed() || stderr.overflowed()),
+        Err(e) => classify(&e, limit_hit),
     };
     tracing::debug!(%outcome, fuel_used, "task done");
     TaskReport {
         outcome,
-        stdout: stdout.take(),
-        stderr: stderr.take(),
+        stdout,
+        stderr,
         fuel_used,
         wall: started.elapsed(),
     }
 }
 
 /// Maps a wasmtime error to the outcome it means.
-fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>, output_overflow: bool) -> Outcome {
-    if output_overflow {
-        return Outcome::OutputTooLarge;
+fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>) -> Outcome {
+    if let Some(WasiStop(stop)) = e.downcast_ref::<WasiStop>() {
+        return match stop {
+            Stop::Exit(0) => Outcome::Ok,
+            Stop::Exit(code) => Outcome::Exit(*code as i32),
+            Stop::StdoutCap | Stop::StderrCap => Outcome::OutputTooLarge,
+            Stop::ScratchLimit => Outcome::ScratchLimit,
+            other => Outcome::HostError(other.to_string()),
+        };
     }
     match limit_hit {
         Some(LimitHit::Resource) => return Outcome::MemoryLimit,
@@ -115,7 +151,7 @@ fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>, output_overflow: b
         }
         None => {}
     }
-    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+    if let Some(exit) = e.downcast_ref::<ReactorExit>() {
         return if exit.0 == 0 {
             Outcome::Ok
         } else {
@@ -132,13 +168,16 @@ fn classify(e: &wasmtime::Error, limit_hit: Option<LimitHit>, output_overflow: b
             },
         };
     }
-    if e.chain()
-        .any(|cause| cause.downcast_ref::<wiggle::GuestError>().is_some())
-    {
+    if e.downcast_ref::<wasi::NoMemory>().is_some() {
         return Outcome::Trap(TrapCode::BadWasiArgument);
     }
     Outcome::HostError(format!("{e:#}"))
 }
+
+/// A reactor's `run` returned this non-zero exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("exited with code {0}")]
+struct ReactorExit(i32);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LimitHit {

@@ -39,8 +39,8 @@
 //!
 //! # Concurrency
 //!
-//! Tasks run synchronously on threads of tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]), never on the async workers, and at most
+//! Tasks run synchronously on threads of their own (with a native stack
+//! that holds the largest wasm stack), never on the async workers, and at most
 //! [`EngineConfig::slots`] at a time (a semaphore: one slot per donated core).
 //! A background thread advances the wasmtime epoch every
 //! [`EngineConfig::epoch_tick`]; a task past its wall-clock deadline traps at
@@ -73,6 +73,25 @@ pub use wasi::{DeterministicRng, FIXED_MONOTONIC_NS, FIXED_WALL_CLOCK};
 
 use cache::{Flavor, Stats};
 use exec::execute;
+
+/// Native stack of the threads tasks run on: the largest wasm stack plus
+/// room for the host frames under it.
+pub const TASK_THREAD_STACK: usize = MAX_STACK_BYTES as usize + (4 << 20);
+
+/// Runs `f` on a thread with a [`TASK_THREAD_STACK`] stack and waits for it:
+/// for callers outside the node (`chorus run`, benchmarks) whose own thread
+/// may be too small for a task's wasm stack.
+pub fn on_task_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SandboxError> {
+    std::thread::Builder::new()
+        .name("chorus-task".into())
+        .stack_size(TASK_THREAD_STACK)
+        .spawn(f)
+        .map_err(|e| SandboxError::Worker(format!("cannot start a task thread: {e}")))?
+        .join()
+        .map_err(|_| SandboxError::Worker("the task thread panicked".into()))
+}
 
 /// Why the sandbox did not run a task. A task that ran, whatever it did, gives
 /// a [`TaskReport`] instead; these errors change no state.
@@ -228,14 +247,45 @@ impl Engine {
     /// node's own serialized modules are loaded. Blocking (compiling takes
     /// milliseconds to seconds); from async code prefer [`Engine::run_module`].
     pub fn module(&self, bytes: &[u8], limits: &Limits) -> Result<TaskModule, SandboxError> {
+        self.module_capped(bytes, limits, limits.module_bytes)
+    }
+
+    /// [`Engine::module`] for a runtime's interpreter, which the donor chose
+    /// to accept (`--accept-runtime`): its size is bounded by
+    /// [`chorus_sdk::runtime::MAX_RUNTIME_MODULE_BYTES`], not by the task's
+    /// module cap.
+    pub fn runtime_module(&self, bytes: &[u8], limits: &Limits) -> Result<TaskModule, SandboxError> {
+        self.module_capped(
+            bytes,
+            limits,
+            chorus_sdk::runtime::MAX_RUNTIME_MODULE_BYTES,
+        )
+    }
+
+    /// [`Engine::runtime_module`] on a thread of its own in a slot, for
+    /// async callers (compiling a 100 MB interpreter takes a minute of a core).
+    pub async fn compile_runtime(
+        &self,
+        bytes: Arc<[u8]>,
+        limits: Limits,
+    ) -> Result<TaskModule, SandboxError> {
+        self.in_slot(move |engine| engine.runtime_module(&bytes, &limits))
+            .await
+    }
+
+    fn module_capped(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+        cap: u64,
+    ) -> Result<TaskModule, SandboxError> {
         if let Some(name) = limits.first_above(&self.inner.config.ceiling) {
             return Err(SandboxError::LimitAboveCeiling(name));
         }
-        if bytes.len() as u64 > limits.module_bytes {
+        if bytes.len() as u64 > cap {
             return Err(SandboxError::InvalidModule(format!(
-                "module is {} bytes, over the cap of {}",
+                "module is {} bytes, over the cap of {cap}",
                 bytes.len(),
-                limits.module_bytes
             )));
         }
         let flavor = self.inner.flavor(limits.stack_bytes)?;
@@ -309,8 +359,11 @@ impl Engine {
             .await
     }
 
-    /// Runs `work` on a blocking thread while holding one of the donated slots,
-    /// so tasks never run on the async runtime's workers and never exceed the slots.
+    /// Runs `work` on a thread of its own while holding one of the donated
+    /// slots, so tasks never run on the async runtime's workers and never
+    /// exceed the slots. The thread's native stack holds the largest wasm
+    /// stack a task may ask for ([`TASK_THREAD_STACK`]), whoever built the
+    /// async runtime.
     async fn in_slot<T: Send + 'static>(
         &self,
         work: impl FnOnce(Engine) -> Result<T, SandboxError> + Send + 'static,
@@ -323,12 +376,17 @@ impl Engine {
             .await
             .map_err(|e| SandboxError::Worker(e.to_string()))?;
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            work(engine)
-        })
-        .await
-        .map_err(|e| SandboxError::Worker(e.to_string()))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("chorus-task".into())
+            .stack_size(TASK_THREAD_STACK)
+            .spawn(move || {
+                let _slot = permit;
+                let _ = tx.send(work(engine));
+            })
+            .map_err(|e| SandboxError::Worker(format!("cannot start a task thread: {e}")))?;
+        rx.await
+            .map_err(|_| SandboxError::Worker("the task thread ended without a report".into()))?
     }
 
     /// [`Engine::run_module`] on the calling thread, without a slot.

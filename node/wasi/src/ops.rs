@@ -861,6 +861,11 @@ impl Wasi {
             of & u32::from(oflags::EXCL) != 0,
             of & u32::from(oflags::TRUNC) != 0,
         );
+        // Truncating through a directory needs its PATH_FILESTAT_SET_SIZE
+        // right (a task may drop it with fd_fdstat_set_rights).
+        if trunc && self.fd(a.dirfd)?.base & rights::PATH_FILESTAT_SET_SIZE == 0 {
+            return err(errno::NOTCAPABLE);
+        }
         let node = if creat {
             let p = self.fs.resolve_parent(dir, &path)?;
             let existing = if p.is_dot() {
@@ -1087,6 +1092,10 @@ impl Wasi {
         }
         if target.contains(&0) {
             return err(errno::INVAL);
+        }
+        // A link to an absolute path could only ever lead out of the mount.
+        if target.first() == Some(&b'/') {
+            return err(errno::NOTCAPABLE);
         }
         let p = self.fs.resolve_parent(dir, &path)?;
         self.check_new_entry(&p)?;

