@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod addr;
+pub mod blob;
 pub mod decode;
 pub mod demo;
 pub mod jobs;
@@ -63,6 +64,9 @@ pub enum Command {
     /// on it with verification, and write the picture and a picture of what
     /// verification did (who was accepted, who rejected) as PNGs.
     Demo(demo::DemoArgs),
+    /// Move a file of up to 1 GiB to or from a node in verified 1 MiB
+    /// chunks: `blob put --node ADDR FILE`, `blob get --node ADDR ID --out FILE`.
+    Blob(blob::BlobArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to an exit code.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Decode(a) => decode::run(a),
         Command::Task(a) => task::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Blob(a) => blob::run(a),
     };
     match result {
         Ok(code) => code,
