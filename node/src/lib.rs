@@ -13,10 +13,12 @@
 //!     deterministic wasmtime configuration.
 //!   - `sandbox::cache`: compiled modules in memory and in a bounded on-disk cache.
 //!   - `sandbox::exec`: running one task (store, limiter, fuel, epoch deadline, WASI).
+//! - [`blobs`]: content-addressed blobs in chunks: the bounded on-disk
+//!   store, the chunked fetcher, serving and uploads (metrics).
 //! - [`ring_actor`]: the one owner of the ring state machine, behind a bounded
 //!   inbox and a cheap [`RingHandle`](ring_actor::RingHandle) (capacity, metrics).
 //! - [`jobs`]: coordinator, worker and store of jobs (capacity, metrics,
-//!   sandbox, ring_actor):
+//!   sandbox, ring_actor, blobs):
 //!   - `jobs::routing`: owner lookup and forwarding, written once; submit,
 //!     status, watch, results, cancel.
 //!   - `jobs::coordinator`: the driver of one job's `chorus_core::jobs::JobMachine`:
@@ -43,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod author;
+pub mod blobs;
 pub mod capacity;
 pub mod cli;
 pub mod jobs;

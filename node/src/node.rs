@@ -18,6 +18,7 @@ use chorus_sdk::wire::{Peer, Request, Response, RingView};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span};
 
+use crate::blobs::{BlobStore, Blobs, BlobsConfig};
 use crate::capacity::{self, Capacity};
 use crate::jobs::{Chaos, Jobs, JobsConfig};
 use crate::metrics::{self, MetricsError, MetricsSource, NodeMetrics};
@@ -57,6 +58,11 @@ pub struct NodeConfig {
     pub serve: ServeLimits,
     /// Most bytes of compiled modules kept in `DATA_DIR/modules`. Default 1 GiB.
     pub module_cache_bytes: u64,
+    /// Most bytes of blobs kept in `DATA_DIR/blobs` (a temporary directory
+    /// without a data dir), complete and in progress. Default 4 GiB.
+    pub blob_cache_bytes: u64,
+    /// The blob fetcher's tuning.
+    pub blob_fetch: crate::blobs::FetchConfig,
     /// Testing aid: delay, jitter and loss on every datagram this node sends
     /// (see [`chorus_sdk::link`]). Default `None`.
     pub emulate_link: Option<LinkEmulation>,
@@ -87,6 +93,8 @@ impl NodeConfig {
             jobs: JobsConfig::default(),
             serve: ServeLimits::default(),
             module_cache_bytes: 1 << 30,
+            blob_cache_bytes: 4 << 30,
+            blob_fetch: crate::blobs::FetchConfig::default(),
             emulate_link: None,
         }
     }
@@ -120,6 +128,9 @@ pub enum NodeError {
     /// The sandbox could not start.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Blobs(#[from] crate::blobs::BlobStoreError),
     /// The capacity record could not be signed.
     #[error(transparent)]
     Capacity(#[from] CapacityError),
@@ -324,6 +335,19 @@ impl Node {
             capacity.clone(),
         );
         let span = info_span!("node", id = %me.id);
+        let blob_store = match &config.data_dir {
+            Some(dir) => BlobStore::open(&dir.join("blobs"), config.blob_cache_bytes)?,
+            None => BlobStore::temporary(config.blob_cache_bytes)?,
+        };
+        let blobs = Blobs::new(
+            blob_store,
+            transport.clone(),
+            node_metrics.blobs.clone(),
+            BlobsConfig {
+                fetch: config.blob_fetch.clone(),
+                corrupt_chunks: config.chaos.corrupt_chunks,
+            },
+        );
         let (jobs, jobs_task) = Jobs::start(crate::jobs::JobsDeps {
             identity: identity.clone(),
             me: me.clone(),
@@ -335,6 +359,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             chaos: config.chaos,
             config: config.jobs.clone(),
+            blobs,
         })?;
         tasks.push(jobs_task);
         let services = Services {
@@ -421,6 +446,11 @@ impl Node {
     /// The job service (coordinator and worker).
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    /// The blob service: [`Blobs::get`] fetches a blob (or finds it here).
+    pub fn blobs(&self) -> &Blobs {
+        self.jobs.blobs()
     }
 
     /// Graceful leave: hands its jobs on, tells predecessor and successor, then

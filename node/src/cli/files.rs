@@ -236,11 +236,19 @@ mod tests {
     }
 }
 
-/// Uploads blobs to `node` (TEMPORARY until the blob client lands).
-pub async fn upload(
-    _client: &chorus_sdk::client::Client,
-    _node: std::net::SocketAddr,
-    _blobs: &[(BlobId, PathBuf)],
-) -> anyhow::Result<()> {
-    bail!("uploads are not there yet")
+/// Uploads the files a job names to `node` in verified chunks (what the
+/// node already holds is not sent again), checking each is the blob the
+/// bundle names.
+pub async fn upload(node: std::net::SocketAddr, blobs: &[(BlobId, PathBuf)]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (id, path) in blobs {
+        if !seen.insert(*id) {
+            continue;
+        }
+        let (index, _) = super::blob::upload(node, path).await?;
+        if index.id() != *id {
+            bail!("{} changed since it was read (its blob is now {})", path.display(), index.id());
+        }
+    }
+    Ok(())
 }

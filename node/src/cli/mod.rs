@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod addr;
+pub mod blob;
 pub mod decode;
 pub mod demo;
 pub mod jobs;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Package an interpreter (Python) as a signed runtime bundle, so that
     /// jobs carry only their scripts: `runtime import python DIR`.
     Runtime(runtime::RuntimeArgs),
+    /// Move a file of up to 1 GiB to or from a node in verified 1 MiB
+    /// chunks: `blob put --node ADDR FILE`, `blob get --node ADDR ID --out FILE`.
+    Blob(blob::BlobArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to an exit code.
@@ -96,6 +100,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Task(a) => task::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Runtime(a) => runtime::run(a),
+        Command::Blob(a) => blob::run(a),
     };
     match result {
         Ok(code) => code,

@@ -43,7 +43,8 @@ pub struct NodeArgs {
     /// `corrupt-results` flips bytes in every result it returns as a worker;
     /// `forge-results` hands clients forged outputs with made-up
     /// attestations; `forge-copies` sends forged job copies and takeover
-    /// requests to backups. Never use it on a grid you share.
+    /// requests to backups; `corrupt-chunks` serves blob chunks with a byte
+    /// flipped. Never use it on a grid you share.
     #[arg(long, value_enum, value_name = "MODE")]
     pub chaos: Vec<ChaosArg>,
     /// Most incoming connections served at once (peers and clients); more are refused.
@@ -53,6 +54,11 @@ pub struct NodeArgs {
     /// least recently used go first.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub module_cache_mb: u64,
+    /// Most disk space for blobs (files and modules of jobs, uploads) in
+    /// DATA_DIR/blobs, in MiB; the least recently used that no running job
+    /// holds go first. Uploads from clients get half of it at most.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub blob_cache_mb: u64,
     /// Replica diversity (as coordinator): replicas of one task that may
     /// vote together come from distinct IPv4 networks of this many leading
     /// bits of the worker's address (24: one per /24; 32: one per address).
@@ -91,6 +97,9 @@ pub enum ChaosArg {
     InflateCapacity,
     /// Send ring neighbours thousands of forged capacity records a second.
     FloodCapacity,
+    /// Serve blob chunks with a byte flipped (every chunk whose index is 1
+    /// mod 3, the first time it is asked for).
+    CorruptChunks,
 }
 
 /// The modes given, as the node's setting.
@@ -104,6 +113,7 @@ fn chaos_of(args: &[ChaosArg]) -> Chaos {
             ChaosArg::InflateCapacity => c.inflate_capacity = true,
             ChaosArg::FloodCapacity => c.flood_capacity = true,
             ChaosArg::ForgeCopies => c.forge_copies = true,
+            ChaosArg::CorruptChunks => c.corrupt_chunks = true,
         }
     }
     c
@@ -126,6 +136,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--accept-runtime: {e}"))?;
         config.serve.max_connections = args.max_connections.max(1);
         config.module_cache_bytes = args.module_cache_mb.saturating_mul(1 << 20);
+        config.blob_cache_bytes = args.blob_cache_mb.saturating_mul(1 << 20);
         config.jobs.diversity_v4 = args.diversity_v4;
         config.jobs.diversity_v6 = args.diversity_v6;
         config.emulate_link = args.emulate_link.filter(|l| !l.is_off());

@@ -161,7 +161,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("connecting to {}", args.node))?;
         if !uploads.is_empty() {
-            super::files::upload(&client, args.node, &uploads)
+            super::files::upload(args.node, &uploads)
                 .await
                 .context("uploading the job's files")?;
         }

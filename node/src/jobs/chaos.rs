@@ -31,6 +31,10 @@
 //!   carrying [`FLOOD_RECORDS`] forged capacity records (fresh keys without
 //!   the identity work, huge machines, stamped in the future). Refused and
 //!   counted in `chorus_capacity_records_refused_total`.
+//! - `corrupt-chunks`: as a server of blob chunks, flip a byte in the first
+//!   serving of every chunk whose index is 1 mod 3 (played by
+//!   `crate::blobs`). Refused by the fetcher (the chunk's hash), counted in
+//!   `chorus_blob_chunks_refused_total` and fetched again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +78,8 @@ pub struct Chaos {
     pub inflate_capacity: bool,
     /// `flood-capacity`: send neighbours thousands of forged capacity records.
     pub flood_capacity: bool,
+    /// `corrupt-chunks`: serve blob chunks with a byte flipped.
+    pub corrupt_chunks: bool,
 }
 
 impl Chaos {
@@ -85,6 +91,7 @@ impl Chaos {
         collude: false,
         inflate_capacity: false,
         flood_capacity: false,
+        corrupt_chunks: false,
     };
 
     /// Whether every mode is off.
@@ -112,6 +119,9 @@ impl Chaos {
         }
         if self.flood_capacity {
             out.push("flood-capacity");
+        }
+        if self.corrupt_chunks {
+            out.push("corrupt-chunks");
         }
         out
     }

@@ -255,13 +255,23 @@ fn file_blobs(mounts: &[Mount]) -> impl Iterator<Item = chorus_sdk::blob::BlobId
 }
 
 impl Shared {
-    /// Blob `id`, from this node's store or fetched from `sources`.
+    /// Blob `id`, from this node's store or fetched from `sources` (chunk
+    /// by chunk, each checked against the blob's index), read into memory.
     pub(crate) async fn blob(
         &self,
         id: chorus_sdk::blob::BlobId,
         sources: &[SocketAddr],
     ) -> Result<Arc<[u8]>, WireError> {
-        let _ = sources;
-        Err(err(ErrorKind::Bundle, format!("blob {id}: TEMPORARY: no blob store yet")))
+        let sources: Vec<crate::blobs::BlobSource> = sources.iter().map(|a| (*a).into()).collect();
+        let blob = self
+            .blobs
+            .get(id, &sources)
+            .await
+            .map_err(|e| err(ErrorKind::Bundle, format!("blob {id}: {e}")))?;
+        let bytes = tokio::task::spawn_blocking(move || blob.read_all())
+            .await
+            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?
+            .map_err(|e| err(ErrorKind::Internal, format!("blob {id}: {e}")))?;
+        Ok(bytes.into())
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 /// Why a flight gave no value.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum FlightError<E> {
+pub(crate) enum FlightError<E> {
     /// The fetch itself failed.
     #[error(transparent)]
     Failed(E),
@@ -28,7 +28,7 @@ pub(super) enum FlightError<E> {
 }
 
 /// Single-flight fetches keyed by `K`.
-pub(super) struct Flights<K> {
+pub(crate) struct Flights<K> {
     /// One gate per key being fetched right now (removed when its last
     /// waiter is done, so the map holds only keys in flight).
     gates: DashMap<K, Arc<Mutex<()>>>,
@@ -39,7 +39,7 @@ pub(super) struct Flights<K> {
 
 impl<K: Eq + Hash + Clone> Flights<K> {
     /// At most `concurrent` fetches at once, each wait bounded by `timeout`.
-    pub(super) fn new(concurrent: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(concurrent: usize, timeout: Duration) -> Self {
         Flights {
             gates: DashMap::new(),
             permits: Semaphore::new(concurrent.max(1)),
@@ -50,7 +50,7 @@ impl<K: Eq + Hash + Clone> Flights<K> {
     /// The value of `key`: from `cached` if it has it, else from `fetch`,
     /// run by one caller per key at a time (the others wait and then ask
     /// `cached` again). `fetch` must cache what it gets.
-    pub(super) async fn get<T, E, F>(
+    pub(crate) async fn get<T, E, F>(
         &self,
         key: K,
         cached: impl Fn() -> Option<T>,

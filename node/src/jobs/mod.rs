@@ -35,13 +35,14 @@
 //!   sandbox, attesting each verdict; serving bundles and terms.
 //! - `terms.rs`: the verified terms of jobs a worker runs, bounded.
 //! - `flights.rs`: single-flight fetches (bundles, terms) with timeouts.
-//! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`].
+//! - `chaos.rs`: the `--chaos` adversaries (`forge-results`, `forge-copies`) and [`Chaos`]
+//!   (`corrupt-chunks` is played by `crate::blobs`).
 //! - `store.rs`: the job store.
 
 pub(crate) mod chaos;
 mod coordinator;
 mod files;
-mod flights;
+pub(crate) mod flights;
 mod gate;
 mod replication;
 mod routing;
@@ -69,6 +70,7 @@ use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::blobs::Blobs;
 use crate::capacity::Capacity;
 use crate::metrics::NodeMetrics;
 use crate::ring_actor::RingHandle;
@@ -229,6 +231,8 @@ pub struct JobsDeps {
     pub chaos: Chaos,
     /// Tuning.
     pub config: JobsConfig,
+    /// Blobs: the store, the fetcher, serving and uploads.
+    pub blobs: Blobs,
 }
 
 /// Why the job service could not start.
@@ -293,6 +297,8 @@ pub(crate) struct Shared {
     members: Members,
     /// Jobs a `forge-copies` node attacks.
     attacked: DashMap<JobId, ()>,
+    /// Blobs: what a worker fetches for a job, and serves to others.
+    blobs: Blobs,
 }
 
 /// The job service of a node. Cheap to clone.
@@ -382,6 +388,7 @@ impl Jobs {
             promote_lock: tokio::sync::Mutex::new(()),
             members: Members::new(),
             attacked: DashMap::new(),
+            blobs: deps.blobs,
         });
         if let Some(store) = &shared.store {
             shared.load_reputation(store);
@@ -504,9 +511,17 @@ impl Jobs {
                 }
                 s.take_copy(job, coordinator, copy).await
             }
-            // TEMPORARY until the blob service lands.
-            _ => Response::Error(WireError::new(ErrorKind::Bundle, "no blob store yet")),
+            JobRequest::BlobIndex { .. }
+            | JobRequest::Chunk { .. }
+            | JobRequest::PutBlob { .. }
+            | JobRequest::PutChunk { .. } => s.blobs.handle(req, from).await,
         }
+    }
+
+    /// The blob service (a worker fetches a job's blobs with
+    /// [`Blobs::get`]).
+    pub fn blobs(&self) -> &Blobs {
+        &self.shared.blobs
     }
 
     /// Brings the job gauges and the reputation series up to date.

@@ -45,6 +45,12 @@
 //! | `chorus_job_failovers_total` | counter | jobs this node took over from a dead coordinator |
 //! | `chorus_job_store_errors_total` | counter | writes to the job store that failed (kept in memory and retried at the next checkpoint) |
 //! | `chorus_job_copies_refused_total` | counter | job copies refused: the sender is not the job's owner, the spec is unsigned, a decided task lacks a quorum of valid attestations by ring members, or a cancel is not the submitter's |
+//! | `chorus_blob_chunks_refused_total` | counter | blob chunks refused on arrival (fetched or uploaded): wrong hash or length; each is fetched again |
+//! | `chorus_blob_indexes_refused_total` | counter | blob indexes refused on arrival: not canonical, or not hashing to the blob id asked for |
+//! | `chorus_blob_bytes_fetched_total` | counter | verified chunk bytes this node fetched from other nodes |
+//! | `chorus_blob_bytes_served_total` | counter | chunk bytes this node served to others |
+//! | `chorus_blob_fetches_total` | counter | whole blobs this node fetched over the network (a blob already held is not fetched again) |
+//! | `chorus_blob_store_bytes` | gauge | bytes of the blob store in use: complete blobs plus room reserved for fetches and uploads in progress |
 //! | `chorus_peer_reputation{peer}` | gauge | reputation of workers as seen here (at most 32 peers: the 16 best and 16 worst) |
 
 use std::net::SocketAddr;
@@ -148,6 +154,70 @@ pub struct NodeMetrics {
     pub job_copies_refused: IntCounter,
     /// Reputation of known workers (bounded, see [`NodeMetrics::set_reputation`]).
     peer_reputation: IntGaugeVec,
+    /// Blobs: chunks moved, refused and stored.
+    pub blobs: BlobMetrics,
+}
+
+/// The blob families (`crate::blobs`): recorded by the fetcher, the
+/// server of chunks and the store.
+#[derive(Clone, Debug)]
+pub struct BlobMetrics {
+    /// Chunks refused on arrival (wrong hash or length), fetched or uploaded.
+    pub chunks_refused: IntCounter,
+    /// Indexes refused on arrival (not canonical, or another blob's).
+    pub indexes_refused: IntCounter,
+    /// Verified chunk bytes fetched from other nodes.
+    pub bytes_fetched: IntCounter,
+    /// Chunk bytes served to others.
+    pub bytes_served: IntCounter,
+    /// Whole blobs fetched over the network.
+    pub fetches: IntCounter,
+    /// Bytes of the store in use (complete blobs and reservations).
+    pub store_bytes: IntGauge,
+}
+
+impl BlobMetrics {
+    fn register(registry: &Registry) -> Result<Self, MetricsError> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let store_bytes = IntGauge::new(
+            "chorus_blob_store_bytes",
+            "Bytes of this node's blob store in use: complete blobs plus room reserved for fetches and uploads in progress.",
+        )?;
+        registry.register(Box::new(store_bytes.clone()))?;
+        Ok(BlobMetrics {
+            chunks_refused: counter(
+                "chorus_blob_chunks_refused_total",
+                "Blob chunks refused on arrival, fetched or uploaded: a wrong hash or length (each is fetched again).",
+            )?,
+            indexes_refused: counter(
+                "chorus_blob_indexes_refused_total",
+                "Blob indexes refused on arrival: not canonical, or not hashing to the blob id asked for.",
+            )?,
+            bytes_fetched: counter(
+                "chorus_blob_bytes_fetched_total",
+                "Verified blob chunk bytes this node fetched from other nodes.",
+            )?,
+            bytes_served: counter(
+                "chorus_blob_bytes_served_total",
+                "Blob chunk bytes this node served to others.",
+            )?,
+            fetches: counter(
+                "chorus_blob_fetches_total",
+                "Whole blobs this node fetched over the network (a blob already held is not fetched again).",
+            )?,
+            store_bytes,
+        })
+    }
+
+    /// Families in a registry of their own (for a client such as `chorus
+    /// blob get`, which fetches without a node).
+    pub fn standalone() -> Result<Self, MetricsError> {
+        Self::register(&Registry::new())
+    }
 }
 
 /// Most peers `chorus_peer_reputation` reports: the best and worst half each.
@@ -399,6 +469,7 @@ impl NodeMetrics {
                 "chorus_bytes_received_total",
                 "Frame bytes this node received in answers to its RPCs.",
             )?,
+            blobs: BlobMetrics::register(&registry)?,
             registry,
         })
     }
