@@ -28,7 +28,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 wasm_dir="$here/wasm"
-rust_tasks=(mandelbrot montecarlo primes)
+rust_tasks=(mandelbrot montecarlo primes wasi-probe)
 
 check=0
 case "${1:-}" in
@@ -131,7 +131,7 @@ toolchain="$( "$rustc_bin" -V; clang --version | head -n1;
   if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='wasi-libc ${Version}\n' wasi-libc 2>/dev/null || true
   fi )"
-sums="$(cd "$out_dir" && sha256sum mandelbrot.wasm montecarlo.wasm primes.wasm collatz.wasm)"
+sums="$(cd "$out_dir" && sha256sum mandelbrot.wasm montecarlo.wasm primes.wasm wasi-probe.wasm collatz.wasm)"
 
 if [[ $check == 0 ]]; then
   printf '%s\n' "$sums" >"$wasm_dir/SHA256SUMS"
