@@ -382,7 +382,7 @@ impl BlobStore {
         for p in strays {
             let _ = fs::remove_file(p);
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut st = State::default();
         let n = found.len() as u64;
         for (i, (_, index)) in found.into_iter().enumerate() {
