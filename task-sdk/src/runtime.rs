@@ -131,7 +131,10 @@ impl RuntimeManifest {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         {
-            return bad(format!("name {:?} must be 1..=64 of [a-z0-9._-]", self.name));
+            return bad(format!(
+                "name {:?} must be 1..=64 of [a-z0-9._-]",
+                self.name
+            ));
         }
         if self.version.len() > 128 {
             return bad("version over 128 bytes".into());

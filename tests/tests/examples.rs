@@ -37,6 +37,7 @@ fn run(engine: &Engine, module: &[u8], input: Vec<u8>, args: &[&str], seed: u64)
             wall_ms: 20_000,
             ..Limits::default()
         },
+        ..TaskSpec::default()
     };
     engine
         .run_module_blocking(module, spec)

@@ -146,7 +146,11 @@ fn a_numpy_job_on_three_nodes_matches_the_packages_own_runner() {
     let e = node_engine(&tmp.0);
     e.runtime_module(&module, &runtime.manifest.limits).unwrap();
     let loaded = t.elapsed();
-    assert_eq!(e.cache_stats().loaded_from_disk, 1, "the second engine loads the cached module");
+    assert_eq!(
+        e.cache_stats().loaded_from_disk,
+        1,
+        "the second engine loads the cached module"
+    );
     eprintln!(
         "python runtime: {} MB module compiled in {:.1} s, loaded from the cache in {:.2} s",
         module.len() >> 20,
@@ -167,7 +171,12 @@ fn a_numpy_job_on_three_nodes_matches_the_packages_own_runner() {
     .unwrap();
 
     let inputs: Vec<(String, Vec<u8>)> = (0..TASKS)
-        .map(|i| (format!("seed-{i:02}"), format!("{}\n", 1000 + i * 7).into_bytes()))
+        .map(|i| {
+            (
+                format!("seed-{i:02}"),
+                format!("{}\n", 1000 + i * 7).into_bytes(),
+            )
+        })
         .collect();
     let in_dir = tmp.0.join("inputs");
     std::fs::create_dir_all(&in_dir).unwrap();
@@ -196,12 +205,20 @@ fn a_numpy_job_on_three_nodes_matches_the_packages_own_runner() {
         String::from_utf8_lossy(&submit.stdout),
         String::from_utf8_lossy(&submit.stderr)
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(submit.stdout.split(|b| *b == b'\n').rfind(|l| !l.is_empty()).unwrap())
-            .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(
+        submit
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
     eprintln!("grid: {summary} ({:.1} s)", t.elapsed().as_secs_f64());
     assert_eq!(summary["tasks"], TASKS);
-    assert_eq!(summary["verified"], TASKS, "every task reached quorum: {summary}");
+    assert_eq!(
+        summary["verified"], TASKS,
+        "every task reached quorum: {summary}"
+    );
     assert_eq!(summary["failed"], 0);
     assert!(
         summary["replicas_run"].as_u64().unwrap() >= 2 * TASKS as u64,
@@ -212,7 +229,10 @@ fn a_numpy_job_on_three_nodes_matches_the_packages_own_runner() {
     let expected = reference_outputs(&inputs, &tmp.0);
     for ((name, _), want) in inputs.iter().zip(&expected) {
         let got = std::fs::read(out_dir.join(name)).unwrap();
-        assert!(out_dir.join(format!("{name}.proof")).is_file(), "{name}: no proof");
+        assert!(
+            out_dir.join(format!("{name}.proof")).is_file(),
+            "{name}: no proof"
+        );
         assert!(
             String::from_utf8_lossy(&got).starts_with("seed="),
             "{name}: {}",

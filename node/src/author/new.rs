@@ -198,7 +198,10 @@ fn files(
             ),
         ],
         Lang::Python => vec![
-            ("main.py", fill(include_str!("../../templates/python/main.py"))),
+            (
+                "main.py",
+                fill(include_str!("../../templates/python/main.py")),
+            ),
             (
                 "sample-input",
                 include_str!("../../templates/python/sample-input").into(),

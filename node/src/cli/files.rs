@@ -117,10 +117,7 @@ impl HostTree {
             };
             entries.push((rel, kind));
             if entries.len() > MAX_ENTRIES {
-                bail!(
-                    "--dir {}: more than {MAX_ENTRIES} entries",
-                    root.display()
-                );
+                bail!("--dir {}: more than {MAX_ENTRIES} entries", root.display());
             }
         }
         if bytes > MAX_FILES_BYTES {
@@ -212,6 +209,27 @@ fn relative(root: &Path, p: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Uploads the files a job names to `node` in verified chunks (what the
+/// node already holds is not sent again), checking each is the blob the
+/// bundle names.
+pub async fn upload(node: std::net::SocketAddr, blobs: &[(BlobId, PathBuf)]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (id, path) in blobs {
+        if !seen.insert(*id) {
+            continue;
+        }
+        let (index, _) = super::blob::upload(node, path).await?;
+        if index.id() != *id {
+            bail!(
+                "{} changed since it was read (its blob is now {})",
+                path.display(),
+                index.id()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,21 +252,4 @@ mod tests {
         assert!(parse_env("A=1").is_ok());
         assert!(parse_env("A").is_err());
     }
-}
-
-/// Uploads the files a job names to `node` in verified chunks (what the
-/// node already holds is not sent again), checking each is the blob the
-/// bundle names.
-pub async fn upload(node: std::net::SocketAddr, blobs: &[(BlobId, PathBuf)]) -> anyhow::Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    for (id, path) in blobs {
-        if !seen.insert(*id) {
-            continue;
-        }
-        let (index, _) = super::blob::upload(node, path).await?;
-        if index.id() != *id {
-            bail!("{} changed since it was read (its blob is now {})", path.display(), index.id());
-        }
-    }
-    Ok(())
 }

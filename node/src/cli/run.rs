@@ -98,7 +98,9 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         };
         tracing::info!(runtime = %id, version = %rt.manifest.version, "runtime");
         let read = |b: &chorus_sdk::blob::BlobId| -> anyhow::Result<Vec<u8>> {
-            let p = store.path(b).with_context(|| format!("blob {b} of runtime {id} is missing"))?;
+            let p = store
+                .path(b)
+                .with_context(|| format!("blob {b} of runtime {id} is missing"))?;
             std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
         };
         let m = &rt.manifest;
@@ -108,7 +110,9 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
                 match &e.kind {
                     chorus_sdk::files::EntryKind::Dir => tree.insert_dir(&e.path),
                     chorus_sdk::files::EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t),
-                    chorus_sdk::files::EntryKind::File(f) => tree.insert_file(&e.path, read(&f.blob)?),
+                    chorus_sdk::files::EntryKind::File(f) => {
+                        tree.insert_file(&e.path, read(&f.blob)?)
+                    }
                 }
                 .with_context(|| format!("runtime file {}", e.path))?;
             }
@@ -204,7 +208,9 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         tracing::info!(elapsed = ?started.elapsed(), "runtime module ready");
         match compiled {
             Ok(m) => engine.run_blocking(&m, spec),
-            Err(e) => e.into_outcome().map(crate::sandbox::TaskReport::without_run),
+            Err(e) => e
+                .into_outcome()
+                .map(crate::sandbox::TaskReport::without_run),
         }
     })??)
 }
@@ -249,10 +255,15 @@ mod tests {
             bundle: path.to_path_buf(),
             input: Some(PathBuf::from("/dev/null")),
             args: vec!["1".into(), "1000".into()],
+            dirs: Vec::new(),
+            env: Vec::new(),
             limits: LimitArgs::default(),
             seed: None,
             data_dir: None,
             json: true,
+            python: false,
+            runtime: None,
+            key_dir: None,
         }
     }
 

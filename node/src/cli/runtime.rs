@@ -136,7 +136,10 @@ pub fn import_python(
         .to_string();
     let mut parts = version.split('.');
     let (major, minor) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if major.is_empty() || minor.is_empty() || !(major.chars().chain(minor.chars())).all(|c| c.is_ascii_digit()) {
+    if major.is_empty()
+        || minor.is_empty()
+        || !(major.chars().chain(minor.chars())).all(|c| c.is_ascii_digit())
+    {
         bail!("MANIFEST's python version {version:?} is not MAJOR.MINOR.PATCH");
     }
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS"))
@@ -209,7 +212,8 @@ fn check_sum(file: &Path, sums: &str) -> anyhow::Result<()> {
         })
         .with_context(|| format!("SHA256SUMS does not list {name}"))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = std::io::Read::read(&mut f, &mut buf)
@@ -221,7 +225,10 @@ fn check_sum(file: &Path, sums: &str) -> anyhow::Result<()> {
     }
     let got = hex::encode(ctx.finish());
     if got != want {
-        bail!("{}: SHA-256 {got}, but SHA256SUMS says {want}", file.display());
+        bail!(
+            "{}: SHA-256 {got}, but SHA256SUMS says {want}",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -252,19 +259,23 @@ impl LocalBlobs {
 
     /// Stores a copy of `file` (a hard link when it can), returning its reference.
     pub fn put_file(&self, file: &Path) -> anyhow::Result<FileRef> {
-        let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
         let index = BlobIndex::read_from(std::io::BufReader::new(f))
             .with_context(|| format!("{}: cannot make it a blob", file.display()))?;
         let id = index.id();
         let dest = self.blob_path(&id);
         if !dest.is_file() {
             let dir = self.root.join("blobs");
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let tmp = dir.join(format!(".{id}.tmp"));
             if std::fs::hard_link(file, &tmp).is_err() {
-                std::fs::copy(file, &tmp).with_context(|| format!("cannot copy {}", file.display()))?;
+                std::fs::copy(file, &tmp)
+                    .with_context(|| format!("cannot copy {}", file.display()))?;
             }
-            std::fs::rename(&tmp, &dest).with_context(|| format!("cannot store {}", dest.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("cannot store {}", dest.display()))?;
         }
         Ok(FileRef {
             blob: id,
@@ -279,11 +290,15 @@ impl LocalBlobs {
         let dest = self.blob_path(&id);
         if !dest.is_file() {
             let dir = self.root.join("blobs");
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let tmp = dir.join(format!(".{id}.tmp"));
-            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &dest).with_context(|| format!("cannot store {}", dest.display()))?;
+            let mut f = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(bytes)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("cannot store {}", dest.display()))?;
         }
         Ok(FileRef {
             blob: id,
@@ -294,7 +309,8 @@ impl LocalBlobs {
     /// Records `id` as the runtime called `name`.
     pub fn name_runtime(&self, name: &str, id: &RuntimeId) -> anyhow::Result<()> {
         let dir = self.root.join("runtimes");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         std::fs::write(dir.join(name), format!("{id}\n"))
             .with_context(|| format!("cannot write {}", dir.display()))
     }
@@ -320,8 +336,9 @@ impl LocalBlobs {
         let path = self
             .path(&BlobId(id.0))
             .with_context(|| format!("runtime {id} is not in {}", self.root.display()))?;
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        if BlobIndex::of(&bytes).map(|i| i.id().0) .ok() != Some(id.0) {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if BlobIndex::of(&bytes).map(|i| i.id().0).ok() != Some(id.0) {
             bail!("{}: its bytes are not runtime {id}", path.display());
         }
         RuntimeBundle::decode_verified(&bytes).with_context(|| format!("runtime {id}"))

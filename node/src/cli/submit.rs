@@ -310,9 +310,9 @@ fn load_bundle(
                 }
             }
             for b in need {
-                let p = store
-                    .path(&b)
-                    .with_context(|| format!("blob {b} of runtime {id} is not in {}", key_dir.display()))?;
+                let p = store.path(&b).with_context(|| {
+                    format!("blob {b} of runtime {id} is not in {}", key_dir.display())
+                })?;
                 uploads.push((b, p));
             }
             (script, Some((id, rt)))
@@ -355,19 +355,20 @@ fn load_bundle(
     if let Some((id, rt)) = runtime {
         manifest.runtime = Some(id);
         manifest.limits = rt.manifest.limits;
-        if manifest
-            .mounts
-            .iter()
-            .any(|m| rt.manifest.mounts.iter().any(|r| r.guest == m.guest) || m.guest == rt.manifest.program_mount().0)
-        {
-            bail!("--dir may not mount where the runtime does ({})", rt
-                .manifest
-                .mounts
-                .iter()
-                .map(|m| m.guest.as_str())
-                .chain([rt.manifest.program_mount().0])
-                .collect::<Vec<_>>()
-                .join(", "));
+        if manifest.mounts.iter().any(|m| {
+            rt.manifest.mounts.iter().any(|r| r.guest == m.guest)
+                || m.guest == rt.manifest.program_mount().0
+        }) {
+            bail!(
+                "--dir may not mount where the runtime does ({})",
+                rt.manifest
+                    .mounts
+                    .iter()
+                    .map(|m| m.guest.as_str())
+                    .chain([rt.manifest.program_mount().0])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let bundle = Bundle::sign(manifest, bytes, identity).context("signing the bundle")?;

@@ -248,10 +248,13 @@ impl Shared {
 
 /// The blob ids of the files of `mounts`.
 fn file_blobs(mounts: &[Mount]) -> impl Iterator<Item = chorus_sdk::blob::BlobId> + '_ {
-    mounts.iter().flat_map(|m| &m.entries).filter_map(|e| match &e.kind {
-        EntryKind::File(f) => Some(f.blob),
-        _ => None,
-    })
+    mounts
+        .iter()
+        .flat_map(|m| &m.entries)
+        .filter_map(|e| match &e.kind {
+            EntryKind::File(f) => Some(f.blob),
+            _ => None,
+        })
 }
 
 impl Shared {

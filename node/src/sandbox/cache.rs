@@ -406,6 +406,7 @@ pub(crate) fn entry_of(module: &Module) -> Option<Entry> {
     }
     let f = func("run")?;
     let mut results = f.results();
-    let one_i32 = matches!(results.next(), Some(wasmtime::ValType::I32)) && results.next().is_none();
+    let one_i32 =
+        matches!(results.next(), Some(wasmtime::ValType::I32)) && results.next().is_none();
     (f.params().len() == 0 && one_i32).then_some(Entry::Run)
 }

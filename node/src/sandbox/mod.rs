@@ -254,12 +254,12 @@ impl Engine {
     /// to accept (`--accept-runtime`): its size is bounded by
     /// [`chorus_sdk::runtime::MAX_RUNTIME_MODULE_BYTES`], not by the task's
     /// module cap.
-    pub fn runtime_module(&self, bytes: &[u8], limits: &Limits) -> Result<TaskModule, SandboxError> {
-        self.module_capped(
-            bytes,
-            limits,
-            chorus_sdk::runtime::MAX_RUNTIME_MODULE_BYTES,
-        )
+    pub fn runtime_module(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<TaskModule, SandboxError> {
+        self.module_capped(bytes, limits, chorus_sdk::runtime::MAX_RUNTIME_MODULE_BYTES)
     }
 
     /// [`Engine::runtime_module`] on a thread of its own in a slot, for

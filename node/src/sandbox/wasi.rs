@@ -92,7 +92,9 @@ fn call(
     };
     let (data, state) = memory.data_and_store_mut(&mut *caller);
     let before = state.wasi.work();
-    let result = state.wasi.call(data, index, &args[..params.len().min(args.len())]);
+    let result = state
+        .wasi
+        .call(data, index, &args[..params.len().min(args.len())]);
     let work = state.wasi.work().saturating_sub(before);
     let metered = state.metered;
     if metered && work > 0 {
