@@ -102,8 +102,13 @@ impl Shared {
             ids.extend(file_blobs(&rt.manifest.mounts));
         }
         ids.extend(file_blobs(&m.mounts));
+        // Held on disk, not read: the coordinator only serves them.
+        let sources: Vec<crate::blobs::BlobSource> = sources.iter().map(|a| (*a).into()).collect();
         for id in ids {
-            self.blob(id, sources).await?;
+            self.blobs
+                .get(id, &sources)
+                .await
+                .map_err(|e| err(ErrorKind::Bundle, format!("blob {id}: {e}")))?;
         }
         Ok(())
     }

@@ -441,6 +441,29 @@ fn rights_can_only_shrink_and_gate_read_write() {
     );
 }
 
+#[test]
+fn truncating_through_a_directory_needs_its_set_size_right() {
+    // The official suite's truncation_rights: a directory fd that dropped
+    // PATH_FILESTAT_SET_SIZE may still open files, but not with TRUNC.
+    let mut g = Guest::new();
+    let fd = g.open(ROOT, "f", oflags::CREAT, 0).unwrap();
+    assert_eq!(g.write(fd, b"data"), Ok(Ok(4)));
+    g.ok("fd_close", &[u64::from(fd)]);
+    g.ok("fd_fdstat_get", &[u64::from(ROOT), OUT as u64]);
+    let (base, inheriting) = (g.u64(OUT + 8), g.u64(OUT + 16));
+    assert!(g.open(ROOT, "f", oflags::TRUNC, 0).is_ok());
+    g.ok(
+        "fd_fdstat_set_rights",
+        &[
+            u64::from(ROOT),
+            base & !rights::PATH_FILESTAT_SET_SIZE,
+            inheriting,
+        ],
+    );
+    assert_eq!(g.open(ROOT, "f", oflags::TRUNC, 0), Err(errno::NOTCAPABLE));
+    assert!(g.open(ROOT, "f", 0, 0).is_ok(), "plain opens still work");
+}
+
 // ---- prestat, renumber, close -------------------------------------------------
 
 #[test]
