@@ -388,3 +388,29 @@ fn a_missing_toolchain_is_one_line_naming_it() {
         );
     }
 }
+
+#[test]
+fn task_new_writes_a_python_task_that_needs_no_build() {
+    let tmp = TempDir::new("author", "python");
+    let dir = tmp.0.join("stats");
+    let said = task(&["new", s(&dir), "--lang", "python"]).expect("task new");
+    assert!(said.contains("python task stats"), "{said}");
+    let script = std::fs::read_to_string(dir.join("main.py")).expect("main.py");
+    assert!(script.starts_with("# stats:"), "{script}");
+    assert!(script.contains("import numpy as np"), "{script}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sample-input")).expect("sample"),
+        "7\n"
+    );
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
+    assert!(
+        readme.contains("chorus submit --node HOST:PORT --python main.py"),
+        "{readme}"
+    );
+    // A script is what the grid runs: `task build` says how to submit it.
+    let err = task(&["build", s(&dir)]).expect_err("nothing to build");
+    assert!(
+        err.contains("needs no build") && err.contains("--python"),
+        "{err}"
+    );
+}
