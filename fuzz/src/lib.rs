@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use chorus_core::RingPos;
 use chorus_core::ring::{self, Config, RingNode};
 use chorus_sdk::attest::{Attestation, check_proof, member_message};
+use chorus_sdk::blob::BlobIndex;
 use chorus_sdk::bundle::{Bundle, Manifest, VerifiedBundle};
 use chorus_sdk::capacity::SignedCapacity;
 use chorus_sdk::identity::{self, Identity, PeerId};
@@ -21,6 +22,7 @@ use chorus_sdk::job::{
     MAX_BATCH_TASKS, RunTasks, SignedResults, verify_cancel,
 };
 use chorus_sdk::outcome;
+use chorus_sdk::runtime::RuntimeBundle;
 use chorus_sdk::wire::{Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -268,7 +270,23 @@ pub fn check_request(req: &Request, from: RingPos) {
             | JobRequest::Results { .. }
             | JobRequest::Held { .. }
             | JobRequest::Terms { .. }
-            | JobRequest::FetchBundle { .. } => {}
+            | JobRequest::FetchBundle { .. }
+            | JobRequest::BlobIndex { .. }
+            | JobRequest::Chunk { .. } => {}
+            // An upload's index must be canonical and its chunks must hash
+            // to it (the node's `blobs` service), and an index may name a
+            // runtime bundle the node would decode and check.
+            JobRequest::PutBlob { index } => {
+                if let Ok(i) = BlobIndex::decode(index) {
+                    let _ = i.id();
+                }
+                let _ = RuntimeBundle::decode_verified(index);
+            }
+            JobRequest::PutChunk { index, bytes, .. } => {
+                if let Ok(i) = BlobIndex::of(bytes) {
+                    let _ = i.check_chunk(*index, bytes);
+                }
+            }
         },
     }
 }
@@ -319,6 +337,19 @@ pub fn check_response(resp: &Response) {
                 }
             }
             JobResponse::Ran(signed) => check_ran(signed, None),
+            // A fetcher's checks (`blobs/fetch.rs`): the index must be the
+            // one asked for, each chunk must hash to its entry.
+            JobResponse::BlobIndex(bytes) => {
+                if let Ok(i) = BlobIndex::decode(bytes) {
+                    let _ = BlobIndex::decode_for(i.id(), bytes);
+                }
+            }
+            JobResponse::Chunk(bytes) => {
+                if let Ok(i) = BlobIndex::of(bytes) {
+                    let _ = i.check_chunk(0, bytes);
+                }
+            }
+            JobResponse::Missing { .. } => {}
             JobResponse::Bundle(bytes) => {
                 // A worker's fetch (`worker.rs`): decode, then verify as the
                 // id it asked for.
