@@ -1,8 +1,11 @@
 //! The WebAssembly sandbox: runs one task the way every replica runs it.
 //!
-//! A task is a WASI preview 1 command module: input on stdin, arguments in
-//! argv, output on stdout, diagnostics on stderr (capped). It sees no files, no
-//! sockets and no environment; its clocks are fixed, its `random_get` is a
+//! A task is a WASI preview 1 module (a command, or a reactor with `run`):
+//! input on stdin, arguments in argv, output on stdout, diagnostics on stderr
+//! (capped). It sees the environment and the directories its job gives it
+//! (in-memory copy-on-write views over read-only content, bounded by
+//! [`Limits::scratch_bytes`]; nothing reaches the host) and no sockets; its
+//! clocks are fixed, its `random_get` is a
 //! stream seeded from the task, and the engine is configured so that floating
 //! point and SIMD give the same bits on every CPU (NaN canonicalization,
 //! deterministic relaxed SIMD, no threads). Two nodes that run the same task
@@ -17,7 +20,7 @@
 //! let engine = Engine::new(EngineConfig::default())?;
 //! let limits = Limits::default();
 //! let module = engine.module(module_bytes, &limits)?; // compiled once, then cached
-//! let spec = TaskSpec { input: b"hello".to_vec(), args: vec![], seed: 7, limits };
+//! let spec = TaskSpec { input: b"hello".to_vec(), seed: 7, limits, ..TaskSpec::default() };
 //! let report = engine.run(&module, spec).await?;
 //! println!("{} {:?}", report.outcome, report.digest());
 //! # Ok(()) }
@@ -34,7 +37,8 @@
 //! - `exec`: running one task ([`TaskSpec`]): store, limiter, fuel and epoch
 //!   deadline, WASI context, and the outcome it ends with.
 //! - `outcome`: [`Outcome`], [`TrapCode`], [`TaskReport`] and the digest replicas compare.
-//! - `wasi`: the deterministic WASI world (clocks, [`DeterministicRng`], capped pipes,
+//! - `wasi`: the binding of our WASI preview 1 (`chorus-wasi`: files, clocks,
+//!   [`DeterministicRng`], capped pipes,
 //!   virtual-time `poll_oneoff`).
 //!
 //! # Concurrency
