@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_node::cli::runtime::{LocalBlobs, import_python};
+use chorus_node::sandbox::layout::{Layout, RuntimeFiles, file_blobs, mount_tree};
 use chorus_node::sandbox::{Engine, EngineConfig, Outcome, TaskSpec};
-use chorus_sdk::files::EntryKind;
 use chorus_sdk::identity::Identity;
 
 const SCRIPT: &str = "import sys\nimport numpy as np\nrng = np.random.default_rng(int(sys.stdin.read()))\na = rng.normal(size=(48, 48))\nprint(f'{np.linalg.eigvalsh(a @ a.T).max():.9f}')\n";
@@ -45,26 +45,34 @@ fn main() {
     let store = LocalBlobs::new(&tmp.join("key"));
     let (_, rt) = import_python(&art, &store, &Identity::generate().unwrap()).expect("import");
     let m = &rt.manifest;
-    let read = |b| std::fs::read(store.path(b).unwrap()).unwrap();
+    let read = |b: &chorus_sdk::blob::BlobId| std::fs::read(store.path(b).unwrap()).unwrap();
     let module: Arc<[u8]> = read(&m.module.blob).into();
-    let mut mounts = Vec::new();
-    for mount in &m.mounts {
-        let mut tree = chorus_wasi::Tree::new();
-        for e in &mount.entries {
-            match &e.kind {
-                EntryKind::Dir => tree.insert_dir(&e.path).unwrap(),
-                EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t).unwrap(),
-                EntryKind::File(f) => tree.insert_file(&e.path, read(&f.blob)).unwrap(),
-            }
-        }
-        mounts.push((mount.guest.clone(), Arc::new(tree)));
-    }
-    let (dir, name) = m.program_mount();
-    let mut program = chorus_wasi::Tree::new();
-    program
-        .insert_file(name, SCRIPT.as_bytes().to_vec())
-        .unwrap();
-    mounts.push((dir.to_string(), Arc::new(program)));
+    // Laid out as a worker lays out a task of this runtime.
+    let blobs = file_blobs(&m.mounts)
+        .into_iter()
+        .map(|b| (b, Arc::from(read(&b))))
+        .collect();
+    let trees: Vec<_> = m
+        .mounts
+        .iter()
+        .map(|mount| {
+            (
+                mount.guest.clone(),
+                Arc::new(mount_tree(mount, &blobs).unwrap()),
+            )
+        })
+        .collect();
+    let files = RuntimeFiles {
+        manifest: m,
+        mounts: &trees,
+    };
+    let layout = Layout::new(
+        Some((files, SCRIPT.as_bytes().into())),
+        Vec::new(),
+        &[],
+        &[],
+    )
+    .unwrap();
     let engine = |cache: bool| {
         let mut c = EngineConfig::default();
         if cache {
@@ -96,12 +104,12 @@ fn main() {
 
     let spec = |i: usize| TaskSpec {
         input: format!("{i}\n").into_bytes(),
-        args: m.args.iter().cloned().chain([m.program.clone()]).collect(),
+        args: layout.args.clone(),
         seed: i as u64,
         limits: m.limits,
-        env: m.env.clone(),
-        mounts: mounts.clone(),
-        argv0: Some(m.argv0.clone()),
+        env: layout.env.clone(),
+        mounts: layout.mounts.clone(),
+        argv0: layout.argv0.clone(),
     };
     let warm = e.run_blocking(&compiled, spec(0)).unwrap();
     assert_eq!(

@@ -455,7 +455,10 @@ pub fn chorus_bin() -> std::path::PathBuf {
         let target_dir = profile_dir.parent().expect("target dir");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "chorus-node", "--bin", "chorus"])
+        // The whole workspace's features, as `cargo test --workspace` (the
+        // README's command) resolves them: `-p chorus-node` alone resolves
+        // chorus-sdk with fewer features and rebuilds the node (minutes).
+        cmd.args(["build", "-q", "--workspace", "--bin", "chorus"])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));

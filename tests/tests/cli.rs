@@ -657,12 +657,27 @@ fn the_demo_writes_a_verification_picture_with_the_liars_rejected_bands_in_its_c
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn demo_keep_serves_metrics_until_sigint_then_leaves_and_exits_0() {
-    let dir = scratch("demo-keep");
+/// The temporary blob stores (`chorus-blobs-PID-N`) in `tmp`, sorted.
+fn blob_stores(tmp: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .expect("tmp")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains("chorus-blobs-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `chorus demo --keep` writing `k.png` to `dir`, its temp dir `tmp`,
+/// once its nodes are kept running: the process, its stderr and stdout lines.
+fn demo_kept(
+    dir: &std::path::Path,
+    tmp: &std::path::Path,
+) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let out = dir.join("k.png");
     let mut child = Command::new(chorus_bin())
         .args(demo_args(out.to_str().expect("utf-8 path"), &["--keep"]))
+        .env("TMPDIR", tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -683,6 +698,39 @@ fn demo_keep_serves_metrics_until_sigint_then_leaves_and_exits_0() {
         "nodes kept running; Ctrl-C to stop",
         Duration::from_secs(180),
     );
+    (child, err, report)
+}
+
+#[test]
+fn demo_keep_serves_metrics_until_sigint_then_leaves_and_exits_0() {
+    let dir = scratch("demo-keep");
+    // The demo's nodes have no data dir: their blob stores are temporary
+    // directories, in a temp dir of the test's own here.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+
+    // A demo killed: no clean-up runs, its nodes' stores stay behind...
+    let (mut killed, _, _) = demo_kept(&dir, &tmp);
+    let pid = killed.id();
+    killed.kill().expect("kill");
+    killed.wait().expect("wait");
+    let dead = blob_stores(&tmp);
+    assert!(
+        !dead.is_empty(),
+        "the demo's nodes keep temporary blob stores"
+    );
+    assert!(
+        dead.iter().all(|p| p
+            .to_string_lossy()
+            .contains(&format!("chorus-blobs-{pid}-"))),
+        "{dead:?}"
+    );
+    // ...until the next process makes one: a dead process's lock is free.
+    let (mut child, _err, report) = demo_kept(&dir, &tmp);
+    let live = blob_stores(&tmp);
+    assert_eq!(live.len(), dead.len(), "{live:?}");
+    assert!(live.iter().all(|p| !dead.contains(p)), "{live:?} {dead:?}");
+
     // The report was printed before that line; its metrics lines are live.
     let (line, seen) = wait_line(&report, "metrics: http://", Duration::from_secs(10));
     assert!(!seen.contains("(stopped)"), "{seen}");
@@ -706,7 +754,8 @@ fn demo_keep_serves_metrics_until_sigint_then_leaves_and_exits_0() {
     signal(&child, "-INT");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "exit on SIGINT after --keep");
-    // Gone: the address answers no more.
+    // Gone: the address answers no more, and the stores are deleted.
     assert!(agent.get(url).call().is_err(), "{url} still answers");
+    assert_eq!(blob_stores(&tmp), Vec::<PathBuf>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }

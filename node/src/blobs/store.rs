@@ -274,16 +274,17 @@ struct Inner {
     dir: PathBuf,
     tmp: PathBuf,
     bound: u64,
-    /// Delete the whole directory when the store goes (a store in a
-    /// temporary directory, for a node without a data dir).
-    remove_on_drop: bool,
+    /// For a store in a temporary directory (a node without a data dir):
+    /// the lock that marks it in use; the whole directory is deleted when
+    /// the store goes, or by the next store made after a crash.
+    temporary: Option<fs::File>,
     gauge: Option<IntGauge>,
     state: Mutex<State>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.remove_on_drop {
+        if self.temporary.is_some() {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
@@ -309,6 +310,50 @@ struct Entry {
     pins: usize,
 }
 
+/// The name of a temporary store's directory, before `PID-N`.
+const TEMPORARY_PREFIX: &str = "chorus-blobs-";
+/// The file a temporary store's process holds locked while it lives.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the lock that marks `dir` a live temporary store. The file is
+/// locked under another name and then renamed into place, so that a `lock`
+/// file is held from the moment it exists: a sweep never takes a store
+/// being made for dead.
+fn hold_lock(dir: &Path) -> Result<fs::File, BlobStoreError> {
+    let pending = dir.join(".lock.new");
+    let file = fs::File::create(&pending).map_err(io_at(&pending))?;
+    file.lock().map_err(io_at(&pending))?;
+    let lock = dir.join(LOCK_FILE);
+    fs::rename(&pending, &lock).map_err(io_at(&lock))?;
+    Ok(file)
+}
+
+/// Deletes the temporary stores under `base` whose lock nobody holds: their
+/// process ended without deleting them (a kill, a crash). A directory
+/// without a lock file is left alone.
+fn sweep_dead_temporaries(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TEMPORARY_PREFIX)
+        {
+            continue;
+        }
+        let dir = e.path();
+        let Ok(lock) = fs::File::open(dir.join(LOCK_FILE)) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            tracing::info!(dir = %dir.display(), "deleting the blob store of a process that is gone");
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 impl BlobStore {
     /// Most parts in progress at once.
     pub const MAX_PARTS: usize = 64;
@@ -319,27 +364,34 @@ impl BlobStore {
     /// keeps the complete blobs found there (newest first, while they fit),
     /// deletes anything else.
     pub fn open(dir: &Path, bound: u64) -> Result<BlobStore, BlobStoreError> {
-        Self::open_with(dir, bound, false)
+        Self::open_with(dir, bound, None)
     }
 
     /// A store in a fresh directory under the system's temp dir, deleted
-    /// when the store (and every [`Blob`] of it) is gone.
+    /// when the store (and every [`Blob`] of it) is gone. The stores of
+    /// processes that ended without deleting theirs (killed) are deleted
+    /// first: a temporary store holds a lock on its `lock` file as long as
+    /// its process lives.
     pub fn temporary(bound: u64) -> Result<BlobStore, BlobStoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "chorus-blobs-{}-{}",
+        let base = std::env::temp_dir();
+        sweep_dead_temporaries(&base);
+        let dir = base.join(format!(
+            "{TEMPORARY_PREFIX}{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&dir);
-        Self::open_with(&dir, bound, true)
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let lock = hold_lock(&dir)?;
+        Self::open_with(&dir, bound, Some(lock))
     }
 
     fn open_with(
         dir: &Path,
         bound: u64,
-        remove_on_drop: bool,
+        temporary: Option<fs::File>,
     ) -> Result<BlobStore, BlobStoreError> {
         let tmp = dir.join("tmp");
         let _ = fs::remove_dir_all(&tmp);
@@ -349,7 +401,7 @@ impl BlobStore {
         for e in fs::read_dir(dir).map_err(io_at(dir))?.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name == "tmp" {
+            if name == "tmp" || name == LOCK_FILE {
                 continue;
             }
             let Some(hex) = name.strip_suffix(".idx") else {
@@ -408,7 +460,7 @@ impl BlobStore {
                 dir: dir.to_path_buf(),
                 tmp,
                 bound,
-                remove_on_drop,
+                temporary,
                 gauge: None,
                 state: Mutex::new(st),
             }),
@@ -729,6 +781,46 @@ mod tests {
                 store.finish(&p)
             }
         }
+    }
+
+    #[test]
+    fn a_sweep_deletes_only_temporary_stores_whose_lock_nobody_holds() {
+        let base = std::env::temp_dir().join(format!("chorus-sweep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let store = |name: &str| {
+            let d = base.join(format!("{TEMPORARY_PREFIX}{name}"));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("blob"), b"bytes").unwrap();
+            d
+        };
+        // A live store: its lock held (as a running node holds it).
+        let live = store("live");
+        let held = hold_lock(&live).unwrap();
+        // A dead store: its lock taken and let go (the process is gone).
+        let dead = store("dead");
+        drop(hold_lock(&dead).unwrap());
+        // A directory without a lock, and one not named as a store.
+        let unlocked = store("no-lock");
+        let other = base.join("someone-else");
+        fs::create_dir_all(&other).unwrap();
+        fs::File::create(other.join(LOCK_FILE)).unwrap();
+
+        sweep_dead_temporaries(&base);
+        assert!(live.join("blob").exists(), "a live store is kept");
+        assert!(!dead.exists(), "a dead store is deleted");
+        assert!(unlocked.join("blob").exists(), "no lock file: left alone");
+        assert!(other.exists(), "not a store: left alone");
+        // Once its process goes, the live one is dead too.
+        drop(held);
+        sweep_dead_temporaries(&base);
+        assert!(!live.exists());
+        // A store reopened from its directory keeps its lock file.
+        let dir = base.join("reopened");
+        drop(BlobStore::open(&dir, 1 << 20).unwrap());
+        fs::write(dir.join(LOCK_FILE), b"").unwrap();
+        drop(BlobStore::open(&dir, 1 << 20).unwrap());
+        assert!(dir.join(LOCK_FILE).exists());
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]

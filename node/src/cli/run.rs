@@ -3,11 +3,13 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chorus_sdk::bundle::Bundle;
 
 use super::limits::LimitArgs;
+use crate::sandbox::layout::{Layout, MountedTree, RuntimeFiles, file_blobs, mount_tree};
 use crate::sandbox::{Engine, EngineConfig, Limits, Outcome, TaskReport, TaskSpec};
 
 /// Arguments of `chorus run`.
@@ -87,9 +89,10 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let mut task_args = args.args;
     let mut seed = args.seed;
     let mut env = chorus_sdk::files::canonical_env(args.env);
-    let mut mounts = Vec::with_capacity(args.dirs.len());
-    let mut argv0 = None;
-    let runtime = args.python;
+    // With --python: the runtime's manifest and its mounts' trees, and the
+    // script (the file given), which the layout places as its program.
+    let mut runtime: Option<(chorus_sdk::runtime::RuntimeManifest, Vec<MountedTree>)> = None;
+    let mut program: Arc<[u8]> = Arc::from(&[][..]);
     let (module, mut limits) = if args.python {
         let store = super::runtime::LocalBlobs::new(&super::results::key_dir(args.key_dir.clone()));
         let (id, rt) = match &args.runtime {
@@ -103,37 +106,22 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
                 .with_context(|| format!("blob {b} of runtime {id} is missing"))?;
             std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
         };
-        let m = &rt.manifest;
-        for mount in &m.mounts {
-            let mut tree = chorus_wasi::Tree::new();
-            for e in &mount.entries {
-                match &e.kind {
-                    chorus_sdk::files::EntryKind::Dir => tree.insert_dir(&e.path),
-                    chorus_sdk::files::EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t),
-                    chorus_sdk::files::EntryKind::File(f) => {
-                        tree.insert_file(&e.path, read(&f.blob)?)
-                    }
-                }
-                .with_context(|| format!("runtime file {}", e.path))?;
-            }
-            mounts.push((mount.guest.clone(), std::sync::Arc::new(tree)));
+        let m = rt.manifest;
+        let mut blobs = std::collections::HashMap::new();
+        for b in file_blobs(&m.mounts) {
+            blobs.insert(b, Arc::from(read(&b)?));
         }
-        let (dir, name) = m.program_mount();
-        let mut program = chorus_wasi::Tree::new();
-        program
-            .insert_file(name, file)
-            .context("placing the script")?;
-        mounts.push((dir.to_string(), std::sync::Arc::new(program)));
-        env = chorus_sdk::files::canonical_env(m.env.iter().cloned().chain(env));
-        argv0 = Some(m.argv0.clone());
-        task_args = m
-            .args
-            .iter()
-            .cloned()
-            .chain([m.program.clone()])
-            .chain(task_args)
-            .collect();
-        (read(&m.module.blob)?, m.limits)
+        let mut trees = Vec::with_capacity(m.mounts.len());
+        for mount in &m.mounts {
+            let tree = mount_tree(mount, &blobs)
+                .with_context(|| format!("runtime {id}: the files of {}", mount.guest))?;
+            trees.push((mount.guest.clone(), Arc::new(tree)));
+        }
+        let module = read(&m.module.blob)?;
+        let limits = m.limits;
+        program = file.into();
+        runtime = Some((m, trees));
+        (module, limits)
     } else if file.starts_with(b"\0asm") {
         (file, Limits::default())
     } else {
@@ -180,10 +168,16 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         }
     };
 
+    let mut mounts = Vec::with_capacity(args.dirs.len());
     for d in &args.dirs {
         let tree = super::files::HostTree::read(d)?.load()?;
-        mounts.push((d.guest.clone(), std::sync::Arc::new(tree)));
+        mounts.push((d.guest.clone(), Arc::new(tree)));
     }
+    let files = runtime
+        .as_ref()
+        .map(|(manifest, mounts)| RuntimeFiles { manifest, mounts });
+    let layout = Layout::new(files.map(|f| (f, program)), mounts, &env, &task_args)?;
+    let runtime = runtime.is_some();
     let mut config = match &args.data_dir {
         Some(dir) => EngineConfig::with_data_dir(dir),
         None => EngineConfig::default(),
@@ -192,12 +186,12 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let engine = Engine::new(config)?;
     let spec = TaskSpec {
         input,
-        args: task_args,
+        args: layout.args,
         seed: seed.unwrap_or(0),
         limits,
-        env,
-        mounts,
-        argv0,
+        env: layout.env,
+        mounts: layout.mounts,
+        argv0: layout.argv0,
     };
     Ok(crate::sandbox::on_task_thread(move || {
         if !runtime {

@@ -6,7 +6,6 @@
 //! runtime last imported under each name in `KEY_DIR/runtimes/<name>`.
 //! `chorus submit --python` reads both.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -257,53 +256,57 @@ impl LocalBlobs {
         p.is_file().then_some(p)
     }
 
-    /// Stores a copy of `file` (a hard link when it can), returning its reference.
+    /// Stores a copy of `file`, returning its reference.
     pub fn put_file(&self, file: &Path) -> anyhow::Result<FileRef> {
-        let f =
-            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let index = BlobIndex::read_from(std::io::BufReader::new(f))
-            .with_context(|| format!("{}: cannot make it a blob", file.display()))?;
-        let id = index.id();
-        let dest = self.blob_path(&id);
-        if !dest.is_file() {
-            let dir = self.root.join("blobs");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let tmp = dir.join(format!(".{id}.tmp"));
-            if std::fs::hard_link(file, &tmp).is_err() {
-                std::fs::copy(file, &tmp)
-                    .with_context(|| format!("cannot copy {}", file.display()))?;
-            }
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("cannot store {}", dest.display()))?;
-        }
-        Ok(FileRef {
-            blob: id,
-            size: index.size(),
+        self.store(|tmp| {
+            std::fs::copy(file, tmp)
+                .map(drop)
+                .with_context(|| format!("cannot copy {}", file.display()))
         })
     }
 
     /// Stores `bytes`, returning their reference.
     pub fn put_bytes(&self, bytes: &[u8]) -> anyhow::Result<FileRef> {
-        let index = BlobIndex::of(bytes).context("cannot make it a blob")?;
-        let id = index.id();
-        let dest = self.blob_path(&id);
-        if !dest.is_file() {
-            let dir = self.root.join("blobs");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let tmp = dir.join(format!(".{id}.tmp"));
-            let mut f = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(bytes)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
+        self.store(|tmp| {
+            std::fs::write(tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))
+        })
+    }
+
+    /// Stores what `fill` writes to a temporary file: the blob id is that of
+    /// the copy (never of a file that may change after it was hashed; a copy,
+    /// not a link, for the same reason), synced, then renamed into place.
+    fn store(&self, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<FileRef> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = self.root.join("blobs");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".{}-{}.tmp",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let stored = (|| {
+            fill(&tmp)?;
+            let f = std::fs::File::open(&tmp)
+                .with_context(|| format!("cannot read {}", tmp.display()))?;
+            f.sync_all()
+                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+            let index = BlobIndex::read_from(std::io::BufReader::new(f))
+                .with_context(|| format!("{}: cannot make it a blob", tmp.display()))?;
+            let id = index.id();
+            let dest = self.blob_path(&id);
             std::fs::rename(&tmp, &dest)
                 .with_context(|| format!("cannot store {}", dest.display()))?;
+            Ok(FileRef {
+                blob: id,
+                size: index.size(),
+            })
+        })();
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok(FileRef {
-            blob: id,
-            size: index.size(),
-        })
+        stored
     }
 
     /// Records `id` as the runtime called `name`.

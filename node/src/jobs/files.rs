@@ -4,45 +4,43 @@
 //! prepared once per bundle (the trees are shared by every task of it: each
 //! task writes only to its own copy-on-write view).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chorus_sdk::bundle::{Limits, VerifiedBundle};
-use chorus_sdk::files::{EntryKind, Mount};
+use chorus_sdk::files::Mount;
 use chorus_sdk::runtime::{RuntimeBundle, RuntimeId};
 use chorus_sdk::wire::{ErrorKind, WireError};
 use chorus_wasi::Tree;
 use tracing::{debug, info};
 
 use super::Shared;
+use crate::sandbox::layout::{Layout, MountedTree, RuntimeFiles, file_blobs, mount_tree};
 use crate::sandbox::{SandboxError, TaskModule};
 
 /// Most prepared bundles kept (their trees share the blobs' bytes).
 const MAX_PREPARED: usize = 16;
 /// Most prepared runtimes kept (each holds a compiled interpreter).
 const MAX_RUNTIMES: usize = 4;
+/// Most verified runtime bundles kept (a few KiB each).
+const MAX_RUNTIME_BUNDLES: usize = 64;
 
 /// A bundle made ready to run: what every task of it gets besides its input.
 pub(crate) struct Prepared {
     /// The runtime's compiled interpreter, for a bundle that names one (its
     /// own module is then the program, placed in the mounts).
     pub(crate) runtime: Option<Arc<PreparedRuntime>>,
-    /// Preopened directories, in the order the task sees them.
-    pub(crate) mounts: Vec<(String, Arc<Tree>)>,
-    /// The environment.
-    pub(crate) env: Vec<(String, String)>,
-    /// `argv[0]`, when the runtime names one.
-    pub(crate) argv0: Option<String>,
-    /// The arguments after `argv[0]`.
-    pub(crate) args: Vec<String>,
+    /// Directories, environment and arguments.
+    pub(crate) layout: Layout,
 }
 
 /// A runtime, fetched and checked: its manifest and its files as trees.
 pub(crate) struct PreparedRuntime {
     pub(crate) id: RuntimeId,
-    pub(crate) bundle: RuntimeBundle,
+    pub(crate) bundle: Arc<RuntimeBundle>,
     pub(crate) module: Arc<[u8]>,
-    pub(crate) mounts: Vec<(String, Arc<Tree>)>,
+    pub(crate) mounts: Vec<MountedTree>,
     /// Compiled interpreters by stack size (one per flavor in use).
     compiled: tokio::sync::Mutex<Vec<(u32, TaskModule)>>,
 }
@@ -95,9 +93,7 @@ impl Shared {
         let m = bundle.manifest();
         let mut ids = Vec::new();
         if let Some(rid) = m.runtime {
-            let bytes = self.blob(chorus_sdk::blob::BlobId(rid.0), sources).await?;
-            let rt = RuntimeBundle::decode_verified(&bytes)
-                .map_err(|e| err(ErrorKind::BadBundle, format!("runtime {rid}: {e}")))?;
+            let rt = self.runtime_bundle(rid, sources).await?;
             ids.push(rt.manifest.module.blob);
             ids.extend(file_blobs(&rt.manifest.mounts));
         }
@@ -138,44 +134,20 @@ impl Shared {
             }
             None => None,
         };
-        let mut mounts = Vec::new();
-        let mut env = Vec::new();
-        let mut argv0 = None;
-        let mut args = Vec::new();
-        if let Some(rt) = &runtime {
-            let rm = &rt.bundle.manifest;
-            mounts.extend(rt.mounts.iter().cloned());
-            let (dir, file) = rm.program_mount();
-            let mut program = Tree::new();
-            program
-                .insert_file(file, bundle.module().to_vec())
-                .map_err(|e| err(ErrorKind::BadBundle, format!("the program: {e}")))?;
-            mounts.push((dir.to_string(), Arc::new(program)));
-            env.extend(rm.env.iter().cloned());
-            argv0 = Some(rm.argv0.clone());
-            args.extend(rm.args.iter().cloned());
-            args.push(rm.program.clone());
-        }
+        let mut own = Vec::with_capacity(m.mounts.len());
         for mount in &m.mounts {
-            if mounts.iter().any(|(g, _)| *g == mount.guest) {
-                return Err(err(
-                    ErrorKind::BadBundle,
-                    format!("the bundle mounts {} where its runtime does", mount.guest),
-                ));
-            }
-            let tree = self.tree(mount, sources).await?;
-            mounts.push((mount.guest.clone(), tree));
+            own.push((mount.guest.clone(), self.tree(mount, sources).await?));
         }
-        // The bundle's environment over the runtime's.
-        env = chorus_sdk::files::canonical_env(env.into_iter().chain(m.env.iter().cloned()));
-        args.extend(m.args.iter().cloned());
-        let prepared = Arc::new(Prepared {
-            runtime,
-            mounts,
-            env,
-            argv0,
-            args,
+        let program = runtime.as_ref().map(|rt| {
+            let files = RuntimeFiles {
+                manifest: &rt.bundle.manifest,
+                mounts: &rt.mounts,
+            };
+            (files, Arc::<[u8]>::from(bundle.module()))
         });
+        let layout = Layout::new(program, own, &m.env, &m.args)
+            .map_err(|e| err(ErrorKind::BadBundle, e.to_string()))?;
+        let prepared = Arc::new(Prepared { runtime, layout });
         if self.prepared.len() >= MAX_PREPARED
             && let Some(victim) = self.prepared.iter().next().map(|e| *e.key())
         {
@@ -196,9 +168,7 @@ impl Shared {
         if let Some(r) = self.runtimes.get(&id) {
             return Ok(r.clone());
         }
-        let bytes = self.blob(chorus_sdk::blob::BlobId(id.0), sources).await?;
-        let bundle = RuntimeBundle::decode_verified(&bytes)
-            .map_err(|e| err(ErrorKind::BadBundle, format!("runtime {id}: {e}")))?;
+        let bundle = self.runtime_bundle(id, sources).await?;
         let module = self.blob(bundle.manifest.module.blob, sources).await?;
         if module.len() as u64 != bundle.manifest.module.size {
             return Err(err(
@@ -229,37 +199,39 @@ impl Shared {
 
     /// The tree of one mount, its files fetched as blobs.
     async fn tree(&self, mount: &Mount, sources: &[SocketAddr]) -> Result<Arc<Tree>, WireError> {
-        let mut tree = Tree::new();
-        for e in &mount.entries {
-            let r = match &e.kind {
-                EntryKind::Dir => tree.insert_dir(&e.path),
-                EntryKind::Symlink(t) => tree.insert_symlink(&e.path, t),
-                EntryKind::File(f) => {
-                    let bytes = self.blob(f.blob, sources).await?;
-                    if bytes.len() as u64 != f.size {
-                        return Err(err(
-                            ErrorKind::BadBundle,
-                            format!("{}: not the size the manifest says", e.path),
-                        ));
-                    }
-                    tree.insert_file(&e.path, bytes)
-                }
-            };
-            r.map_err(|x| err(ErrorKind::BadBundle, format!("{}: {x}", e.path)))?;
+        let mut blobs = HashMap::new();
+        for id in file_blobs(std::slice::from_ref(mount)) {
+            blobs.insert(id, self.blob(id, sources).await?);
         }
+        let tree = mount_tree(mount, &blobs)
+            .map_err(|e| err(ErrorKind::BadBundle, format!("{}: {e}", mount.guest)))?;
         Ok(Arc::new(tree))
     }
-}
 
-/// The blob ids of the files of `mounts`.
-fn file_blobs(mounts: &[Mount]) -> impl Iterator<Item = chorus_sdk::blob::BlobId> + '_ {
-    mounts
-        .iter()
-        .flat_map(|m| &m.entries)
-        .filter_map(|e| match &e.kind {
-            EntryKind::File(f) => Some(f.blob),
-            _ => None,
-        })
+    /// Runtime `id`'s signed bundle, fetched from `sources` if this node
+    /// does not hold it, its signature checked; kept (it is small) so that a
+    /// coordinator that also works decodes it once.
+    async fn runtime_bundle(
+        &self,
+        id: RuntimeId,
+        sources: &[SocketAddr],
+    ) -> Result<Arc<RuntimeBundle>, WireError> {
+        if let Some(b) = self.runtime_bundles.get(&id) {
+            return Ok(b.clone());
+        }
+        let bytes = self.blob(chorus_sdk::blob::BlobId(id.0), sources).await?;
+        let bundle = Arc::new(
+            RuntimeBundle::decode_verified(&bytes)
+                .map_err(|e| err(ErrorKind::BadBundle, format!("runtime {id}: {e}")))?,
+        );
+        if self.runtime_bundles.len() >= MAX_RUNTIME_BUNDLES
+            && let Some(victim) = self.runtime_bundles.iter().next().map(|e| *e.key())
+        {
+            self.runtime_bundles.remove(&victim);
+        }
+        self.runtime_bundles.insert(id, bundle.clone());
+        Ok(bundle)
+    }
 }
 
 impl Shared {

@@ -275,6 +275,9 @@ pub(crate) struct Shared {
     prepared: DashMap<BundleId, Arc<files::Prepared>>,
     /// Runtimes fetched and checked, with their compiled interpreters (bounded).
     runtimes: DashMap<chorus_sdk::runtime::RuntimeId, Arc<files::PreparedRuntime>>,
+    /// Runtime bundles fetched and verified (bounded), for coordinator and worker.
+    runtime_bundles:
+        DashMap<chorus_sdk::runtime::RuntimeId, Arc<chorus_sdk::runtime::RuntimeBundle>>,
     /// One runtime fetch at a time.
     runtime_lock: tokio::sync::Mutex<()>,
     /// One bundle fetch per bundle at a time, bundles in parallel, bounded.
@@ -369,6 +372,7 @@ impl Jobs {
             bundles: DashMap::new(),
             prepared: DashMap::new(),
             runtimes: DashMap::new(),
+            runtime_bundles: DashMap::new(),
             runtime_lock: tokio::sync::Mutex::new(()),
             bundle_flights: flights::Flights::new(
                 MAX_FETCHES,

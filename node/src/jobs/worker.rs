@@ -138,11 +138,15 @@ impl Shared {
         // Arguments and seed come from the signed bundle, never from the
         // batch's sender: they are part of what this worker attests.
         let argv = match &prepared {
-            Some(p) => p.args.clone(),
+            Some(p) => p.layout.args.clone(),
             None => bundle.manifest().args.clone(),
         };
         let (env, mounts, argv0) = match &prepared {
-            Some(p) => (p.env.clone(), p.mounts.clone(), p.argv0.clone()),
+            Some(p) => (
+                p.layout.env.clone(),
+                p.layout.mounts.clone(),
+                p.layout.argv0.clone(),
+            ),
             None => (Vec::new(), Vec::new(), None),
         };
         let bundle_seed = bundle.manifest().seed;

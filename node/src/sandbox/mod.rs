@@ -36,6 +36,8 @@
 //!   memory per stack size, and on disk bounded by least recently used.
 //! - `exec`: running one task ([`TaskSpec`]): store, limiter, fuel and epoch
 //!   deadline, WASI context, and the outcome it ends with.
+//! - [`layout`]: a task's directories, environment and arguments from its
+//!   bundle and its runtime.
 //! - `outcome`: [`Outcome`], [`TrapCode`], [`TaskReport`] and the digest replicas compare.
 //! - `wasi`: the binding of our WASI preview 1 (`chorus-wasi`: files, clocks,
 //!   [`DeterministicRng`], capped pipes,
@@ -55,6 +57,7 @@
 mod cache;
 mod config;
 mod exec;
+pub mod layout;
 mod outcome;
 mod wasi;
 
