@@ -191,8 +191,8 @@ fn new_to_verified(lang: &str, check: impl Fn(&[u8])) -> (TempDir, PathBuf) {
 }
 
 #[test]
-fn rust_template_goes_from_new_to_a_verified_result() {
-    new_to_verified("rust", |output| {
+fn rust_template_goes_from_new_to_a_verified_result_and_builds_the_same_bytes_elsewhere() {
+    let (tmp, dir) = new_to_verified("rust", |output| {
         let got: Summary = rmp_serde::from_slice(output).expect("MessagePack output");
         let want = Summary {
             count: 8,
@@ -203,6 +203,36 @@ fn rust_template_goes_from_new_to_a_verified_result() {
         };
         assert_eq!(got, want);
     });
+
+    // The same template in another directory, deeper: the same bytes, and
+    // no path of either directory in them (one build of std less than a
+    // test of its own would cost).
+    let other = tmp.0.join("b/deeper").join(dir.file_name().expect("name"));
+    task(&["new", s(&other)]).expect("task new");
+    let mut built = Vec::new();
+    for d in [&dir, &other] {
+        let json = task(&["build", s(d), "--json"]).expect("task build");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let module = PathBuf::from(v["module"].as_str().expect("module"));
+        let bytes = std::fs::read(&module).expect("module");
+        assert_eq!(v["bytes"], bytes.len() as u64);
+        built.push((
+            module,
+            v["sha256"].as_str().expect("sha256").to_string(),
+            bytes,
+        ));
+    }
+    assert_ne!(built[0].0, built[1].0, "two directories");
+    assert_eq!(built[0].1, built[1].1, "same sha256");
+    assert!(built[0].2 == built[1].2, "same bytes");
+    let needle = tmp.0.to_str().expect("utf-8").as_bytes();
+    for (module, _, bytes) in &built {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "a path in {}",
+            module.display()
+        );
+    }
 }
 
 #[test]
@@ -250,35 +280,6 @@ fn c_template_goes_from_new_to_a_verified_result_and_test_rebuilds_a_stale_modul
     let err = task(&["test", s(&dir), "--input", s(&bad)]).expect_err("a failing task");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("the task failed: exit code 3"), "{err}");
-}
-
-#[test]
-fn rust_template_builds_the_same_bytes_in_two_directories() {
-    let tmp = TempDir::new("author", "twice");
-    let mut built = Vec::new();
-    for side in ["a", "b/deeper"] {
-        let dir = tmp.0.join(side).join("same-task");
-        task(&["new", s(&dir)]).expect("task new");
-        let json = task(&["build", s(&dir), "--json"]).expect("task build");
-        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-        let module = PathBuf::from(v["module"].as_str().expect("module"));
-        let bytes = std::fs::read(&module).expect("module");
-        assert_eq!(v["bytes"], bytes.len() as u64);
-        built.push((
-            module,
-            v["sha256"].as_str().expect("sha256").to_string(),
-            bytes,
-        ));
-    }
-    assert_ne!(built[0].0, built[1].0, "two directories");
-    assert_eq!(built[0].1, built[1].1, "same sha256");
-    assert!(built[0].2 == built[1].2, "same bytes");
-    // No path of either directory is in the module.
-    let needle = tmp.0.to_str().expect("utf-8").as_bytes();
-    assert!(
-        !built[0].2.windows(needle.len()).any(|w| w == needle),
-        "a path in the module"
-    );
 }
 
 #[test]
