@@ -4,7 +4,8 @@
 //! (`--chaos corrupt-chunks`) is caught chunk by chunk; a blob is fetched
 //! once per node, however many ask at once; a stranger's forged index,
 //! oversized and malformed chunks and hostile uploads change nothing; the
-//! disk bound holds and pinned blobs stay.
+//! disk bound holds and pinned blobs stay; a job's copies bring its files,
+//! so the node that takes the job over can serve them to its workers.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -459,4 +460,138 @@ fn the_disk_bound_holds_and_pinned_blobs_are_never_evicted() {
     drop((held1, held2));
     a.leave();
     b.leave();
+}
+
+/// Every listed blob that `node`'s store holds.
+fn holds(node: &TestNode, ids: &[BlobId]) -> bool {
+    let held = node.node().blobs().store().list();
+    ids.iter().all(|id| held.contains(id))
+}
+
+#[test]
+fn a_job_copy_brings_its_files_so_the_next_coordinator_can_serve_them() {
+    use chorus_sdk::bundle::{Bundle, Limits, Manifest};
+    use chorus_sdk::files::{Entry, EntryKind, FileRef, Mount};
+    use chorus_sdk::job::JobSpec;
+    use chorus_sdk::runtime::{RUNTIME_FORMAT, RuntimeBundle, RuntimeId, RuntimeManifest};
+
+    let dir = TempDir::new("blobs", "copies");
+    let mut nodes = chorus_tests::start_cluster(5, |i, c| {
+        c.data_dir = Some(dir.0.join(format!("n{i}")));
+    })
+    .expect("cluster");
+    let entry = &nodes[0];
+
+    // A runtime no node accepts (nodes accept none by default): its tasks
+    // wait, so no worker fetches anything, and only the nodes that hold the
+    // job (its entry, its coordinator, its copies) hold its files.
+    let publisher = Identity::generate().expect("key");
+    let interpreter = chorus_tests::PRIMES;
+    let interpreter_id = put(entry, &dir, "interpreter", interpreter);
+    let runtime = RuntimeBundle::sign(
+        RuntimeManifest {
+            format: RUNTIME_FORMAT,
+            name: "waits".into(),
+            version: "1".into(),
+            module: FileRef {
+                blob: interpreter_id,
+                size: interpreter.len() as u64,
+            },
+            mounts: Vec::new(),
+            env: Vec::new(),
+            argv0: "waits".into(),
+            args: Vec::new(),
+            program: "/app/main".into(),
+            limits: Limits::default(),
+            publisher: [0; 32],
+        },
+        &publisher,
+    )
+    .expect("runtime");
+    let runtime_id = put(entry, &dir, "runtime", &runtime.encode().expect("encode"));
+    let data = pseudo(3 * MB as usize, 11);
+    let data_id = put(entry, &dir, "data", &data);
+    let files = [interpreter_id, runtime_id, data_id];
+
+    // A job whose coordinator and first successor are not the entry node
+    // (which holds the files as the uploads' target).
+    let submitter = Identity::generate().expect("key");
+    let mut manifest = Manifest::new("with-files", "1", submitter.public_key());
+    manifest.runtime = Some(RuntimeId(runtime_id.0));
+    manifest.mounts = vec![Mount {
+        guest: "/data".into(),
+        entries: vec![Entry {
+            path: "x".into(),
+            kind: EntryKind::File(FileRef {
+                blob: data_id,
+                size: data.len() as u64,
+            }),
+        }],
+    }];
+    let bundle = Bundle::sign(manifest, b"print(1)".to_vec(), &submitter).expect("bundle");
+    let mut ids: Vec<_> = nodes.iter().map(|n| n.id).collect();
+    ids.sort();
+    let spec = (0..64u64)
+        .map(|nonce| {
+            JobSpec::new(&bundle, vec![b"1".to_vec(); 4], None, None, nonce)
+                .expect("spec")
+                .sign(&submitter)
+                .expect("sign")
+        })
+        .find(|spec| {
+            let owner = chorus_tests::true_owner(&ids, spec.id().0);
+            let at = ids.iter().position(|i| *i == owner).expect("owner");
+            owner != entry.id && ids[(at + 1) % ids.len()] != entry.id
+        })
+        .expect("a job id away from the entry node");
+    let job = chorus_tests::submit(entry.addr, spec).expect("submitted");
+    let coordinator = chorus_tests::status(entry.addr, job)
+        .expect("status")
+        .coordinator
+        .id;
+    let node_of = |id| nodes.iter().find(|n| n.id == id).expect("a node");
+    assert!(
+        holds(node_of(coordinator), &files),
+        "the coordinator holds them"
+    );
+
+    // Every copy of the job away from the entry node comes to hold its files.
+    let copies = || -> Vec<&TestNode> {
+        nodes
+            .iter()
+            .filter(|n| n.id != entry.id && n.node().jobs().backed_up().contains(&job))
+            .collect()
+    };
+    chorus_tests::wait_until(Duration::from_secs(60), || {
+        let c = copies();
+        if c.is_empty() {
+            return Err("no copy of the job yet".into());
+        }
+        match c.iter().find(|n| !holds(n, &files)) {
+            Some(n) => Err(format!("copy holder {} lacks the job's files", n.id)),
+            None => Ok(()),
+        }
+    })
+    .expect("copies hold the files");
+    // No worker fetched them (the tasks wait): the copies brought them.
+    for n in &nodes {
+        let holder =
+            n.id == entry.id || n.id == coordinator || n.node().jobs().backed_up().contains(&job);
+        assert!(holder || !holds(n, &[data_id]), "{} holds the files", n.id);
+    }
+
+    // The coordinator dies: the next owner takes the job over and holds
+    // what its workers will ask it for.
+    chorus_tests::kill_running_coordinator(&mut nodes, coordinator, job);
+    chorus_tests::wait_until(Duration::from_secs(120), || {
+        match nodes
+            .iter()
+            .find(|n| n.node().jobs().coordinated().contains(&job))
+        {
+            Some(n) if holds(n, &files) => Ok(()),
+            Some(n) => Err(format!("new coordinator {} lacks the files", n.id)),
+            None => Err("no node has taken the job over yet".into()),
+        }
+    })
+    .expect("the job moved with its files");
 }

@@ -256,4 +256,29 @@ fn a_numpy_job_on_three_nodes_matches_the_packages_own_runner() {
         "verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
+
+    // The same script on this machine through `chorus run --python`, laid
+    // out as a worker lays it out: the same bytes (its engine loads the
+    // interpreter from the cache the nodes share).
+    let (name, _) = &inputs[0];
+    let run = Command::new(chorus_bin())
+        .args(["run", "--python"])
+        .arg(&script)
+        .arg("--input")
+        .arg(in_dir.join(name))
+        .arg("--key-dir")
+        .arg(&keys)
+        .arg("--data-dir")
+        .arg(&tmp.0)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "run --python: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&expected[0])
+    );
 }

@@ -13,7 +13,7 @@ use chorus_sdk::job::{
 };
 use chorus_sdk::wire::{ErrorKind, Peer, Request, Response, WireError};
 use serde_bytes::ByteBuf;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::coordinator::JobHandle;
 use super::{Role, Shared};
@@ -76,7 +76,12 @@ impl Shared {
     /// attestations by ring members, a cancel the submitter's signature. A
     /// copy that fails any of these changes nothing and is counted in
     /// `chorus_job_copies_refused_total`.
-    pub(super) async fn take_copy(&self, job: JobId, coordinator: Peer, copy: JobCopy) -> Response {
+    pub(super) async fn take_copy(
+        self: &Arc<Self>,
+        job: JobId,
+        coordinator: Peer,
+        copy: JobCopy,
+    ) -> Response {
         if self.jobs.contains_key(&job) {
             // We coordinate it ourselves (a takeover raced the old owner):
             // our state is at least as new.
@@ -103,10 +108,12 @@ impl Shared {
                 if snapshot.spec.id() != job {
                     return self.refuse_copy(job, &coordinator, "the spec is not the job's");
                 }
-                if let Err(e) = snapshot.spec.verify() {
-                    return self.refuse_copy(job, &coordinator, &e.to_string());
-                }
+                let bundle = match snapshot.spec.verify() {
+                    Ok(b) => b,
+                    Err(e) => return self.refuse_copy(job, &coordinator, &e.to_string()),
+                };
                 let header = snapshot.spec.header();
+                let source = coordinator.addr;
                 if let Err(why) = self
                     .check_copy(
                         job,
@@ -134,6 +141,21 @@ impl Shared {
                     header,
                 )));
                 self.backups.insert(job, b);
+                if Self::needs_files(&bundle) {
+                    // The job's files and runtime, so that this node can
+                    // serve them to the workers if it takes the job over:
+                    // fetched from the coordinator in the background (they
+                    // may be large; the copy is held either way).
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        match me.ensure_blobs(&bundle, &[source]).await {
+                            Ok(()) => debug!(%job, "holding the files of a job copy"),
+                            Err(e) => {
+                                warn!(%job, error = %e, "could not fetch the files of a job copy")
+                            }
+                        }
+                    });
+                }
                 return Response::Job(JobResponse::Ok);
             }
             JobCopy::Update(update) => {
