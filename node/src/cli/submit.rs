@@ -165,9 +165,16 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("uploading the job's files")?;
         }
+        // One listener for the whole wait, registered before the job is
+        // sent: a Ctrl-C between the two waits below (just after the id is
+        // printed) is not lost, as it was with a listener made per wait.
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        // `biased`, the listener first: polled (so registered) at once.
         let submitted = tokio::select! {
+            biased;
+            _ = &mut interrupt => return Ok(Waited::InterruptedUnacknowledged),
             r = client.submit(&spec) => r.context("submitting the job")?,
-            _ = tokio::signal::ctrl_c() => return Ok(Waited::InterruptedUnacknowledged),
         };
         let record = JobRecord {
             job: submitted.to_string(),
@@ -195,8 +202,9 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let bar = progress_bar();
         bar.set_prefix(format!("job {job}"));
         let waited = tokio::select! {
+            biased;
+            _ = &mut interrupt => Ok(Waited::Interrupted),
             r = wait_with_bar(&client, job, &bar) => r.map(|r| Waited::Done(Box::new(r))),
-            _ = tokio::signal::ctrl_c() => Ok(Waited::Interrupted),
         };
         bar.finish_and_clear();
         client.close();
