@@ -91,8 +91,11 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     let mut env = chorus_sdk::files::canonical_env(args.env);
     // With --python: the runtime's manifest and its mounts' trees, and the
     // script (the file given), which the layout places as its program.
-    let mut runtime: Option<(chorus_sdk::runtime::RuntimeManifest, Vec<MountedTree>)> = None;
-    let mut program: Arc<[u8]> = Arc::from(&[][..]);
+    let mut runtime: Option<(
+        chorus_sdk::runtime::RuntimeManifest,
+        Vec<MountedTree>,
+        Arc<[u8]>,
+    )> = None;
     let (module, mut limits) = if args.python {
         let store = super::runtime::LocalBlobs::new(&super::results::key_dir(args.key_dir.clone()));
         let (id, rt) = match &args.runtime {
@@ -119,8 +122,7 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
         }
         let module = read(&m.module.blob)?;
         let limits = m.limits;
-        program = file.into();
-        runtime = Some((m, trees));
+        runtime = Some((m, trees, file.into()));
         (module, limits)
     } else if file.starts_with(b"\0asm") {
         (file, Limits::default())
@@ -175,8 +177,8 @@ pub(crate) fn execute(args: RunArgs) -> anyhow::Result<TaskReport> {
     }
     let files = runtime
         .as_ref()
-        .map(|(manifest, mounts)| RuntimeFiles { manifest, mounts });
-    let layout = Layout::new(files.map(|f| (f, program)), mounts, &env, &task_args)?;
+        .map(|(manifest, mounts, program)| (RuntimeFiles { manifest, mounts }, program.clone()));
+    let layout = Layout::new(files, mounts, &env, &task_args)?;
     let runtime = runtime.is_some();
     let mut config = match &args.data_dir {
         Some(dir) => EngineConfig::with_data_dir(dir),
