@@ -388,8 +388,11 @@ impl Engine {
             .name("chorus-task".into())
             .stack_size(TASK_THREAD_STACK)
             .spawn(move || {
-                let _slot = permit;
-                let _ = tx.send(work(engine));
+                let result = work(engine);
+                // The slot is free before the caller hears the result, so a
+                // caller that sees its task done also sees its slot back.
+                drop(permit);
+                let _ = tx.send(result);
             })
             .map_err(|e| SandboxError::Worker(format!("cannot start a task thread: {e}")))?;
         rx.await
