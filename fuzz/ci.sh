@@ -12,6 +12,8 @@
 #   FUZZ_TARGET_DIR  cargo's target dir for the instrumented build
 #                    (default fuzz/target, which is gitignored)
 #   FUZZ_TARGETS     space-separated subset of targets (default: all)
+#   FUZZ_BUILD_ONLY  1: build the targets and stop (CI builds them beside
+#                    its other builds, and runs them after the tests)
 #
 # Stable Rust only: `--sanitizer none` builds with libFuzzer's coverage
 # instrumentation and no -Z flag (AddressSanitizer needs a nightly compiler;
@@ -46,6 +48,9 @@ else
 fi
 built=$(date +%s)
 echo "fuzz: built in $((built - start)) s"
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+    exit 0
+fi
 
 bin_dir="$target_dir/$host/release"
 work="$(mktemp -d)"
