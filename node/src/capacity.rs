@@ -290,9 +290,13 @@ impl Capacity {
         }
         let direct = sender.is_some_and(|(from, _)| from == id);
         if have.is_none() {
-            if !direct {
-                self.spend_relay_budget(sender.map(|(from, _)| from), now)?;
-            }
+            // The network's cap first: a record refused for it must not cost
+            // its sender an introduction. Otherwise an honest node that
+            // relays (as gossip does, over and over) a crowded network's
+            // records this table has no room for would spend its whole
+            // budget on them, and this table would refuse the new honest
+            // nodes it introduces: five keys on one /24 would slow the
+            // spread of every newcomer's record.
             let net = network_of(&r.addr);
             let same_net = self
                 .inner
@@ -305,6 +309,9 @@ impl Capacity {
                 .count();
             if same_net >= MAX_PER_PREFIX {
                 return Err(Refused::PrefixFull);
+            }
+            if !direct {
+                self.spend_relay_budget(sender.map(|(from, _)| from), now)?;
             }
         }
         if let Some((_, seen)) = sender
@@ -591,6 +598,51 @@ mod tests {
             .collect();
         assert_eq!(crowd.len(), MAX_PER_PREFIX + 2);
         assert_eq!(refused(&b, "prefix_full"), 2);
+    }
+
+    #[test]
+    fn relaying_a_full_network_costs_the_sender_no_introductions() {
+        // An honest sender whose table holds other members of a crowded
+        // network than ours gossips them to us again and again; we refuse
+        // them for the network's cap, and the sender keeps its budget for
+        // the newcomers it introduces.
+        let a = table_at("127.0.1.1:1");
+        let sender = table_at("127.0.2.1:1");
+        let sender_pos = sender.own().record.peer_id().ring_pos();
+        let seen: SocketAddr = "127.0.2.1:1".parse().unwrap();
+        assert_eq!(a.absorb_from(&[sender.own()], sender_pos, seen), 1);
+        let crowd: Vec<SignedCapacity> = (0..MAX_PER_PREFIX + 1)
+            .map(|i| {
+                let k = Identity::generate_member().unwrap();
+                signed(&k, &format!("127.9.9.{}:1", i + 1), now_ms())
+            })
+            .collect();
+        assert_eq!(
+            a.absorb_from(&crowd[..MAX_PER_PREFIX], sender_pos, seen),
+            MAX_PER_PREFIX
+        );
+        let extra = &crowd[MAX_PER_PREFIX];
+        let rounds = RELAY_BUDGET as usize * 2;
+        for _ in 0..rounds {
+            assert_eq!(
+                a.absorb_from(std::slice::from_ref(extra), sender_pos, seen),
+                0
+            );
+        }
+        assert_eq!(refused(&a, "prefix_full"), rounds as u64);
+        // What is left of the budget: all but the MAX_PER_PREFIX spent above.
+        let newcomers: Vec<SignedCapacity> = (0..RELAY_BUDGET as usize - MAX_PER_PREFIX)
+            .map(|i| {
+                let k = Identity::generate_member().unwrap();
+                signed(&k, &format!("127.2.{i}.1:1"), now_ms())
+            })
+            .collect();
+        let mut kept = 0;
+        for chunk in newcomers.chunks(MAX_GOSSIP - 1) {
+            kept += a.absorb_from(chunk, sender_pos, seen);
+        }
+        assert_eq!(kept, newcomers.len());
+        assert_eq!(refused(&a, "relay_budget"), 0);
     }
 
     #[test]

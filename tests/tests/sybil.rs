@@ -247,6 +247,18 @@ fn colluders_on_one_network_claiming_huge_machines_cannot_buy_a_wrong_answer() {
         nodes.iter().filter(|n| n.addr.ip() == shared).count(),
         colluders
     );
+    let honest_refused = |reason: &str| {
+        nodes
+            .iter()
+            .take(8)
+            .map(|n| refused(n, reason))
+            .sum::<u64>()
+    };
+    eprintln!(
+        "honest tables refused: prefix_full {}, relay_budget {}",
+        honest_refused("prefix_full"),
+        honest_refused("relay_budget")
+    );
     let submitter = Identity::generate().expect("key");
     let work = chorus_tests::prime_ranges(60, 1_000);
     let policy = chorus_core::jobs::Policy::new(3, Some(2), None).expect("policy");
